@@ -1,0 +1,34 @@
+# The user's verbs. Each target installs what it needs into .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+CONFIG ?= configs/default.toml
+
+.PHONY: help install distill test lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install the toolkit (done by every target that needs it)
+
+distill: $(INSTALLED) ## Distill the default teacher into the students of configs/default.toml (runs/default)
+	$(BIN)/distill run --config $(CONFIG)
+
+test: $(INSTALLED) ## Run the tests
+	$(BIN)/pytest -q
+
+lint: $(INSTALLED) ## Check style with ruff
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(INSTALLED) ## Format the code with ruff
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean: ## Remove runs and caches (keeps .venv)
+	rm -rf runs .pytest_cache
