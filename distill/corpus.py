@@ -1,0 +1,205 @@
+"""Corpora: the packaged default, local files, folders and Hugging Face datasets, cleaned and split.
+
+The default corpus is built from text that gensim ships in `gensim/test/test_data`: a shortened
+English Wikipedia dump (parsed with gensim's own wiki utilities) and the Lee news corpus.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+
+from distill.errors import DistillError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CORPUS = "gensim"
+_WIKI_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+_LEE_FILES = ("lee_background.cor", "lee.cor")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_WIKI_SKIP = ("=", "*", "#", "|", "!", "{", ":", ";")
+_FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class Split(IntEnum):
+    TRAIN = 0
+    VALID = 1
+    TEST = 2
+
+
+@dataclass
+class CleanStats:
+    kept: int = 0
+    empty: int = 0
+    duplicate: int = 0
+    truncated: int = 0
+
+
+def gensim_test_data() -> Path:
+    try:
+        import gensim
+    except ImportError as e:
+        raise DistillError("the default corpus needs gensim: pip install gensim") from e
+    return Path(gensim.__file__).parent / "test" / "test_data"
+
+
+def split_sentences(text: str, min_words: int = 4) -> list[str]:
+    """Split prose into sentences; drop fragments shorter than `min_words` words."""
+    sentences = (" ".join(s.split()) for s in _SENTENCE_END.split(text))
+    return [s for s in sentences if len(s.split()) >= min_words]
+
+
+def wikipedia_sentences(dump: Path) -> Iterator[str]:
+    """Sentences of the article paragraphs of a Wikipedia XML dump (headings, lists and tables dropped)."""
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+    with bz2.open(dump) as f:
+        for _title, text, _page_id in extract_pages(f):
+            if text.lower().startswith("#redirect"):
+                continue
+            for line in filter_wiki(text).splitlines():
+                line = line.strip()
+                if line and not line.startswith(_WIKI_SKIP):
+                    yield from split_sentences(line)
+
+
+def default_corpus() -> list[str]:
+    """About 22,500 English sentences from the Wikipedia sample and the Lee news corpus that gensim ships."""
+    data = gensim_test_data()
+    texts = list(wikipedia_sentences(data / _WIKI_DUMP))
+    for name in _LEE_FILES:
+        for line in (data / name).read_text(encoding="latin-1").splitlines():
+            texts.extend(split_sentences(line))
+    return texts
+
+
+def load_corpus(source: str, text_column: str = "text", limit: int | None = None) -> list[str]:
+    """Texts from the default corpus, a file, a folder of `.txt` files, or a Hugging Face dataset."""
+    if source == DEFAULT_CORPUS:
+        texts: Iterable[str] = default_corpus()
+    else:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            files = sorted(path.rglob("*.txt"))
+            if not files:
+                raise DistillError(f"corpus folder {source!r} has no .txt files")
+            texts = (line for file in files for line in read_text_lines(file))
+        elif path.suffix == ".txt":
+            texts = read_text_lines(path)
+        elif path.suffix in _FILE_FORMATS:
+            texts = _dataset_texts(_FILE_FORMATS[path.suffix], str(_existing(path)), text_column, data_files=True)
+        elif path.exists() or source.startswith((".", "/", "~")):
+            raise DistillError(
+                f"corpus {source!r}: unsupported file type; use .txt, .jsonl, .csv, .parquet or a folder"
+            )
+        else:
+            texts = _dataset_texts(source, source, text_column, data_files=False)
+    texts = list(texts if limit is None else _take(texts, limit))
+    if not texts:
+        raise DistillError(f"corpus {source!r} is empty; give it at least a few hundred lines of text")
+    return texts
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file; a binary or undecodable file is the user's error."""
+    data = _existing(path).read_bytes()
+    if b"\x00" in data[:8192]:
+        raise DistillError(f"{path} looks like a binary file; give a UTF-8 text file with one text per line")
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DistillError(f"{path} is not UTF-8 text (byte {e.start}); re-encode it as UTF-8") from e
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise DistillError(f"corpus file {str(path)!r} does not exist")
+    return path
+
+
+def _take(texts: Iterable[str], limit: int) -> Iterator[str]:
+    for i, text in enumerate(texts):
+        if i >= limit:
+            return
+        yield text
+
+
+def _dataset_texts(builder: str, source: str, column: str, *, data_files: bool) -> Iterator[str]:
+    """Texts of one column through the `datasets` library (hub datasets stream)."""
+    import datasets
+
+    try:
+        if data_files:
+            dataset = datasets.load_dataset(builder, data_files=source, split="train")
+        else:
+            dataset = datasets.load_dataset(source, split="train", streaming=True)
+        first = next(iter(dataset), None)
+    except Exception as e:  # NOTE: datasets raises many unrelated types for "not found / not readable"
+        raise DistillError(f"could not read corpus {source!r}: {str(e).splitlines()[0]}") from e
+    if first is None:
+        return
+    if column not in first:
+        raise DistillError(f"corpus {source!r} has no column {column!r} (columns: {', '.join(first)}); set text-column")
+    for row in dataset:
+        value = row[column]
+        if isinstance(value, str):
+            yield value
+
+
+def clean(texts: Iterable[str], max_chars: int = 4000) -> tuple[list[str], CleanStats]:
+    """Collapse whitespace, drop empty and duplicate texts, truncate very long ones."""
+    stats, seen, kept = CleanStats(), set(), []
+    for text in texts:
+        text = " ".join(text.split())
+        if not text:
+            stats.empty += 1
+            continue
+        if len(text) > max_chars:
+            text = text[:max_chars]
+            stats.truncated += 1
+        if text in seen:
+            stats.duplicate += 1
+            continue
+        seen.add(text)
+        kept.append(text)
+    stats.kept = len(kept)
+    logger.info(
+        "corpus: kept %d texts; skipped %d empty and %d duplicate; truncated %d longer than %d characters",
+        stats.kept,
+        stats.empty,
+        stats.duplicate,
+        stats.truncated,
+        max_chars,
+    )
+    return kept, stats
+
+
+def assign_splits(texts: Iterable[str], valid: float = 0.1, test: float = 0.1, seed: int = 0) -> np.ndarray:
+    """(n,) uint8 of `Split` values, from a hash of each text: stable when the corpus grows or is reordered."""
+    if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
+        raise DistillError(f"valid ({valid}) and test ({test}) fractions must be in [0, 1) and sum below 1")
+    buckets = np.array(
+        [int.from_bytes(hashlib.blake2b(f"{seed}:{t}".encode(), digest_size=8).digest(), "little") for t in texts],
+        dtype=np.uint64,
+    )
+    fraction = buckets.astype(np.float64) / float(2**64)
+    split = np.full(len(fraction), Split.TRAIN, dtype=np.uint8)
+    split[fraction >= 1 - valid - test] = Split.VALID
+    split[fraction >= 1 - test] = Split.TEST
+    return split
+
+
+def fingerprint(texts: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
