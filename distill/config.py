@@ -1,0 +1,97 @@
+"""Run configuration: one typed dataclass, filled from a TOML file whose keys are the CLI flag names."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from distill.corpus import DEFAULT_CORPUS
+from distill.errors import DistillError
+from distill.teacher import DEFAULT_TEACHER
+from distill.trainer import TrainConfig
+from students import student_class
+
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+@dataclass
+class RunConfig:
+    """Everything `distill run` needs. `students` maps a student name to its own settings
+    (its config fields and any training field it overrides)."""
+
+    teacher: str = DEFAULT_TEACHER
+    corpus: str = DEFAULT_CORPUS
+    text_column: str = "text"
+    limit: int | None = None  # use at most this many corpus texts
+    max_length: int | None = None  # default: the teacher's own
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    output: str = "runs/default"
+    cache_dir: str = "runs/cache"
+    token_targets: bool = True
+    teacher_batch_size: int = 64
+    train: dict[str, Any] = field(default_factory=dict)  # training settings shared by all students
+    students: dict[str, dict[str, Any]] = field(default_factory=lambda: {"static": {}})
+
+    def __post_init__(self) -> None:
+        if not self.students:
+            raise DistillError("no students to train; name at least one (for example --students static)")
+        if self.limit is not None and self.limit <= 0:
+            raise DistillError(f"limit must be positive, not {self.limit}")
+        if self.teacher_batch_size <= 0:
+            raise DistillError(f"teacher-batch-size must be positive, not {self.teacher_batch_size}")
+        for name in self.students:
+            student_class(name)
+            self.train_config_for(name, {})  # validates the settings before any work starts
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output)
+
+    def train_config_for(self, student: str, defaults: dict[str, Any]) -> TrainConfig:
+        """The shared training settings, under the student's own defaults and overrides."""
+        own = {k: v for k, v in self.students.get(student, {}).items() if k in TRAIN_FIELDS}
+        try:
+            return TrainConfig(**{**defaults, **self.train, **own})
+        except TypeError as e:
+            raise DistillError(f"bad training setting: {e}") from e
+
+    def student_options(self, student: str) -> dict[str, Any]:
+        return {k: v for k, v in self.students.get(student, {}).items() if k not in TRAIN_FIELDS}
+
+
+def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:
+    """A `RunConfig` from a TOML file's values under the flags the user gave (flags win)."""
+    values = {_key(k): v for k, v in file_values.items()}
+    values.update({_key(k): v for k, v in flag_values.items() if v is not None})
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "students"}
+    students = values.pop("students", None)
+    if isinstance(students, str):
+        students = [s.strip() for s in students.split(",") if s.strip()]
+    sections = {name: {_key(k): v for k, v in values.pop(name, {}).items()} for name in list(values)
+                if isinstance(values[name], dict)}  # fmt: skip
+    unknown = set(values) - run_fields - TRAIN_FIELDS
+    if unknown:
+        raise DistillError(f"unknown setting(s): {', '.join(sorted(k.replace('_', '-') for k in unknown))}")
+    train = {k: values.pop(k) for k in list(values) if k in TRAIN_FIELDS}
+    names = students if students is not None else (list(sections) or ["static"])
+    return RunConfig(**values, train=train, students={name: sections.get(name, {}) for name in names})
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"config file {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise DistillError(f"config file {str(path)!r} is not valid TOML: {e}") from e
+
+
+def _key(name: str) -> str:
+    return name.replace("-", "_")

@@ -1,0 +1,150 @@
+"""The whole job: teacher and corpus to cached targets, then each student trained, tested and saved.
+
+`run(config)` only resolves and loads; `run_from_model(teacher, texts, config)` is the core that
+tests drive with a tiny in-memory teacher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distill.config import RunConfig
+from distill.corpus import Split, assign_splits, clean, load_corpus
+from distill.errors import DistillError
+from distill.io import write_json
+from distill.targets import Targets, build_targets, cache_key
+from distill.teacher import Teacher
+from distill.trainer import Trainer, fidelity
+from students import student_class
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StudentSummary:
+    name: str
+    path: str
+    params: int
+    bytes: int
+    test_fidelity: float
+    valid_fidelity: float
+    train_seconds: float
+    epochs: int
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    texts: dict[str, int]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    students: list[StudentSummary] = field(default_factory=list)
+
+
+class Stopwatch:
+    """Times named stages into a dict."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def stage(self, name: str) -> _Stage:
+        return _Stage(self.seconds, name)
+
+
+class _Stage:
+    def __init__(self, seconds: dict[str, float], name: str) -> None:
+        self.seconds, self.name = seconds, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds[self.name] = round(self.seconds.get(self.name, 0.0) + time.perf_counter() - self.start, 2)
+
+
+def load_texts(config: RunConfig) -> list[str]:
+    texts, _stats = clean(load_corpus(config.corpus, config.text_column, config.limit))
+    if not texts:
+        raise DistillError(f"corpus {config.corpus!r} has no usable text (every line is empty)")
+    return texts
+
+
+def prepare(config: RunConfig, watch: Stopwatch, progress: bool = False) -> tuple[Teacher, Targets]:
+    """Load the teacher and corpus and build (or reuse) the targets."""
+    with watch.stage("load corpus"):
+        texts = load_texts(config)
+    with watch.stage("load teacher"):
+        teacher = Teacher.load(config.teacher, max_length=config.max_length)
+    with watch.stage("targets"):
+        targets = targets_from_model(teacher, texts, config, progress)
+    return teacher, targets
+
+
+def targets_from_model(teacher: Teacher, texts: Sequence[str], config: RunConfig, progress: bool) -> Targets:
+    split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
+    return build_targets(
+        teacher, texts, split, Path(config.cache_dir),
+        token_targets=config.token_targets, batch_size=config.teacher_batch_size, progress=progress,
+    )  # fmt: skip
+
+
+def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
+    """Targets that an earlier `distill targets` built with these settings."""
+    root = Path(config.cache_dir) / f"targets-{cache_key(teacher, load_texts(config), config.token_targets)}"
+    if not (root / "meta.json").is_file():
+        raise DistillError("no cached targets for these settings; run `distill targets` with them first")
+    return Targets.open(root)
+
+
+def run(config: RunConfig, *, resume: bool = False, progress: bool = False) -> RunSummary:
+    """Targets, then every student in `config.students`; returns what was made and how long it took."""
+    watch = Stopwatch()
+    teacher, targets = prepare(config, watch, progress)
+    return train_students(teacher, targets, config, watch, resume=resume, progress=progress)
+
+
+def run_from_model(
+    teacher: Teacher, texts: Sequence[str], config: RunConfig, *, resume: bool = False, progress: bool = False
+) -> RunSummary:
+    watch = Stopwatch()
+    with watch.stage("targets"):
+        targets = targets_from_model(teacher, texts, config, progress)
+    return train_students(teacher, targets, config, watch, resume=resume, progress=progress)
+
+
+def train_students(
+    teacher: Teacher, targets: Targets, config: RunConfig, watch: Stopwatch, *, resume: bool, progress: bool
+) -> RunSummary:
+    run_dir = config.run_dir
+    counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
+    summary = RunSummary(str(run_dir), counts, watch.seconds)
+    test_index = targets.indices(Split.TEST)
+    test_texts = [targets.texts[i] for i in test_index]
+    test_vectors = np.asarray(targets.sentence_vectors[test_index])
+    for name in config.students:
+        cls = student_class(name)
+        with watch.stage(f"train {name}"):
+            student = cls.from_teacher(teacher, targets, **config.student_options(name))
+            trainer = Trainer(student, targets, config.train_config_for(name, cls.default_training),
+                              run_dir / "train" / name)  # fmt: skip
+            result = trainer.train(resume=resume, progress=progress)
+            student.finalize()
+        path = student.save(run_dir / "students" / name)
+        test = fidelity(student, student.token_ids(test_texts), test_vectors) if test_texts else float("nan")
+        summary.students.append(StudentSummary(
+            name=name, path=str(path), params=student.num_parameters(), bytes=folder_bytes(path),
+            test_fidelity=test, valid_fidelity=result.best_fidelity, train_seconds=round(result.seconds, 2),
+            epochs=result.epochs_run,
+        ))  # fmt: skip
+        logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)
+    write_json(run_dir / "summary.json", asdict(summary))
+    return summary
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

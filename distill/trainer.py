@@ -1,0 +1,209 @@
+"""One training loop for every student: regression on the teacher's cached targets.
+
+AdamW with linear warm-up and cosine decay, gradient clipping, validation fidelity after each
+epoch, early stopping with the best weights kept, a checkpoint after every epoch for
+`resume`, and a JSON-lines metrics log.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from distill.corpus import Split
+from distill.errors import DistillError
+from distill.io import save_with
+from distill.losses import LossKind, make_loss
+from distill.targets import Targets
+from students.base import Student, pad
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: float = 0.05  # fraction of all steps spent warming up
+    grad_clip: float = 1.0
+    patience: int = 3  # epochs without a better validation fidelity before stopping
+    seed: int = 0
+    loss: LossKind = LossKind.COSINE
+    token_loss_weight: float = 0.0  # weight of the per-token loss, for students that give token vectors
+
+    def __post_init__(self) -> None:
+        self.loss = LossKind(self.loss)
+        if self.epochs <= 0:
+            raise DistillError(f"epochs must be a positive whole number, not {self.epochs}")
+        if self.batch_size <= 0:
+            raise DistillError(f"batch-size must be a positive whole number, not {self.batch_size}")
+        if self.lr <= 0 or not 0 <= self.warmup < 1 or self.grad_clip <= 0 or self.patience <= 0:
+            raise DistillError("lr, grad-clip and patience must be positive and warmup in [0, 1)")
+
+
+@dataclass
+class TrainResult:
+    best_fidelity: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+
+
+def fidelity(student: Student, ids: list[list[int]], targets: np.ndarray, batch_size: int = 512) -> float:
+    """Mean cosine between the student's and the teacher's sentence vectors."""
+    student.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for first in range(0, len(ids), batch_size):
+            batch = pad(ids[first : first + batch_size])
+            out = student(batch["input_ids"], batch["attention_mask"])
+            teacher = torch.from_numpy(np.asarray(targets[first : first + batch_size], dtype=np.float32))
+            total += F.cosine_similarity(out, teacher, dim=-1).sum().item()
+    student.train()
+    return total / max(len(ids), 1)
+
+
+class Trainer:
+    def __init__(self, student: Student, targets: Targets, config: TrainConfig, work_dir: Path) -> None:
+        self.student, self.targets, self.config = student, targets, config
+        self.work_dir = Path(work_dir)
+        self.loss = make_loss(config.loss)
+        self.train_index = targets.indices(Split.TRAIN)
+        self.valid_index = targets.indices(Split.VALID)
+        if len(self.train_index) == 0 or len(self.valid_index) == 0:
+            raise DistillError("the corpus needs texts in both the train and the validation split; give it more text")
+        self.train_ids = student.token_ids([targets.texts[i] for i in self.train_index])
+        self.valid_ids = student.token_ids([targets.texts[i] for i in self.valid_index])
+        self.valid_targets = np.asarray(targets.sentence_vectors[self.valid_index])
+        if config.token_loss_weight > 0:
+            self._check_token_targets()
+        self.steps_per_epoch = math.ceil(len(self.train_index) / config.batch_size)
+        self.optimizer = torch.optim.AdamW(
+            student.param_groups(config.lr), lr=config.lr, weight_decay=config.weight_decay
+        )
+        total = self.steps_per_epoch * config.epochs
+        warmup = max(1, int(config.warmup * total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)),
+        )
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.work_dir / "checkpoint.pt"
+
+    def _check_token_targets(self) -> None:
+        if self.targets.token_vectors is None or not hasattr(self.student, "forward_tokens"):
+            raise DistillError("a token loss needs token targets and a student that gives token vectors")
+        probe = self.train_index[:32]
+        for i, ids in zip(probe, self.train_ids[:32], strict=True):
+            if not np.array_equal(self.targets.tokens_of(int(i))[0], ids):
+                raise DistillError(
+                    "the student's tokenization differs from the teacher's; a token loss needs both equal"
+                )
+
+    def train(self, resume: bool = False, progress: bool = False) -> TrainResult:
+        """Train until the epochs run out or validation fidelity stops improving; keep the best weights."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        state = self._fresh_state()
+        if resume and self.checkpoint_path.is_file():
+            state = self._load_checkpoint()
+            logger.info(
+                "resuming %s from epoch %d (best fidelity %.4f)", self.student.kind, state["epoch"], state["best"]
+            )
+        torch.manual_seed(self.config.seed)
+        started = time.perf_counter() - state["seconds"]
+        total_steps = self.steps_per_epoch * self.config.epochs
+        with tqdm(total=total_steps, initial=state["epoch"] * self.steps_per_epoch, desc=f"train {self.student.kind}",
+                  unit="step", disable=not progress) as bar:  # fmt: skip
+            while state["epoch"] < self.config.epochs and state["bad_epochs"] < self.config.patience:
+                loss = self._epoch(state["epoch"], bar)
+                valid = fidelity(self.student, self.valid_ids, self.valid_targets)
+                state["epoch"] += 1
+                if valid > state["best"] + 1e-5:
+                    state.update(best=valid, best_epoch=state["epoch"], bad_epochs=0, best_state=self._state_copy())
+                else:
+                    state["bad_epochs"] += 1
+                state["seconds"] = time.perf_counter() - started
+                bar.set_postfix(loss=f"{loss:.4f}", valid=f"{valid:.4f}", best=f"{state['best']:.4f}")
+                self._log({"epoch": state["epoch"], "train_loss": loss, "valid_fidelity": valid,
+                           "lr": self.scheduler.get_last_lr()[0], "seconds": round(state["seconds"], 2)})  # fmt: skip
+                self._save_checkpoint(state)
+        if state["best_state"] is not None:
+            self.student.load_state_dict(state["best_state"])
+        self.student.eval()
+        return TrainResult(state["best"], state["best_epoch"], state["epoch"], time.perf_counter() - started)
+
+    def _epoch(self, epoch: int, bar: tqdm) -> float:
+        self.student.train()
+        order = np.random.default_rng(self.config.seed + epoch).permutation(len(self.train_index))
+        losses = []
+        for first in range(0, len(order), self.config.batch_size):
+            rows = order[first : first + self.config.batch_size]
+            loss = self._loss(rows)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(loss.item())
+            bar.update(1)
+            if len(losses) % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+        return float(np.mean(losses))
+
+    def _loss(self, rows: np.ndarray) -> torch.Tensor:
+        batch = pad([self.train_ids[r] for r in rows])
+        index = self.train_index[rows]
+        teacher = torch.from_numpy(np.asarray(self.targets.sentence_vectors[index], dtype=np.float32))
+        if self.config.token_loss_weight <= 0:
+            return self.loss(self.student(batch["input_ids"], batch["attention_mask"]), teacher)
+        tokens = self.student.forward_tokens(batch["input_ids"], batch["attention_mask"])  # (batch, seq, dim)
+        sentence = self.student.pool_tokens(tokens, batch["attention_mask"])
+        token_targets = torch.zeros_like(tokens)
+        for row, i in enumerate(index):
+            vectors = self.targets.tokens_of(int(i))[1]
+            token_targets[row, : len(vectors)] = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+        mask = batch["attention_mask"].bool()
+        token_loss = self.loss(tokens[mask], token_targets[mask])
+        return self.loss(sentence, teacher) + self.config.token_loss_weight * token_loss
+
+    def _fresh_state(self) -> dict:
+        return {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "best_state": None, "seconds": 0.0}
+
+    def _state_copy(self) -> dict[str, torch.Tensor]:
+        return copy.deepcopy(self.student.state_dict())
+
+    def _save_checkpoint(self, state: dict) -> None:
+        checkpoint = {
+            **state,
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "config": asdict(self.config),
+        }
+        save_with(self.checkpoint_path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def _load_checkpoint(self) -> dict:
+        checkpoint = torch.load(self.checkpoint_path, weights_only=False)
+        self.student.load_state_dict(checkpoint.pop("student"))
+        self.optimizer.load_state_dict(checkpoint.pop("optimizer"))
+        self.scheduler.load_state_dict(checkpoint.pop("scheduler"))
+        checkpoint.pop("config")
+        return checkpoint
+
+    def _log(self, record: dict) -> None:
+        with open(self.work_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"student": self.student.kind, **record}) + "\n")

@@ -1,0 +1,154 @@
+"""The one interface every student shares.
+
+A student is an `nn.Module` with a typed config dataclass, a `forward(input_ids,
+attention_mask) -> (batch, dim)` on plain tensors (so `torch.onnx.export` needs no adapter),
+its own tokenizer, and `save(dir)` / `load(dir)` through a JSON config plus safetensors.
+A new student is one new module in `students/` with one `Student` subclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from torch import nn
+
+from distill.errors import DistillError
+from distill.io import atomic_dir
+
+if TYPE_CHECKING:
+    from distill.targets import Targets
+    from distill.teacher import Teacher
+
+CONFIG_FILE = "student.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class StudentConfig:
+    """Fields every student has; subclasses add their own."""
+
+    dim: int
+    max_length: int = 256
+    teacher: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.max_length <= 0:
+            raise DistillError(f"dim ({self.dim}) and max_length ({self.max_length}) must be positive")
+
+
+class Student(nn.Module):
+    """Base class: subclasses set `kind`, `config_class`, `special_tokens` and write `forward`."""
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type[StudentConfig]] = StudentConfig
+    special_tokens: ClassVar[bool] = True  # whether the tokenizer adds [CLS] / [SEP]
+    default_training: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this kind trains best with
+
+    def __init__(self, config: StudentConfig, tokenizer: Tokenizer) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = prepare_tokenizer(tokenizer, config.max_length)
+
+    @classmethod
+    def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> Student:
+        """A new student initialised from the teacher and its targets; `options` are config fields."""
+        raise NotImplementedError
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) token ids and mask -> (batch, dim) L2-normalised sentence vectors."""
+        raise NotImplementedError
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=self.special_tokens)]
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return pad(self.token_ids(texts))
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """(n, dim) float32 L2-normalised vectors, in the order of `texts`."""
+        was_training = self.training
+        self.eval()
+        ids = self.token_ids(texts)
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = pad([ids[i] for i in index])
+            out[index] = self(batch["input_ids"], batch["attention_mask"]).float().numpy()
+        self.train(was_training)
+        return out
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; a student may give some parameters their own learning rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def finalize(self) -> None:
+        """Called once training ends: fold training-only parameters into the saved form."""
+
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+
+    def save(self, path: str | Path) -> Path:
+        """Write config, weights and tokenizer to `path` atomically."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            (tmp / CONFIG_FILE).write_text(json.dumps(
+                {"kind": self.kind, "format": FORMAT_VERSION, "config": dataclasses.asdict(self.config)}, indent=2
+            ) + "\n")  # fmt: skip
+            save_file(self.state_to_save(), str(tmp / WEIGHTS_FILE))
+            self.tokenizer.save(str(tmp / TOKENIZER_FILE))
+            self.save_extra(tmp)
+        return path
+
+    def save_extra(self, path: Path) -> None:
+        """Hook for extra files (for example a sentence-transformers layout)."""
+
+    @classmethod
+    def load(cls, path: str | Path) -> Student:
+        path = Path(path)
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        config = cls.config_class(**meta["config"])
+        student = cls(config, Tokenizer.from_file(str(path / TOKENIZER_FILE)))
+        student.load_weights(load_file(str(path / WEIGHTS_FILE)))
+        return student.eval()
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state)
+
+
+def prepare_tokenizer(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    """A copy of `tokenizer` that truncates to `max_length` and never pads (students pad themselves)."""
+    tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    return tokenizer
+
+
+def pad(ids: Sequence[Sequence[int]], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-pad token id lists into (batch, seq) `input_ids` and `attention_mask`."""
+    length = max((len(x) for x in ids), default=0) or 1
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(ids), length), dtype=torch.long)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+        attention_mask[row, : len(x)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -1,0 +1,184 @@
+"""The static student: one vector per vocabulary token, mean-pooled and normalised.
+
+The fastest student: encoding a text is a table lookup and an average. The table starts from
+the teacher (each token's average vector in context over the training texts, shrunk towards
+its vector alone for rare tokens) and is then trained by regression on the teacher's sentence
+vectors. Its vectors live in the teacher's own space and dimension.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+
+from distill.corpus import Split
+from distill.errors import DistillError
+from distill.io import write_json
+from students.base import Student, StudentConfig
+
+if TYPE_CHECKING:
+    from distill.targets import Targets
+    from distill.teacher import Teacher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StaticConfig(StudentConfig):
+    vocab_size: int = 30522
+    init: str = "context"  # "context": mean vector in context; "vocab": each token's vector alone
+    shrinkage: float = 2.0  # pseudo-count pulling a rare token's context mean towards its vector alone
+    factored: bool = True  # train through TableFactors (shared map, per-token weights, residual), then fold
+    residual_lr: float = 0.1  # the residual rows' learning rate, as a fraction of the shared one
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init not in ("context", "vocab"):
+            raise DistillError(f"static init must be 'context' or 'vocab', not {self.init!r}")
+        if self.vocab_size <= 0 or self.shrinkage < 0:
+            raise DistillError("static vocab_size must be positive and shrinkage non-negative")
+
+
+class StaticStudent(Student):
+    kind = "static"
+    config_class = StaticConfig
+    special_tokens = False  # NOTE: as sentence-transformers' StaticEmbedding tokenizes
+
+    def __init__(self, config: StaticConfig, tokenizer: Tokenizer) -> None:
+        super().__init__(config, tokenizer)
+        self.embedding = nn.Embedding(config.vocab_size, config.dim)
+        self.factors: TableFactors | None = None
+
+    default_training: ClassVar[dict[str, Any]] = {"lr": 1e-2, "epochs": 10, "batch_size": 256, "patience": 2}
+
+    @classmethod
+    def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> StaticStudent:
+        config = StaticConfig(
+            dim=targets.dim, vocab_size=teacher.vocab_size, max_length=teacher.max_length, teacher=teacher.name,
+            **options,
+        )  # fmt: skip
+        student = cls(config, teacher.tokenizer.backend_tokenizer)
+        if config.init == "vocab" or targets.token_vectors is None:
+            student.init_table(targets.vocab_vectors)
+            return student
+        train = targets.indices(Split.TRAIN)
+        rows = np.concatenate([np.arange(targets.token_offsets[i], targets.token_offsets[i + 1]) for i in train])
+        special = np.array(teacher.tokenizer.all_special_ids)
+        rows = rows[~np.isin(targets.token_ids[rows], special)]  # the student never sees [CLS] / [SEP]
+        student.init_table(context_table(targets.vocab_vectors, targets.token_ids[rows], targets.token_vectors[rows],
+                                         config.shrinkage))  # fmt: skip
+        return student
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.factors is not None:
+            return F.normalize(self.factors.pooled(input_ids, attention_mask), dim=-1)
+        return F.normalize(masked_mean(self.embedding(input_ids), attention_mask), dim=-1)
+
+    def init_table(self, table: np.ndarray) -> None:
+        table = torch.from_numpy(np.asarray(table, dtype=np.float32))
+        with torch.no_grad():
+            self.embedding.weight.copy_(table)
+        self.factors = TableFactors(table) if self.config.factored else None
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        if self.factors is None:
+            return super().param_groups(lr)
+        shared = [self.factors.log_weight, self.factors.mix, self.factors.bias]
+        # NOTE: the free residual rows learn 10x slower so shared structure is learned first.
+        return [{"params": shared, "lr": lr}, {"params": [self.factors.residual], "lr": lr * self.config.residual_lr}]
+
+    def finalize(self) -> None:
+        if self.factors is not None:
+            with torch.no_grad():
+                self.embedding.weight.copy_(self.factors.table())
+            self.factors = None
+
+    def save_extra(self, path: Path) -> None:
+        """Lay the folder out so `sentence_transformers.SentenceTransformer(path)` loads it too."""
+        write_json(path / "modules.json", [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"},
+            {"idx": 1, "name": "1", "path": "1_Normalize", "type": "sentence_transformers.models.Normalize"},
+        ])  # fmt: skip
+        write_json(path / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+        (path / "1_Normalize").mkdir(exist_ok=True)
+
+
+class TableFactors(nn.Module):
+    """The table as trained: row t = weight_t * (base_t @ mix) + bias + residual_t.
+
+    NOTE: a free 30k x dim table trained on a few thousand sentences overfits the rows of rare
+    tokens. Here most of what training learns is shared by every token (one dim x dim map and a
+    bias) or is one number per token (its weight, like SIF weighting but learned); the residual
+    rows are free but start at zero. `table()` folds it all into one plain table for saving.
+    """
+
+    def __init__(self, base: torch.Tensor) -> None:
+        super().__init__()
+        vocab, dim = base.shape
+        self.register_buffer("base", base.clone())  # (vocab, dim), the initial table
+        self.log_weight = nn.Parameter(torch.zeros(vocab))
+        self.mix = nn.Parameter(torch.eye(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.residual = nn.Parameter(torch.zeros(vocab, dim))
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, dim) masked mean of the rows of `input_ids`, without building the table.
+
+        NOTE: the map and bias are applied after pooling (a mean commutes with them), which
+        saves a (batch, seq, dim) x (dim, dim) product per step.
+        """
+        base = self.base[input_ids] * self.log_weight[input_ids].exp().unsqueeze(-1)  # (batch, seq, dim)
+        pooled = masked_mean(base, attention_mask) @ self.mix + self.bias
+        return pooled + masked_mean(self.residual[input_ids], attention_mask)
+
+    def table(self) -> torch.Tensor:
+        return (self.base * self.log_weight.exp().unsqueeze(-1)) @ self.mix + self.bias + self.residual
+
+
+def masked_mean(vectors: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(batch, seq, dim) -> (batch, dim) mean over the positions the mask keeps (zeros for none)."""
+    mask = attention_mask.unsqueeze(-1).to(vectors.dtype)  # (batch, seq, 1)
+    return (vectors * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def context_table(
+    vocab_vectors: np.ndarray,
+    token_ids: np.ndarray,
+    token_vectors: np.ndarray,
+    shrinkage: float = 2.0,
+    fit_min_count: int = 10,
+) -> np.ndarray:
+    """(vocab, dim): each token's mean vector in context, shrunk towards its vector alone.
+
+    A token's vector alone lives in a different region than its vectors in context, so it is
+    first mapped by a least-squares affine fit (learned on tokens seen at least `fit_min_count`
+    times); a token seen `c` times then gets (c * context_mean + k * mapped_alone) / (c + k).
+    Tokens never seen in the training texts keep the mapped vector alone.
+    """
+    vocab, dim = vocab_vectors.shape
+    sums = torch.zeros(vocab, dim, dtype=torch.float64)
+    ids = torch.from_numpy(np.asarray(token_ids, dtype=np.int64))
+    step = 1 << 18
+    for first in range(0, len(ids), step):
+        block = torch.from_numpy(np.asarray(token_vectors[first : first + step], dtype=np.float32))
+        sums.index_add_(0, ids[first : first + step], block.double())
+    counts = torch.bincount(ids, minlength=vocab).double()  # (vocab,)
+    means = sums / counts.clamp(min=1)[:, None]
+    alone = torch.from_numpy(np.asarray(vocab_vectors, dtype=np.float64))
+    frequent = counts >= fit_min_count
+    if int(frequent.sum()) <= dim:
+        raise DistillError("too few frequent tokens to initialise the static table from context; use init='vocab'")
+    design = torch.cat([alone, torch.ones(vocab, 1, dtype=torch.float64)], dim=1)  # (vocab, dim + 1)
+    mapping = torch.linalg.lstsq(design[frequent], means[frequent]).solution  # (dim + 1, dim)
+    mapped = design @ mapping
+    weight = (counts / (counts + shrinkage).clamp(min=1e-9))[:, None]
+    logger.info("static init: %d of %d tokens seen in context", int((counts > 0).sum()), vocab)
+    return (weight * means + (1 - weight) * mapped).float().numpy()
