@@ -1,0 +1,54 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.corpus import Split, assign_splits
+from distill.errors import DistillError
+from distill.targets import Targets, build_targets
+from distill.teacher import Teacher
+from distill.trainer import TrainConfig, Trainer, fidelity
+from students.static import StaticStudent
+
+
+@pytest.fixture()
+def targets(tiny_teacher: Teacher, corpus: list[str], tmp_path: Path) -> Targets:
+    return build_targets(tiny_teacher, corpus, assign_splits(corpus, 0.2, 0.2), tmp_path / "cache")
+
+
+def _valid(student: StaticStudent, targets: Targets) -> float:
+    index = targets.indices(Split.VALID)
+    return fidelity(student, student.token_ids([targets.texts[i] for i in index]), targets.sentence_vectors[index])
+
+
+def test_training_raises_validation_fidelity_and_logs_metrics(
+    tiny_teacher: Teacher, targets: Targets, tmp_path: Path
+) -> None:
+    student = StaticStudent.from_teacher(tiny_teacher, targets, init="vocab")
+    before = _valid(student, targets)
+    result = Trainer(student, targets, TrainConfig(epochs=6, lr=2e-2, batch_size=32, patience=6), tmp_path).train()
+    assert result.best_fidelity > before + 0.01
+    assert _valid(student, targets) == pytest.approx(result.best_fidelity, abs=1e-6)  # best weights are kept
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == list(range(1, 7)) and all("valid_fidelity" in x for x in lines)
+
+
+def test_resume_goes_on_from_the_checkpoint(tiny_teacher: Teacher, targets: Targets, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=4, lr=2e-2, batch_size=32, patience=4)
+    first = StaticStudent.from_teacher(tiny_teacher, targets, init="vocab")
+    Trainer(first, targets, TrainConfig(**{**config.__dict__, "epochs": 2}), tmp_path / "b").train()
+    # a new process would rebuild the trainer with the full schedule and resume from epoch 2
+    ckpt = tmp_path / "b" / "checkpoint.pt"
+    assert ckpt.is_file()
+    resumed = StaticStudent.from_teacher(tiny_teacher, targets, init="vocab")
+    trainer = Trainer(resumed, targets, config, tmp_path / "b")
+    result = trainer.train(resume=True)
+    assert result.epochs_run == 4
+    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0}, {"batch_size": -3}, {"lr": 0}])
+def test_bad_training_settings_are_user_errors(bad: dict) -> None:
+    with pytest.raises(DistillError):
+        TrainConfig(**bad)
