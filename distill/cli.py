@@ -132,10 +132,12 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
 
 def _print_summary(summary: Any) -> None:
     click.echo(f"\nrun folder: {summary.run_dir}   texts: " + ", ".join(f"{k} {v}" for k, v in summary.texts.items()))
-    click.echo(f"{'student':<12} {'test fidelity':>13} {'params':>11} {'size':>9} {'train s':>8}  path")
+    click.echo(f"{'student':<12} {'test fidelity':>13} {'reviews':>8} {'params':>11} {'size':>9} {'train s':>8}  path")
     for s in summary.students:
-        click.echo(f"{s.name:<12} {s.test_fidelity:>13.4f} {s.params:>11,} {s.bytes / 2**20:>7.1f}MB "
-                   f"{s.train_seconds:>8.1f}  {s.path}")  # fmt: skip
+        click.echo(
+            f"{s.name:<12} {s.test_fidelity:>13.4f} {s.reviews_fidelity:>8.4f} {s.params:>11,} "
+            f"{s.bytes / 2**20:>7.1f}MB {s.train_seconds:>8.1f}  {s.path}"
+        )
     _print_stages(summary.stage_seconds)
 
 

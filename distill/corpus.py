@@ -81,6 +81,12 @@ def default_corpus() -> list[str]:
     return texts
 
 
+def review_texts() -> list[str]:
+    """The 200 short movie-review sentences gensim ships (labels stripped): text unlike the default corpus."""
+    lines = (gensim_test_data() / "pang_lee_polarity.cor").read_text(encoding="utf-8").splitlines()
+    return [line.split(" ", 1)[1].strip() for line in lines if " " in line]
+
+
 def load_corpus(source: str, text_column: str = "text", limit: int | None = None) -> list[str]:
     """Texts from the default corpus, a file, a folder of `.txt` files, or a Hugging Face dataset."""
     if source == DEFAULT_CORPUS:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.config import RunConfig
-from distill.corpus import Split, assign_splits, clean, load_corpus
+from distill.corpus import Split, assign_splits, clean, load_corpus, review_texts
 from distill.errors import DistillError
 from distill.io import write_json
 from distill.targets import Targets, build_targets, cache_key
@@ -33,6 +33,7 @@ class StudentSummary:
     params: int
     bytes: int
     test_fidelity: float
+    reviews_fidelity: float  # on short movie reviews, text unlike the default corpus
     valid_fidelity: float
     train_seconds: float
     epochs: int
@@ -126,6 +127,8 @@ def train_students(
     test_index = targets.indices(Split.TEST)
     test_texts = [targets.texts[i] for i in test_index]
     test_vectors = np.asarray(targets.sentence_vectors[test_index])
+    reviews = review_texts()
+    review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
     for name in config.students:
         cls = student_class(name)
         with watch.stage(f"train {name}"):
@@ -136,9 +139,11 @@ def train_students(
             student.finalize()
         path = student.save(run_dir / "students" / name)
         test = fidelity(student, student.token_ids(test_texts), test_vectors) if test_texts else float("nan")
+        on_reviews = fidelity(student, student.token_ids(reviews), review_vectors)
         summary.students.append(StudentSummary(
             name=name, path=str(path), params=student.num_parameters(), bytes=folder_bytes(path),
-            test_fidelity=test, valid_fidelity=result.best_fidelity, train_seconds=round(result.seconds, 2),
+            test_fidelity=test, reviews_fidelity=on_reviews, valid_fidelity=result.best_fidelity,
+            train_seconds=round(result.seconds, 2),
             epochs=result.epochs_run,
         ))  # fmt: skip
         logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)

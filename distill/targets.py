@@ -66,7 +66,7 @@ class Targets:
     def open(cls, root: Path) -> Targets:
         meta = json.loads((root / "meta.json").read_text())
         texts = (root / "texts.txt").read_text().split("\n")[: meta["texts"]]
-        vocab_root = Path(meta["vocab_dir"])
+        vocab_root = root.parent / meta["vocab_dir"]  # a sibling folder, so the cache can be moved
         has_tokens = meta["token_targets"]
         return cls(
             root=root,
@@ -133,7 +133,7 @@ def build_targets(
         "format": FORMAT_VERSION, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint,
         "texts": len(texts), "dim": teacher.dim, "max_length": teacher.max_length,
         "pooling": teacher.pooling.value, "normalize": teacher.normalize, "token_targets": token_targets,
-        "vocab_dir": str(vocab_dir.resolve()),
+        "vocab_dir": vocab_dir.name,
     })  # fmt: skip
     shutil.rmtree(partial, ignore_errors=True)
     return Targets.open(root)
@@ -208,7 +208,3 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:
         np.savez(f, **arrays)
-
-
-def split_name(split: Split) -> str:
-    return split.name.lower()
