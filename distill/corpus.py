@@ -83,7 +83,7 @@ def default_corpus() -> list[str]:
 
 def review_texts() -> list[str]:
     """The 200 short movie-review sentences gensim ships (labels stripped): text unlike the default corpus."""
-    lines = (gensim_test_data() / "pang_lee_polarity.cor").read_text(encoding="utf-8").splitlines()
+    lines = (gensim_test_data() / "pang_lee_polarity.cor").read_text(encoding="cp1252", errors="replace").splitlines()
     return [line.split(" ", 1)[1].strip() for line in lines if " " in line]
 
 

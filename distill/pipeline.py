@@ -19,7 +19,7 @@ from distill.corpus import Split, assign_splits, clean, load_corpus, review_text
 from distill.errors import DistillError
 from distill.io import write_json
 from distill.targets import Targets, build_targets, cache_key
-from distill.teacher import Teacher
+from distill.teacher import Teacher, resolve_teacher
 from distill.trainer import Trainer, fidelity
 from students import student_class
 
@@ -77,6 +77,7 @@ def load_texts(config: RunConfig) -> list[str]:
 
 def prepare(config: RunConfig, watch: Stopwatch, progress: bool = False) -> tuple[Teacher, Targets]:
     """Load the teacher and corpus and build (or reuse) the targets."""
+    resolve_teacher(config.teacher)  # NOTE: a wrong teacher path fails before the corpus is read
     with watch.stage("load corpus"):
         texts = load_texts(config)
     with watch.stage("load teacher"):

@@ -95,6 +95,11 @@ class StaticStudent(Student):
         # NOTE: the free residual rows learn 10x slower so shared structure is learned first.
         return [{"params": shared, "lr": lr}, {"params": [self.factors.residual], "lr": lr * self.config.residual_lr}]
 
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        """One plain table, as sentence-transformers' StaticEmbedding stores it."""
+        table = self.embedding.weight if self.factors is None else self.factors.table()
+        return {"embedding.weight": table.detach().contiguous()}
+
     def finalize(self) -> None:
         if self.factors is not None:
             with torch.no_grad():
@@ -174,10 +179,13 @@ def context_table(
     means = sums / counts.clamp(min=1)[:, None]
     alone = torch.from_numpy(np.asarray(vocab_vectors, dtype=np.float64))
     frequent = counts >= fit_min_count
-    if int(frequent.sum()) <= dim:
-        raise DistillError("too few frequent tokens to initialise the static table from context; use init='vocab'")
+    if int(frequent.sum()) <= 2 * dim:  # a small corpus: fit on every token seen at all
+        frequent = counts > 0
     design = torch.cat([alone, torch.ones(vocab, 1, dtype=torch.float64)], dim=1)  # (vocab, dim + 1)
-    mapping = torch.linalg.lstsq(design[frequent], means[frequent]).solution  # (dim + 1, dim)
+    x, y = design[frequent], means[frequent]
+    # NOTE: ridge, so the fit stays defined when a tiny corpus has fewer tokens than dimensions.
+    ridge = 1e-3 * x.pow(2).sum() / x.shape[1] * torch.eye(dim + 1, dtype=torch.float64)
+    mapping = torch.linalg.solve(x.T @ x + ridge, x.T @ y)  # (dim + 1, dim)
     mapped = design @ mapping
     weight = (counts / (counts + shrinkage).clamp(min=1e-9))[:, None]
     logger.info("static init: %d of %d tokens seen in context", int((counts > 0).sum()), vocab)

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.corpus import Split, assign_splits, clean, default_corpus, load_corpus, split_sentences
+from distill.corpus import Split, assign_splits, clean, default_corpus, load_corpus, review_texts, split_sentences
 from distill.errors import DistillError
 
 
@@ -71,3 +71,8 @@ def test_missing_column_and_missing_file(tmp_path: Path) -> None:
         load_corpus(str(tmp_path / "b.jsonl"))
     with pytest.raises(DistillError, match="does not exist"):
         load_corpus(str(tmp_path / "nope.txt"))
+
+
+def test_review_texts_are_the_200_labelled_sentences_without_labels() -> None:
+    reviews = review_texts()
+    assert len(reviews) == 200 and not any(r.startswith("__label__") for r in reviews)

@@ -31,6 +31,7 @@ def test_empty_text_gives_a_zero_vector_not_a_crash(static: StaticStudent) -> No
 
 
 def test_save_load_round_trip_is_exact(static: StaticStudent, tmp_path: Path) -> None:
+    static.finalize()  # as the pipeline does after training: fold the training factors into one table
     path = static.save(tmp_path / "static")
     loaded = students.load(path)
     assert isinstance(loaded, StaticStudent) and loaded.config == static.config
@@ -46,13 +47,14 @@ def test_sentence_transformers_loads_the_saved_static_student(static: StaticStud
 def test_context_table_averages_a_tokens_vectors_in_context() -> None:
     rng = np.random.default_rng(0)
     vocab_vectors = rng.normal(size=(40, 4)).astype(np.float32)
-    ids = np.concatenate([np.repeat(np.arange(40), 20), [7, 7]])
+    ids = np.concatenate([np.repeat(np.arange(39), 20), [7, 7]])  # token 39 is never seen
     token_vectors = vocab_vectors[ids] * 2 + 1  # context is an affine map of the vector alone
     token_vectors[-2:] = 0.0
     table = context_table(vocab_vectors, ids, token_vectors, shrinkage=0.0)
     expected = vocab_vectors * 2 + 1
     expected[7] = expected[7] * 20 / 22
-    np.testing.assert_allclose(table, expected, atol=1e-4)
+    np.testing.assert_allclose(table[:39], expected[:39], atol=1e-3)
+    np.testing.assert_allclose(table[39], expected[39], atol=0.05)  # from the fitted map of vectors alone
 
 
 def test_unknown_student_and_bad_init() -> None:
