@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.corpus import Split, fingerprint
-from distill.io import atomic_path, save_with, write_json
+from distill.io import atomic_path, read_json, save_with, write_json
 from distill.teacher import Teacher
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Targets:
 
     @classmethod
     def open(cls, root: Path) -> Targets:
-        meta = json.loads((root / "meta.json").read_text())
+        meta = read_json(root / "meta.json")
         texts = (root / "texts.txt").read_text().split("\n")[: meta["texts"]]
         vocab_root = root.parent / meta["vocab_dir"]  # a sibling folder, so the cache can be moved
         has_tokens = meta["token_targets"]

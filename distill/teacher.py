@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from distill.errors import DistillError
+from distill.io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def read_sentence_transformers_config(path: Path | str) -> tuple[Pooling, bool, 
     """Pooling, normalisation and max length from a sentence-transformers folder; mean pooling otherwise."""
     if not isinstance(path, Path) or not (path / "modules.json").is_file():
         return Pooling.MEAN, False, None
-    modules = json.loads((path / "modules.json").read_text())
+    modules = read_json(path / "modules.json")
     pooling, normalize = Pooling.MEAN, False
     for module in modules:
         kind = module.get("type", "")
@@ -225,14 +226,14 @@ def read_sentence_transformers_config(path: Path | str) -> tuple[Pooling, bool, 
     max_length = None
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
-        max_length = json.loads(st_config.read_text()).get("max_seq_length")
+        max_length = read_json(st_config).get("max_seq_length")
     return pooling, normalize, max_length
 
 
 def _pooling_from_config(config_path: Path) -> Pooling:
     if not config_path.is_file():
         return Pooling.MEAN
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path)
     mode = config.get("pooling_mode")
     if mode is None:
         active = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]

@@ -84,8 +84,8 @@ class Trainer:
         self.valid_index = targets.indices(Split.VALID)
         if len(self.train_index) == 0 or len(self.valid_index) == 0:
             raise DistillError("the corpus needs texts in both the train and the validation split; give it more text")
-        self.train_ids = student.token_ids([targets.texts[i] for i in self.train_index])
-        self.valid_ids = student.token_ids([targets.texts[i] for i in self.valid_index])
+        self.train_ids = student.token_ids(targets.texts_of(Split.TRAIN))
+        self.valid_ids = student.token_ids(targets.texts_of(Split.VALID))
         self.valid_targets = np.asarray(targets.sentence_vectors[self.valid_index])
         if config.token_loss_weight > 0:
             self._check_token_targets()

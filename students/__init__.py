@@ -7,11 +7,11 @@ A module in this package that defines a `Student` subclass with a `kind` is foun
 from __future__ import annotations
 
 import importlib
-import json
 import pkgutil
 from pathlib import Path
 
 from distill.errors import DistillError
+from distill.io import read_json
 from students.base import CONFIG_FILE, Student
 
 
@@ -42,7 +42,7 @@ def load(path: str | Path) -> Student:
     config = path / CONFIG_FILE
     if not config.is_file():
         raise DistillError(f"{str(path)!r} is not a saved student (no {CONFIG_FILE} in it)")
-    return student_class(json.loads(config.read_text())["kind"]).load(path)
+    return student_class(read_json(config)["kind"]).load(path)
 
 
 __all__ = ["Student", "available", "load", "student_class"]

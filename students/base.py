@@ -9,7 +9,6 @@ A new student is one new module in `students/` with one `Student` subclass.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from distill.errors import DistillError
-from distill.io import atomic_dir
+from distill.io import atomic_dir, read_json, write_json
 
 if TYPE_CHECKING:
     from distill.targets import Targets
@@ -111,9 +110,10 @@ class Student(nn.Module):
         """Write config, weights and tokenizer to `path` atomically."""
         path = Path(path)
         with atomic_dir(path) as tmp:
-            (tmp / CONFIG_FILE).write_text(json.dumps(
-                {"kind": self.kind, "format": FORMAT_VERSION, "config": dataclasses.asdict(self.config)}, indent=2
-            ) + "\n")  # fmt: skip
+            write_json(
+                tmp / CONFIG_FILE,
+                {"kind": self.kind, "format": FORMAT_VERSION, "config": dataclasses.asdict(self.config)},
+            )
             save_file(self.state_to_save(), str(tmp / WEIGHTS_FILE))
             self.tokenizer.save(str(tmp / TOKENIZER_FILE))
             self.save_extra(tmp)
@@ -125,7 +125,7 @@ class Student(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> Student:
         path = Path(path)
-        meta = json.loads((path / CONFIG_FILE).read_text())
+        meta = read_json(path / CONFIG_FILE)
         config = cls.config_class(**meta["config"])
         student = cls(config, Tokenizer.from_file(str(path / TOKENIZER_FILE)))
         student.load_weights(load_file(str(path / WEIGHTS_FILE)))
