@@ -75,24 +75,31 @@ def load_texts(config: RunConfig) -> list[str]:
     return texts
 
 
-def prepare(config: RunConfig, watch: Stopwatch, progress: bool = False) -> tuple[Teacher, Targets]:
-    """Load the teacher and corpus and build (or reuse) the targets."""
+def load_inputs(config: RunConfig, watch: Stopwatch) -> tuple[Teacher, list[str]]:
+    """The teacher and the cleaned corpus texts."""
     resolve_teacher(config.teacher)  # NOTE: a wrong teacher path fails before the corpus is read
     with watch.stage("load corpus"):
         texts = load_texts(config)
     with watch.stage("load teacher"):
         teacher = Teacher.load(config.teacher, max_length=config.max_length)
-    with watch.stage("targets"):
-        targets = targets_from_model(teacher, texts, config, progress)
-    return teacher, targets
+    return teacher, texts
 
 
-def targets_from_model(teacher: Teacher, texts: Sequence[str], config: RunConfig, progress: bool) -> Targets:
+def prepare(config: RunConfig, watch: Stopwatch, progress: bool = False) -> tuple[Teacher, Targets]:
+    """Load the teacher and corpus and build (or reuse) the targets."""
+    teacher, texts = load_inputs(config, watch)
+    return teacher, targets_from_model(teacher, texts, config, watch, progress)
+
+
+def targets_from_model(
+    teacher: Teacher, texts: Sequence[str], config: RunConfig, watch: Stopwatch, progress: bool
+) -> Targets:
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
-    return build_targets(
-        teacher, texts, split, Path(config.cache_dir),
-        token_targets=config.token_targets, batch_size=config.teacher_batch_size, progress=progress,
-    )  # fmt: skip
+    with watch.stage("targets"):
+        return build_targets(
+            teacher, texts, split, Path(config.cache_dir),
+            token_targets=config.token_targets, batch_size=config.teacher_batch_size, progress=progress,
+        )  # fmt: skip
 
 
 def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
@@ -106,16 +113,22 @@ def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
 def run(config: RunConfig, *, resume: bool = False, progress: bool = False) -> RunSummary:
     """Targets, then every student in `config.students`; returns what was made and how long it took."""
     watch = Stopwatch()
-    teacher, targets = prepare(config, watch, progress)
-    return train_students(teacher, targets, config, watch, resume=resume, progress=progress)
+    teacher, texts = load_inputs(config, watch)
+    return run_from_model(teacher, texts, config, resume=resume, progress=progress, watch=watch)
 
 
 def run_from_model(
-    teacher: Teacher, texts: Sequence[str], config: RunConfig, *, resume: bool = False, progress: bool = False
+    teacher: Teacher,
+    texts: Sequence[str],
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    watch: Stopwatch | None = None,
 ) -> RunSummary:
-    watch = Stopwatch()
-    with watch.stage("targets"):
-        targets = targets_from_model(teacher, texts, config, progress)
+    """The core of `run`, on a teacher and texts already in memory."""
+    watch = watch or Stopwatch()
+    targets = targets_from_model(teacher, texts, config, watch, progress)
     return train_students(teacher, targets, config, watch, resume=resume, progress=progress)
 
 
@@ -125,9 +138,8 @@ def train_students(
     run_dir = config.run_dir
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
     summary = RunSummary(str(run_dir), counts, watch.seconds)
-    test_index = targets.indices(Split.TEST)
-    test_texts = [targets.texts[i] for i in test_index]
-    test_vectors = np.asarray(targets.sentence_vectors[test_index])
+    test_texts = targets.texts_of(Split.TEST)
+    test_vectors = np.asarray(targets.sentence_vectors[targets.indices(Split.TEST)])
     reviews = review_texts()
     review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
     for name in config.students:

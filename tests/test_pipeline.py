@@ -1,0 +1,23 @@
+import json
+from pathlib import Path
+
+import numpy as np
+
+import students
+from distill.config import RunConfig
+from distill.pipeline import run_from_model
+from distill.teacher import Teacher
+from tests.conftest import SENTENCES
+
+
+def test_run_from_model_trains_saves_and_summarises(tiny_teacher: Teacher, corpus: list[str], tmp_path: Path) -> None:
+    config = RunConfig(output=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), train={"epochs": 2})
+    summary = run_from_model(tiny_teacher, corpus, config)
+    (static,) = summary.students
+    assert static.name == "static" and static.epochs == 2 and -1.0 <= static.test_fidelity <= 1.0
+    assert set(summary.stage_seconds) == {"targets", "train static"}
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["students"][0]["test_fidelity"] == static.test_fidelity
+    loaded = students.load(static.path)
+    assert loaded.encode(SENTENCES).shape == (len(SENTENCES), tiny_teacher.dim)
+    assert np.isfinite(loaded.encode(SENTENCES)).all()
