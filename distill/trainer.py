@@ -75,6 +75,27 @@ def fidelity(student: Student, ids: list[list[int]], targets: np.ndarray, batch_
     return total / max(len(ids), 1)
 
 
+def token_fidelity(student: Student, targets: Targets, index: np.ndarray, batch_size: int = 64) -> float | None:
+    """Mean cosine between the student's and the teacher's token vectors in context (every token counted once).
+
+    None when the targets hold no token vectors or the student tokenizes differently from the teacher.
+    """
+    if targets.token_vectors is None:
+        return None
+    student.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for first in range(0, len(index), batch_size):
+            rows = [targets.tokens_of(int(i)) for i in index[first : first + batch_size]]
+            batch = pad([ids.tolist() for ids, _ in rows])
+            tokens = student.forward_tokens(batch["input_ids"], batch["attention_mask"])  # (batch, seq, dim)
+            for row, (_, vectors) in enumerate(rows):
+                teacher = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+                total += F.cosine_similarity(tokens[row, : len(teacher)], teacher, dim=-1).sum().item()
+                count += len(teacher)
+    return total / max(count, 1)
+
+
 class Trainer:
     def __init__(self, student: Student, targets: Targets, config: TrainConfig, work_dir: Path) -> None:
         self.student, self.targets, self.config = student, targets, config
@@ -148,10 +169,8 @@ class Trainer:
 
     def _epoch(self, epoch: int, bar: tqdm) -> float:
         self.student.train()
-        order = np.random.default_rng(self.config.seed + epoch).permutation(len(self.train_index))
         losses = []
-        for first in range(0, len(order), self.config.batch_size):
-            rows = order[first : first + self.config.batch_size]
+        for rows in self._batches(epoch):
             loss = self._loss(rows)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -163,6 +182,22 @@ class Trainer:
             if len(losses) % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
         return float(np.mean(losses))
+
+    def _batches(self, epoch: int, pool: int = 50) -> list[np.ndarray]:
+        """This epoch's batches of train rows: shuffled, but texts of similar length batched together.
+
+        NOTE: random batches pad every text to the longest of 32-256 random ones; sorting within
+        pools of `pool` batches cuts the padded tokens (and a transformer's step time) by about a third.
+        """
+        rng = np.random.default_rng(self.config.seed + epoch)
+        order = rng.permutation(len(self.train_index))
+        size = self.config.batch_size
+        batches = []
+        for first in range(0, len(order), size * pool):
+            chunk = order[first : first + size * pool]
+            chunk = chunk[np.argsort([len(self.train_ids[r]) for r in chunk], kind="stable")]
+            batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+        return [batches[i] for i in rng.permutation(len(batches))]
 
     def _loss(self, rows: np.ndarray) -> torch.Tensor:
         batch = pad([self.train_ids[r] for r in rows])
