@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+import students
+from distill.corpus import Split, assign_splits
+from distill.errors import DistillError
+from distill.targets import Targets, build_targets
+from distill.teacher import Teacher
+from distill.trainer import TrainConfig, Trainer, fidelity, token_fidelity
+from students.transformer import TransformerConfig, TransformerStudent
+from tests.conftest import SENTENCES
+
+
+@pytest.fixture()
+def targets(tiny_teacher: Teacher, corpus: list[str], tmp_path: Path) -> Targets:
+    return build_targets(tiny_teacher, corpus, assign_splits(corpus), tmp_path / "cache")
+
+
+def test_all_layers_copied_reproduce_the_teacher(tiny_teacher: Teacher, targets: Targets) -> None:
+    student = TransformerStudent.from_teacher(tiny_teacher, targets, layers=[0, 1])
+    teacher = tiny_teacher.sentence_vectors(SENTENCES)
+    np.testing.assert_allclose(student.encode(SENTENCES), teacher, atol=1e-5)
+    assert token_fidelity(student, targets, targets.indices(Split.TEST)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_dropping_a_layer_changes_the_vectors(tiny_teacher: Teacher, targets: Targets) -> None:
+    student = TransformerStudent.from_teacher(tiny_teacher, targets, layers=[1])
+    assert student.bert.config.num_hidden_layers == 1
+    assert np.abs(student.encode(SENTENCES) - tiny_teacher.sentence_vectors(SENTENCES)).max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"layers": [0, 7]}, "layer 7 is not in the teacher"),
+        ({"layers": []}, "at least one layer"),
+        ({"hidden_size": 30, "heads": 4}, "not divisible by 4 heads"),
+        ({"hidden_size": 64}, "wider than the teacher"),
+    ],
+)
+def test_bad_shapes_are_clear_errors(tiny_teacher: Teacher, targets: Targets, options: dict, message: str) -> None:
+    with pytest.raises(DistillError, match=message):
+        TransformerStudent.from_teacher(tiny_teacher, targets, **options)
+
+
+@pytest.mark.parametrize("options", [{"layers": [1]}, {"layers": [0, 1], "hidden_size": 16, "heads": 1}])
+def test_save_reloads_exactly_and_as_a_sentence_transformer(
+    tiny_teacher: Teacher, targets: Targets, tmp_path: Path, options: dict
+) -> None:
+    student = TransformerStudent.from_teacher(tiny_teacher, targets, **options)
+    with torch.no_grad():  # move the weights off their copied values so the round trip is not trivially true
+        for p in student.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = student.save(tmp_path / "transformer")
+    loaded = students.load(path)
+    assert isinstance(loaded, TransformerStudent) and loaded.config == student.config
+    np.testing.assert_array_equal(loaded.encode(SENTENCES), student.encode(SENTENCES))
+    st = SentenceTransformer(str(path), device="cpu")
+    np.testing.assert_allclose(st.encode(SENTENCES), student.encode(SENTENCES), atol=1e-5)
+
+
+def test_training_with_token_loss_moves_towards_the_teacher(
+    tiny_teacher: Teacher, targets: Targets, tmp_path: Path
+) -> None:
+    student = TransformerStudent.from_teacher(tiny_teacher, targets, layers=[1])
+    torch.manual_seed(0)
+    with torch.no_grad():  # a tiny random teacher's one layer barely changes its vectors: start the copy far off
+        for p in student.bert.encoder.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    valid_ids = student.token_ids(targets.texts_of(Split.VALID))
+    valid_vectors = np.asarray(targets.sentence_vectors[targets.indices(Split.VALID)])
+    before = fidelity(student, valid_ids, valid_vectors)
+    config = TrainConfig(**{**TransformerStudent.default_training, "epochs": 3, "lr": 3e-3})
+    result = Trainer(student, targets, config, tmp_path / "work").train()
+    assert before < 0.95 and result.best_fidelity > before + 0.02
+
+
+def test_narrow_config_round_trips_through_json() -> None:
+    config = TransformerConfig(dim=32, layers=[0], hidden_size=16, heads=2, intermediate_size=32)
+    assert config.bert_config().num_hidden_layers == 1 and config.bert_config().hidden_size == 16
