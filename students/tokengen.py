@@ -1,0 +1,326 @@
+"""The token-generator student: a small network writes each token's vector from its spelling.
+
+A BERT's embedding table is its largest single part. Here a network a small fraction of its size
+maps a token's characters to the teacher's vector for that token alone (`[CLS] token [SEP]`),
+trained by regression on the teacher's vocabulary (a part held out to measure it) plus real
+words from the corpus and gensim's word lists that the vocabulary does not hold as one token.
+It can then (a) write the whole table of a static student, (b) give a vector to any word, in or
+out of the vocabulary, and (c) stand in for a transformer's embedding table.
+
+As a student it is a static student whose table is generated: rows from the generator, one
+learned weight per token, and one shared affine map into the space of sentence vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+from tqdm.auto import tqdm
+
+from distill.corpus import Split, gensim_test_data
+from distill.errors import DistillError
+from students.base import Student, StudentConfig
+from students.static import masked_mean
+
+if TYPE_CHECKING:
+    from distill.targets import Targets
+    from distill.teacher import Teacher
+
+logger = logging.getLogger(__name__)
+
+CONTINUATION = "##"  # WordPiece's mark for a piece that continues a word
+
+
+class Encoder(str, Enum):
+    NGRAM = "ngram"  # a bag of hashed character n-grams (fastText's idea)
+    CHARS = "chars"  # a character CNN over the token's bytes
+
+
+@dataclass
+class TokenGenConfig(StudentConfig):
+    vocab_size: int = 30522
+    encoder: str = Encoder.NGRAM.value
+    buckets: int = 6400  # hashed n-gram buckets (ngram encoder); sized so the student is under 10% of the table
+    width: int = 128  # width of an n-gram or character embedding
+    hidden: int = 256  # width of the generator's hidden layer
+    max_chars: int = 24  # characters of a token the generator reads (chars encoder)
+    generator_epochs: int = 30  # epochs of token regression before sentence training
+    extra_words: int = 8000  # most frequent corpus words that are not one token, added as training words
+    words: str = ""  # a file of more words to learn, one per line
+    held_out: float = 0.05  # fraction of vocabulary tokens and of extra words kept out to measure the generator
+    generator_lr: float = 1e-2
+    source: str = "generator"  # "teacher": the teacher's real vectors instead (the reference to compare with)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.encoder = Encoder(self.encoder).value
+        if min(self.vocab_size, self.buckets, self.width, self.hidden, self.max_chars, self.generator_epochs) <= 0:
+            raise DistillError("tokengen sizes and generator-epochs must be positive")
+        if self.source not in ("generator", "teacher"):
+            raise DistillError(f"tokengen source must be 'generator' or 'teacher', not {self.source!r}")
+        if not 0 < self.held_out < 0.5:
+            raise DistillError(f"held-out must be in (0, 0.5), not {self.held_out}")
+
+
+class TokenGenerator(nn.Module):
+    """Token text -> (dim,) vector. `featurize` turns strings into the padded ids `forward` reads."""
+
+    def __init__(self, config: TokenGenConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.encoder)
+        if self.encoder is Encoder.NGRAM:
+            self.embed = nn.EmbeddingBag(config.buckets + 1, config.width, mode="mean", padding_idx=config.buckets)
+            features = config.width
+        else:
+            self.chars = nn.Embedding(259, config.width, padding_idx=0)  # bytes + pad + word start/end marks
+            self.convs = nn.ModuleList(nn.Conv1d(config.width, config.hidden // 4, k, padding=k // 2)
+                                       for k in (1, 3, 5, 7))  # fmt: skip
+            features = 4 * (config.hidden // 4)
+        self.mlp = nn.Sequential(nn.Linear(features, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.dim))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """(n, length) feature ids -> (n, dim)."""
+        if self.encoder is Encoder.NGRAM:
+            return self.mlp(self.embed(features))
+        x = self.chars(features).transpose(1, 2)  # (n, width, length)
+        mask = (features > 0).unsqueeze(1)
+        pooled = [conv(x).masked_fill(~mask, -1e4).amax(dim=-1) for conv in self.convs]  # (n, hidden / 4) each
+        return self.mlp(torch.cat(pooled, dim=-1))
+
+    def featurize(self, tokens: Sequence[str]) -> torch.Tensor:
+        """(n, length) ids for tokens in the tokenizer's own form (lower-cased, `##` for continuations)."""
+        rows = [self._ngrams(t) if self.encoder is Encoder.NGRAM else self._bytes(t) for t in tokens]
+        pad = self.config.buckets if self.encoder is Encoder.NGRAM else 0
+        out = torch.full((len(rows), max((len(r) for r in rows), default=1) or 1), pad, dtype=torch.long)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
+
+    def _ngrams(self, token: str) -> list[int]:
+        text = _marked(token)
+        grams = [text[i : i + n] for n in (1, 2, 3, 4, 5) for i in range(len(text) - n + 1)]
+        # NOTE: crc32, not hash(): Python salts str hashes per process, and the buckets must not move.
+        return [zlib.crc32(g.encode()) % self.config.buckets for g in grams]
+
+    def _bytes(self, token: str) -> list[int]:
+        word_start = not token.startswith(CONTINUATION)
+        body = list(token.removeprefix(CONTINUATION).encode()[: self.config.max_chars - 2])
+        return ([257] if word_start else []) + [b + 1 for b in body] + [258]
+
+
+def _marked(token: str) -> str:
+    """'<word>' for a word start, 'ing>' for the continuation '##ing'."""
+    return (token[2:] if token.startswith(CONTINUATION) else "<" + token) + ">"
+
+
+class TokenGenStudent(Student):
+    kind = "tokengen"
+    config_class = TokenGenConfig
+    special_tokens = False  # NOTE: as the static student, which this one replaces
+    default_training: ClassVar[dict[str, Any]] = {"lr": 1e-2, "epochs": 8, "batch_size": 256, "patience": 2}
+
+    def __init__(self, config: TokenGenConfig, tokenizer: Tokenizer) -> None:
+        super().__init__(config, tokenizer)
+        self.generator = TokenGenerator(config)
+        vocab = self.tokenizer.get_vocab()
+        self.vocab_ids = vocab
+        self.vocab_tokens = [""] * config.vocab_size
+        for token, i in vocab.items():
+            if i < config.vocab_size:
+                self.vocab_tokens[i] = token
+        self.register_buffer("features", self.generator.featurize(self.vocab_tokens), persistent=False)
+        self.log_weight = nn.Parameter(torch.zeros(config.vocab_size))
+        self.mix = nn.Parameter(torch.eye(config.dim))
+        self.bias = nn.Parameter(torch.zeros(config.dim))
+        if config.source == "teacher":
+            self.register_buffer("real_table", torch.zeros(config.vocab_size, config.dim))
+        self.metrics: dict[str, float] = {}
+        self._table: torch.Tensor | None = None  # the generated rows, cached while not training
+
+    @classmethod
+    def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> TokenGenStudent:
+        config = TokenGenConfig(
+            dim=targets.dim, vocab_size=teacher.vocab_size, max_length=teacher.max_length, teacher=teacher.name,
+            **options,
+        )  # fmt: skip
+        student = cls(config, teacher.tokenizer.backend_tokenizer)
+        if config.source == "teacher":
+            student.real_table.copy_(torch.from_numpy(np.array(targets.vocab_vectors, dtype=np.float32)))
+            student.generator.requires_grad_(False)
+            return student
+        words = training_words(teacher, targets.texts_of(Split.TRAIN), config.extra_words, read_words(config.words))
+        if not words:
+            raise DistillError("the token generator found no words to learn from; give the corpus more text")
+        texts, vectors, held_out, is_vocab = student.token_targets(teacher, targets, words)
+        weights = student.token_weights(targets, len(texts), [student.vocab_ids[t] for t in texts[: is_vocab.sum()]])
+        student.metrics = fit_generator(student.generator, texts, vectors, held_out, is_vocab,
+                                        lr=config.generator_lr, weights=weights)  # fmt: skip
+        return student
+
+    def token_targets(
+        self, teacher: Teacher, targets: Targets, words: list[str]
+    ) -> tuple[list[str], torch.Tensor, np.ndarray, np.ndarray]:
+        """Tokens and words to learn, their teacher vectors, which are held out, and which are vocabulary."""
+        special = set(teacher.tokenizer.all_special_tokens)
+        ids = [i for i, t in enumerate(self.vocab_tokens) if t and t not in special and not t.startswith("[unused")]
+        texts = [self.vocab_tokens[i] for i in ids] + words
+        vectors = np.concatenate([np.asarray(targets.vocab_vectors[ids]), teacher.sentence_vectors(words, 512)])
+        held_out = np.array([zlib.crc32(t.encode()) % 10_000 < self.config.held_out * 10_000 for t in texts])
+        is_vocab = np.arange(len(texts)) < len(ids)
+        return texts, torch.from_numpy(vectors.astype(np.float32)), held_out, is_vocab
+
+    def token_weights(self, targets: Targets, n_items: int, vocab_ids: list[int]) -> torch.Tensor:
+        """(n_items,) loss weights: sqrt(1 + the token's count in the training texts); 1 for extra words."""
+        train = targets.indices(Split.TRAIN)
+        rows = np.concatenate([np.arange(targets.token_offsets[i], targets.token_offsets[i + 1]) for i in train])
+        counts = np.bincount(targets.token_ids[rows], minlength=self.config.vocab_size)
+        weights = np.ones(n_items, dtype=np.float32)
+        weights[: len(vocab_ids)] = np.sqrt(1 + counts[vocab_ids])
+        return torch.from_numpy(weights)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n,) token ids -> (n, dim) rows, generated (or the teacher's own, for the reference)."""
+        if self.config.source == "teacher":
+            return self.real_table[ids]
+        return self.generator(self.features[ids])
+
+    def table(self) -> torch.Tensor:
+        """(vocab, dim) generated rows (before the per-token weights and the shared map)."""
+        if self.config.source == "teacher":
+            return self.real_table
+        if self._table is None or self.training:
+            with torch.set_grad_enabled(self.training):
+                rows = torch.cat([self.generator(self.features[i : i + 4096])
+                                  for i in range(0, len(self.features), 4096)])  # fmt: skip
+            if self.training:
+                return rows
+            self._table = rows
+        return self._table
+
+    def train(self, mode: bool = True) -> TokenGenStudent:
+        self._table = None
+        return super().train(mode)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.training:  # only the rows this batch uses: (unique,) ids -> (unique, dim)
+            unique, inverse = torch.unique(input_ids, return_inverse=True)
+            rows = self.rows(unique) * self.log_weight[unique].exp().unsqueeze(-1)
+            vectors = rows[inverse]  # (batch, seq, dim)
+        else:
+            vectors = self.table()[input_ids] * self.log_weight[input_ids].exp().unsqueeze(-1)
+        return F.normalize(masked_mean(vectors, attention_mask) @ self.mix + self.bias, dim=-1)
+
+    @torch.inference_mode()
+    def word_vectors(self, words: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32 unit vectors for whole words, in or out of the vocabulary, each read as one token."""
+        if not words:
+            raise DistillError("no words given; pass at least one word")
+        normalizer = self.tokenizer.normalizer
+        tokens = [normalizer.normalize_str(w) if normalizer else w for w in words]
+        rows = self.generator(self.generator.featurize(tokens).to(self.features.device))
+        return F.normalize(rows @ self.mix + self.bias, dim=-1).float().numpy()
+
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+
+
+def fit_generator(
+    generator: TokenGenerator,
+    texts: list[str],
+    vectors: torch.Tensor,
+    held_out: np.ndarray,
+    is_vocab: np.ndarray,
+    *,
+    epochs: int | None = None,
+    batch_size: int = 512,
+    lr: float = 3e-3,
+    weights: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Regress the generator on (text, teacher vector) pairs; return its cosine on what was held out.
+
+    `weights` (n,) weigh each pair's loss: a token that sentences use often matters more.
+    """
+    weights = torch.ones(len(texts)) if weights is None else weights
+    features = generator.featurize(texts)
+    train = np.flatnonzero(~held_out)
+    epochs = epochs or generator.config.generator_epochs
+    steps = epochs * math.ceil(len(train) / batch_size)
+    optimizer = torch.optim.AdamW(generator.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.05)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():  # NOTE: the teacher's vectors share a large common part; start the output there
+        generator.mlp[-1].bias.copy_(vectors[train].mean(dim=0))
+    generator.train()
+    # NOTE: disable=None shows the bar on a terminal only.
+    with tqdm(total=steps, desc="fit token generator", unit="step", disable=None) as bar:
+        for _ in range(epochs):
+            for rows in np.array_split(rng.permutation(train), math.ceil(len(train) / batch_size)):
+                loss = (1 - F.cosine_similarity(generator(features[rows]), vectors[rows], dim=-1)) @ weights[rows]
+                loss = loss / weights[rows].sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    generator.eval()
+    with torch.inference_mode():
+        cosine = F.cosine_similarity(generator(features), vectors, dim=-1).numpy()
+    metrics = {
+        "generator_train_cosine": float(cosine[~held_out].mean()),
+        "generator_heldout_vocab_cosine": float(cosine[held_out & is_vocab].mean()),
+        "generator_heldout_word_cosine": float(cosine[held_out & ~is_vocab].mean()) if (held_out & ~is_vocab).any()
+        else float("nan"),
+    }  # fmt: skip
+    logger.info("token generator: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return metrics
+
+
+def read_words(path: str) -> list[str]:
+    """The words of a user's word file, one per line ('' gives none)."""
+    if not path:
+        return []
+    file = Path(path)
+    if not file.is_file():
+        raise DistillError(f"word list {path!r} does not exist")
+    words = [w.strip() for w in file.read_text(encoding="utf-8", errors="replace").splitlines() if w.strip()]
+    if not words:
+        raise DistillError(f"word list {path!r} is empty; give one word per line")
+    return words
+
+
+def training_words(teacher: Teacher, texts: Sequence[str], limit: int, extra: Sequence[str] = ()) -> list[str]:
+    """Real words the vocabulary does not hold as one token: gensim's word lists and the corpus's commonest."""
+    normalizer = teacher.tokenizer.backend_tokenizer.normalizer
+    pre = teacher.tokenizer.backend_tokenizer.pre_tokenizer
+    vocab = teacher.tokenizer.get_vocab()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)) if w.isalpha())
+    listed = [w for w in [*gensim_words(), *extra] if w.isalpha()]
+    common = [w for w, _ in counts.most_common() if w not in vocab][:limit]
+    return sorted({normalizer.normalize_str(w) for w in listed if w.lower() not in vocab} | set(common))
+
+
+def gensim_words() -> list[str]:
+    """The words of gensim's SimLex-999, WordSim-353 and Google analogy files."""
+    words: list[str] = []
+    for name in ("simlex999.txt", "wordsim353.tsv", "questions-words.txt"):
+        for line in (gensim_test_data() / name).read_text(encoding="utf-8", errors="replace").splitlines():
+            if line and not line.startswith(("#", ":")):
+                words.extend(line.split()[:4] if name == "questions-words.txt" else line.split("\t")[:2])
+    return words
