@@ -132,12 +132,16 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
 
 def _print_summary(summary: Any) -> None:
     click.echo(f"\nrun folder: {summary.run_dir}   texts: " + ", ".join(f"{k} {v}" for k, v in summary.texts.items()))
-    click.echo(f"{'student':<12} {'test fidelity':>13} {'reviews':>8} {'params':>11} {'size':>9} {'train s':>8}  path")
+    click.echo(f"{'student':<12} {'test fidelity':>13} {'tokens':>7} {'reviews':>8} {'params':>11} {'size':>9} "
+               f"{'train s':>8}  path")  # fmt: skip
     for s in summary.students:
+        tokens = "-" if s.test_token_fidelity is None else f"{s.test_token_fidelity:.4f}"
         click.echo(
-            f"{s.name:<12} {s.test_fidelity:>13.4f} {s.reviews_fidelity:>8.4f} {s.params:>11,} "
+            f"{s.name:<12} {s.test_fidelity:>13.4f} {tokens:>7} {s.reviews_fidelity:>8.4f} {s.params:>11,} "
             f"{s.bytes / 2**20:>7.1f}MB {s.train_seconds:>8.1f}  {s.path}"
         )
+        for key, value in s.metrics.items():
+            click.echo(f"{'':<12} {key}: {value:.4f}")
     _print_stages(summary.stage_seconds)
 
 

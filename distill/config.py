@@ -46,7 +46,7 @@ class RunConfig:
         if self.teacher_batch_size <= 0:
             raise DistillError(f"teacher-batch-size must be positive, not {self.teacher_batch_size}")
         for name in self.students:
-            student_class(name)
+            student_class(self.kind_of(name))
             self.train_config_for(name, {})  # validates the settings before any work starts
 
     @property
@@ -61,8 +61,12 @@ class RunConfig:
         except TypeError as e:
             raise DistillError(f"bad training setting: {e}") from e
 
+    def kind_of(self, student: str) -> str:
+        """The student's architecture: its `kind` setting, or its name (so two variants of one kind can train)."""
+        return str(self.students.get(student, {}).get("kind", student))
+
     def student_options(self, student: str) -> dict[str, Any]:
-        return {k: v for k, v in self.students.get(student, {}).items() if k not in TRAIN_FIELDS}
+        return {k: v for k, v in self.students.get(student, {}).items() if k not in TRAIN_FIELDS | {"kind"}}
 
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:

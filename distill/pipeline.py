@@ -20,7 +20,7 @@ from distill.errors import DistillError
 from distill.io import write_json
 from distill.targets import Targets, build_targets, cache_key
 from distill.teacher import Teacher, resolve_teacher
-from distill.trainer import Trainer, fidelity
+from distill.trainer import Trainer, fidelity, token_fidelity
 from students import student_class
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,10 @@ class StudentSummary:
     test_fidelity: float
     reviews_fidelity: float  # on short movie reviews, text unlike the default corpus
     valid_fidelity: float
-    train_seconds: float
+    train_seconds: float  # building it from the teacher (the token generator's fit included) and training
     epochs: int
+    test_token_fidelity: float | None = None  # mean cosine of token vectors, for students that give them
+    metrics: dict[str, float] = field(default_factory=dict)  # what a student measured of itself while built
 
 
 @dataclass
@@ -143,7 +145,7 @@ def train_students(
     reviews = review_texts()
     review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
     for name in config.students:
-        cls = student_class(name)
+        cls = student_class(config.kind_of(name))
         with watch.stage(f"train {name}"):
             student = cls.from_teacher(teacher, targets, **config.student_options(name))
             trainer = Trainer(student, targets, config.train_config_for(name, cls.default_training),
@@ -153,11 +155,13 @@ def train_students(
         path = student.save(run_dir / "students" / name)
         test = fidelity(student, student.token_ids(test_texts), test_vectors) if test_texts else float("nan")
         on_reviews = fidelity(student, student.token_ids(reviews), review_vectors)
+        gives_tokens = hasattr(student, "forward_tokens")
+        tokens = token_fidelity(student, targets, targets.indices(Split.TEST)) if gives_tokens else None
         summary.students.append(StudentSummary(
             name=name, path=str(path), params=student.num_parameters(), bytes=folder_bytes(path),
             test_fidelity=test, reviews_fidelity=on_reviews, valid_fidelity=result.best_fidelity,
-            train_seconds=round(result.seconds, 2),
-            epochs=result.epochs_run,
+            train_seconds=watch.seconds[f"train {name}"], epochs=result.epochs_run, test_token_fidelity=tokens,
+            metrics=dict(getattr(student, "metrics", {})),
         ))  # fmt: skip
         logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)
     write_json(run_dir / "summary.json", asdict(summary))

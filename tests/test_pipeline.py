@@ -21,3 +21,14 @@ def test_run_from_model_trains_saves_and_summarises(tiny_teacher: Teacher, corpu
     loaded = students.load(static.path)
     assert loaded.encode(SENTENCES).shape == (len(SENTENCES), tiny_teacher.dim)
     assert np.isfinite(loaded.encode(SENTENCES)).all()
+
+
+def test_a_named_student_of_a_given_kind_trains_beside_its_kind(tmp_path: Path) -> None:
+    from distill.config import build_config
+
+    config = build_config(
+        {"students": ["static", "wide"], "wide": {"kind": "static", "init": "vocab", "epochs": 1}}, {}
+    )
+    assert config.kind_of("wide") == "static" and config.kind_of("static") == "static"
+    assert config.student_options("wide") == {"init": "vocab"}
+    assert config.train_config_for("wide", {}).epochs == 1
