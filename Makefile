@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CONFIG ?= configs/default.toml
 
-.PHONY: help install distill test lint format clean
+.PHONY: help install distill bench test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ install: $(INSTALLED) ## Create .venv and install the toolkit (done by every tar
 
 distill: $(INSTALLED) ## Distill the default teacher into the students of configs/default.toml (runs/default)
 	$(BIN)/distill run --config $(CONFIG)
+
+bench: $(INSTALLED) ## Print the headline figures of runs/default (after make distill): fidelity, size, speed, STS
+	$(BIN)/python -m eval.bench --run runs/default --config $(CONFIG)
 
 test: $(INSTALLED) ## Run the tests
 	$(BIN)/pytest -q
