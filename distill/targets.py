@@ -62,6 +62,13 @@ class Targets:
         a, b = self.token_offsets[i], self.token_offsets[i + 1]
         return self.token_ids[a:b], self.token_vectors[a:b]
 
+    def token_rows(self, split: Split) -> np.ndarray:
+        """(tokens,) rows of `token_ids` / `token_vectors` that belong to the texts of `split`."""
+        if self.token_offsets is None:
+            raise ValueError("these targets were built without token vectors")
+        spans = [np.arange(self.token_offsets[i], self.token_offsets[i + 1]) for i in self.indices(split)]
+        return np.concatenate(spans or [np.zeros(0, np.int64)])
+
     @classmethod
     def open(cls, root: Path) -> Targets:
         meta = read_json(root / "meta.json")

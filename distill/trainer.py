@@ -78,7 +78,8 @@ def fidelity(student: Student, ids: list[list[int]], targets: np.ndarray, batch_
 def token_fidelity(student: Student, targets: Targets, index: np.ndarray, batch_size: int = 64) -> float | None:
     """Mean cosine between the student's and the teacher's token vectors in context (every token counted once).
 
-    None when the targets hold no token vectors or the student tokenizes differently from the teacher.
+    The student reads the teacher's own token ids, so this is for students that share its tokenizer;
+    None when the targets hold no token vectors.
     """
     if targets.token_vectors is None:
         return None

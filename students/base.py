@@ -64,6 +64,11 @@ class Student(nn.Module):
         """A new student initialised from the teacher and its targets; `options` are config fields."""
         raise NotImplementedError
 
+    @classmethod
+    def config_from_teacher(cls, teacher: Teacher, targets: Targets, **fields: Any) -> Any:
+        """This kind's config: the fields every student takes from its teacher and targets, plus `fields`."""
+        return cls.config_class(dim=targets.dim, max_length=teacher.max_length, teacher=teacher.name, **fields)
+
     @property
     def dim(self) -> int:
         return self.config.dim

@@ -61,16 +61,12 @@ class StaticStudent(Student):
 
     @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> StaticStudent:
-        config = StaticConfig(
-            dim=targets.dim, vocab_size=teacher.vocab_size, max_length=teacher.max_length, teacher=teacher.name,
-            **options,
-        )  # fmt: skip
+        config = cls.config_from_teacher(teacher, targets, vocab_size=teacher.vocab_size, **options)
         student = cls(config, teacher.tokenizer.backend_tokenizer)
         if config.init == "vocab" or targets.token_vectors is None:
             student.init_table(targets.vocab_vectors)
             return student
-        train = targets.indices(Split.TRAIN)
-        rows = np.concatenate([np.arange(targets.token_offsets[i], targets.token_offsets[i + 1]) for i in train])
+        rows = targets.token_rows(Split.TRAIN)
         special = np.array(teacher.tokenizer.all_special_ids)
         rows = rows[~np.isin(targets.token_ids[rows], special)]  # the student never sees [CLS] / [SEP]
         student.init_table(context_table(targets.vocab_vectors, targets.token_ids[rows], targets.token_vectors[rows],

@@ -136,10 +136,8 @@ class TokenGenStudent(Student):
     def __init__(self, config: TokenGenConfig, tokenizer: Tokenizer) -> None:
         super().__init__(config, tokenizer)
         self.generator = TokenGenerator(config)
-        vocab = self.tokenizer.get_vocab()
-        self.vocab_ids = vocab
         self.vocab_tokens = [""] * config.vocab_size
-        for token, i in vocab.items():
+        for token, i in self.tokenizer.get_vocab().items():
             if i < config.vocab_size:
                 self.vocab_tokens[i] = token
         self.register_buffer("features", self.generator.featurize(self.vocab_tokens), persistent=False)
@@ -153,10 +151,7 @@ class TokenGenStudent(Student):
 
     @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> TokenGenStudent:
-        config = TokenGenConfig(
-            dim=targets.dim, vocab_size=teacher.vocab_size, max_length=teacher.max_length, teacher=teacher.name,
-            **options,
-        )  # fmt: skip
+        config = cls.config_from_teacher(teacher, targets, vocab_size=teacher.vocab_size, **options)
         student = cls(config, teacher.tokenizer.backend_tokenizer)
         if config.source == "teacher":
             student.real_table.copy_(torch.from_numpy(np.array(targets.vocab_vectors, dtype=np.float32)))
@@ -165,32 +160,27 @@ class TokenGenStudent(Student):
         words = training_words(teacher, targets.texts_of(Split.TRAIN), config.extra_words, read_words(config.words))
         if not words:
             raise DistillError("the token generator found no words to learn from; give the corpus more text")
-        texts, vectors, held_out, is_vocab = student.token_targets(teacher, targets, words)
-        weights = student.token_weights(targets, len(texts), [student.vocab_ids[t] for t in texts[: is_vocab.sum()]])
+        ids = student.learnable_ids(teacher)
+        texts, vectors, held_out, is_vocab = student.token_targets(teacher, targets, ids, words)
+        weights = token_weights(targets, ids, len(texts))
         student.metrics = fit_generator(student.generator, texts, vectors, held_out, is_vocab,
                                         lr=config.generator_lr, weights=weights)  # fmt: skip
         return student
 
-    def token_targets(
-        self, teacher: Teacher, targets: Targets, words: list[str]
-    ) -> tuple[list[str], torch.Tensor, np.ndarray, np.ndarray]:
-        """Tokens and words to learn, their teacher vectors, which are held out, and which are vocabulary."""
+    def learnable_ids(self, teacher: Teacher) -> list[int]:
+        """Vocabulary ids the generator learns: every token but the special and `[unused...]` ones."""
         special = set(teacher.tokenizer.all_special_tokens)
-        ids = [i for i, t in enumerate(self.vocab_tokens) if t and t not in special and not t.startswith("[unused")]
+        return [i for i, t in enumerate(self.vocab_tokens) if t and t not in special and not t.startswith("[unused")]
+
+    def token_targets(
+        self, teacher: Teacher, targets: Targets, ids: list[int], words: list[str]
+    ) -> tuple[list[str], torch.Tensor, np.ndarray, np.ndarray]:
+        """Tokens `ids` and `words`, their teacher vectors, which are held out, and which are vocabulary."""
         texts = [self.vocab_tokens[i] for i in ids] + words
         vectors = np.concatenate([np.asarray(targets.vocab_vectors[ids]), teacher.sentence_vectors(words, 512)])
         held_out = np.array([zlib.crc32(t.encode()) % 10_000 < self.config.held_out * 10_000 for t in texts])
         is_vocab = np.arange(len(texts)) < len(ids)
         return texts, torch.from_numpy(vectors.astype(np.float32)), held_out, is_vocab
-
-    def token_weights(self, targets: Targets, n_items: int, vocab_ids: list[int]) -> torch.Tensor:
-        """(n_items,) loss weights: sqrt(1 + the token's count in the training texts); 1 for extra words."""
-        train = targets.indices(Split.TRAIN)
-        rows = np.concatenate([np.arange(targets.token_offsets[i], targets.token_offsets[i + 1]) for i in train])
-        counts = np.bincount(targets.token_ids[rows], minlength=self.config.vocab_size)
-        weights = np.ones(n_items, dtype=np.float32)
-        weights[: len(vocab_ids)] = np.sqrt(1 + counts[vocab_ids])
-        return torch.from_numpy(weights)
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """(n,) token ids -> (n, dim) rows, generated (or the teacher's own, for the reference)."""
@@ -199,16 +189,13 @@ class TokenGenStudent(Student):
         return self.generator(self.features[ids])
 
     def table(self) -> torch.Tensor:
-        """(vocab, dim) generated rows (before the per-token weights and the shared map)."""
+        """(vocab, dim) generated rows (before the per-token weights and the shared map), cached until `train()`."""
         if self.config.source == "teacher":
             return self.real_table
-        if self._table is None or self.training:
-            with torch.set_grad_enabled(self.training):
-                rows = torch.cat([self.generator(self.features[i : i + 4096])
-                                  for i in range(0, len(self.features), 4096)])  # fmt: skip
-            if self.training:
-                return rows
-            self._table = rows
+        if self._table is None:
+            with torch.no_grad():
+                self._table = torch.cat([self.generator(self.features[i : i + 4096])
+                                         for i in range(0, len(self.features), 4096)])  # fmt: skip
         return self._table
 
     def train(self, mode: bool = True) -> TokenGenStudent:
@@ -234,8 +221,13 @@ class TokenGenStudent(Student):
         rows = self.generator(self.generator.featurize(tokens).to(self.features.device))
         return F.normalize(rows @ self.mix + self.bias, dim=-1).float().numpy()
 
-    def state_to_save(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+
+def token_weights(targets: Targets, ids: list[int], n_items: int) -> torch.Tensor:
+    """(n_items,) loss weights: sqrt(1 + count in the training texts) for the tokens `ids`, then 1 for extra words."""
+    counts = np.bincount(targets.token_ids[targets.token_rows(Split.TRAIN)], minlength=max(ids) + 1)
+    weights = np.ones(n_items, dtype=np.float32)
+    weights[: len(ids)] = np.sqrt(1 + counts[ids])
+    return torch.from_numpy(weights)
 
 
 def fit_generator(

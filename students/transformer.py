@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
 from transformers import BertConfig, BertModel
@@ -97,10 +97,11 @@ class TransformerStudent(Student):
         if hidden > source.hidden_size:
             raise DistillError(f"hidden size {hidden} is wider than the teacher's ({source.hidden_size})")
         heads = int(options.pop("heads", 0) or max(1, source.num_attention_heads * hidden // source.hidden_size))
-        ratio = source.intermediate_size / source.hidden_size
-        config = TransformerConfig(
-            dim=targets.dim, max_length=teacher.max_length, teacher=teacher.name, layers=layers, hidden_size=hidden,
-            heads=heads, intermediate_size=int(options.pop("intermediate_size", 0) or round(ratio * hidden)),
+        intermediate = int(
+            options.pop("intermediate_size", 0) or round(source.intermediate_size * hidden / source.hidden_size)
+        )
+        config = cls.config_from_teacher(
+            teacher, targets, layers=layers, hidden_size=hidden, heads=heads, intermediate_size=intermediate,
             pooling=teacher.pooling.value, bert={k: v for k, v in source.to_dict().items() if k in _BERT_FIELDS},
             tokenizer_config=_tokenizer_config(teacher),
             **options,
@@ -166,11 +167,8 @@ class TransformerStudent(Student):
     @classmethod
     def load(cls, path: str | Path) -> TransformerStudent:
         student = super().load(path)
-        dense = Path(path) / "2_Dense" / "model.safetensors"
-        if student.projection is not None:
-            from safetensors.torch import load_file
-
-            state = load_file(str(dense))
+        if student.projection is not None:  # NOTE: kept only in the sentence-transformers Dense module's file
+            state = load_file(str(Path(path) / "2_Dense" / "model.safetensors"))
             student.projection.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
         return student
 
