@@ -11,13 +11,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from distill.config import RunConfig
 from distill.corpus import Split, assign_splits, clean, load_corpus, review_texts
 from distill.errors import DistillError
-from distill.io import write_json
+from distill.io import read_json, write_json
 from distill.targets import Targets, build_targets, cache_key
 from distill.teacher import Teacher, resolve_teacher
 from distill.trainer import Trainer, fidelity, token_fidelity
@@ -45,6 +46,9 @@ class StudentSummary:
 class RunSummary:
     run_dir: str
     texts: dict[str, int]
+    teacher: str = ""
+    max_length: int = 0
+    targets: str = ""  # the cached targets folder the students were trained and tested on
     stage_seconds: dict[str, float] = field(default_factory=dict)
     students: list[StudentSummary] = field(default_factory=list)
 
@@ -139,7 +143,7 @@ def train_students(
 ) -> RunSummary:
     run_dir = config.run_dir
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
-    summary = RunSummary(str(run_dir), counts, watch.seconds)
+    summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), watch.seconds)
     test_texts = targets.texts_of(Split.TEST)
     test_vectors = np.asarray(targets.sentence_vectors[targets.indices(Split.TEST)])
     reviews = review_texts()
@@ -166,6 +170,22 @@ def train_students(
         logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)
     write_json(run_dir / "summary.json", asdict(summary))
     return summary
+
+
+def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Targets]:
+    """A finished run's summary and the targets its students were trained and tested on."""
+    summary_file = Path(run_dir) / "summary.json"
+    if not summary_file.is_file():
+        raise DistillError(f"{str(run_dir)!r} has no summary.json; run `make distill` (or `distill run`) first")
+    summary = read_json(summary_file)
+    if not summary.get("targets") or not (Path(summary["targets"]) / "meta.json").is_file():
+        raise DistillError(f"the targets of {str(run_dir)!r} are no longer cached; run `distill run` again")
+    return summary, Targets.open(Path(summary["targets"]))
+
+
+def run_teacher(summary: dict[str, Any]) -> Teacher:
+    """The teacher of a finished run, as its students were distilled from it."""
+    return Teacher.load(summary["teacher"], max_length=summary["max_length"])
 
 
 def folder_bytes(path: Path) -> int:

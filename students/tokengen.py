@@ -199,8 +199,13 @@ class TokenGenStudent(Student):
         return self._table
 
     def train(self, mode: bool = True) -> TokenGenStudent:
+        super().train(mode)
+        # NOTE: only training changes the generator. eval() builds the table once, so inference is a
+        # lookup and an ONNX export traces the table as a constant, not the generator over the vocabulary.
         self._table = None
-        return super().train(mode)
+        if not mode:
+            self.table()
+        return self
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.training:  # only the rows this batch uses: (unique,) ids -> (unique, dim)

@@ -6,6 +6,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
+from distill.corpus import assign_splits
+from distill.targets import Targets, build_targets
 from distill.teacher import DEFAULT_TEACHER, Pooling, Teacher, resolve_teacher
 
 SENTENCES = [
@@ -55,3 +57,9 @@ def corpus() -> list[str]:
             if i != j:
                 out.append(" ".join(a[: len(a) // 2] + b[len(b) // 2 :]) + ".")
     return SENTENCES + out
+
+
+@pytest.fixture(scope="session")
+def tiny_targets(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> Targets:
+    """The tiny teacher's targets for `corpus`, built once per session."""
+    return build_targets(tiny_teacher, corpus, assign_splits(corpus), tmp_path_factory.mktemp("tiny-cache"))

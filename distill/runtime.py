@@ -1,0 +1,133 @@
+"""Embed text with an exported student in production: numpy, onnxruntime and tokenizers, no torch.
+
+An export folder (written by `distill export`) holds `model.onnx` (fp32), `model_int8.onnx`,
+`tokenizer.json` and `config.json`. The graph takes `input_ids` and `attention_mask` and returns
+pooled, L2-normalised sentence vectors, so this module only tokenizes, batches and pads:
+
+    from distill.runtime import OnnxEmbedder
+
+    embedder = OnnxEmbedder("runs/default/export/static", threads=4)
+    vectors = embedder.encode(["a sentence", "another one"])  # (2, dim) float32, unit length
+
+Install with `pip install 'distill-embeddings[runtime]'`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from distill.errors import DistillError
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+MODEL_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "sentence_vectors"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What a production caller needs to know about an exported student (`config.json`)."""
+
+    name: str  # the student's name in its run
+    kind: str  # static, transformer, tokengen, ...
+    dim: int
+    pooling: str  # how token vectors become one sentence vector, inside the graph
+    normalize: bool  # whether the graph L2-normalises its output
+    max_length: int  # texts are truncated to this many tokens
+    add_special_tokens: bool  # whether the tokenizer adds [CLS] / [SEP]
+    teacher: str  # the model this student was distilled from
+    version: str  # the distill-embeddings version that exported it
+    format: int = 1
+
+    @classmethod
+    def read(cls, path: Path) -> ExportConfig:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        except (OSError, ValueError, TypeError) as e:
+            raise DistillError(f"{str(path)!r} is not a valid export config: {e}") from e
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n", encoding="utf-8")
+
+
+class OnnxEmbedder:
+    """Sentence vectors from an exported student folder, on onnxruntime's CPU provider."""
+
+    def __init__(self, path: str | Path, *, precision: str = "fp32", threads: int | None = None) -> None:
+        """`precision` is "fp32" (`model.onnx`) or "int8" (`model_int8.onnx`); `threads` caps onnxruntime's
+        intra-op threads (default: onnxruntime's choice, one per core)."""
+        self.path = Path(path)
+        if precision not in MODEL_FILES:
+            raise DistillError(f"precision must be one of {', '.join(MODEL_FILES)}, not {precision!r}")
+        model_file = self.path / MODEL_FILES[precision]
+        for needed in (self.path / CONFIG_FILE, self.path / TOKENIZER_FILE, model_file):
+            if not needed.is_file():
+                raise DistillError(f"{str(self.path)!r} is not an exported student: {needed.name} is missing "
+                                   "(run `distill export` first)")  # fmt: skip
+        self.config = ExportConfig.read(self.path / CONFIG_FILE)
+        self.precision = precision
+        self.tokenizer = Tokenizer.from_file(str(self.path / TOKENIZER_FILE))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.config.max_length)
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, truncated to the max length."""
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=self.config.add_special_tokens)
+        return [e.ids for e in encodings]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors in the order of `texts`.
+
+        Texts are batched by length (least padding) and truncated to `config.max_length` tokens.
+        A text with no tokens at all (an empty string, for a student without [CLS] / [SEP]) gets
+        a zero vector, as the torch student gives it.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of texts; wrap a single text in a list")
+        return self.encode_ids(self.token_ids(texts), batch_size)
+
+    def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
+        """`encode` for texts already tokenized by `token_ids` (a caller that also counts tokens tokenizes once)."""
+        if batch_size <= 0:
+            raise DistillError(f"batch_size must be positive, not {batch_size}")
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            out[index] = self.run([ids[i] for i in index])
+        return out
+
+    def run(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """(batch, dim) vectors for one batch of token id lists (already truncated)."""
+        input_ids, attention_mask = pad(ids)
+        (vectors,) = self.session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})
+        return vectors.astype(np.float32, copy=False)
+
+
+def pad(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id lists into int64 (batch, seq) `input_ids` and `attention_mask`."""
+    length = max((len(x) for x in ids), default=0) or 1
+    input_ids = np.full((len(ids), length), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(ids), length), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        attention_mask[row, : len(x)] = 1
+    return input_ids, attention_mask
