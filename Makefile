@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 CONFIG ?= configs/default.toml
+RUN ?= runs/default
+# The STS Benchmark dev split, used by eval and bench when it sits beside the project (never required).
+SHARED_STS := $(wildcard ../shared/data/stsb-dev.tsv)
 
-.PHONY: help install distill bench test lint format clean
+.PHONY: help install distill eval export bench test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -13,13 +16,19 @@ help: ## List the targets
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[distill,serve,bench,dev]'
 	touch $@
 
 install: $(INSTALLED) ## Create .venv and install the toolkit (done by every target that needs it)
 
 distill: $(INSTALLED) ## Distill the default teacher into the students of configs/default.toml (runs/default)
 	$(BIN)/distill run --config $(CONFIG)
+
+eval: $(INSTALLED) ## Compare teacher, students and the model2vec peer (after make distill): runs/default/report.md + plots
+	$(BIN)/distill eval --run $(RUN) $(if $(SHARED_STS),--sts $(SHARED_STS))
+
+export: $(INSTALLED) ## Export every student of runs/default to ONNX fp32 + int8, parity-checked, into its export/
+	$(BIN)/distill export --run $(RUN)
 
 bench: $(INSTALLED) ## Print the headline figures of runs/default (after make distill): fidelity, size, speed, STS
 	$(BIN)/python -m eval.bench --run runs/default --config $(CONFIG)

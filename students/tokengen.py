@@ -202,8 +202,9 @@ class TokenGenStudent(Student):
         super().train(mode)
         # NOTE: only training changes the generator. eval() builds the table once, so inference is a
         # lookup and an ONNX export traces the table as a constant, not the generator over the vocabulary.
-        self._table = None
-        if not mode:
+        if mode:
+            self._table = None
+        elif self._table is None:
             self.table()
         return self
 

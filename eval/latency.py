@@ -1,0 +1,57 @@
+"""Latency and throughput of an encoder, measured the same way for the teacher and every model.
+
+The caller runs every measurement in one process with one thread count (torch's and
+onnxruntime's), so speeds can be compared as ratios to the teacher measured beside them:
+absolute times drift on a shared machine, ratios much less.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+BatchEncode = Callable[[Sequence[str], int], np.ndarray]  # (texts, batch_size) -> (n, dim)
+BATCH_SIZES = (32, 128)
+
+
+def measure(encode: BatchEncode, texts: Sequence[str], *, singles: int = 100, repeats: int = 3) -> dict[str, float]:
+    """Single-text p50/p95 in ms over `singles` texts, and texts/s at each of `BATCH_SIZES` over `texts`.
+
+    Each measurement follows a warm-up call; a throughput is the median of `repeats` passes.
+    """
+    out: dict[str, float] = {}
+    encode(texts[:8], 1)
+    times = []
+    for text in texts[:singles]:
+        start = time.perf_counter()
+        encode([text], 1)
+        times.append(1000 * (time.perf_counter() - start))
+    out["single_p50_ms"] = float(np.percentile(times, 50))
+    out["single_p95_ms"] = float(np.percentile(times, 95))
+    for batch_size in BATCH_SIZES:
+        encode(texts[:batch_size], batch_size)
+        passes = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            encode(texts, batch_size)
+            passes.append(time.perf_counter() - start)
+        out[f"batch{batch_size}_texts_per_s"] = len(texts) / statistics.median(passes)
+    return out
+
+
+def ratios(latency: dict[str, float], teacher: dict[str, float]) -> dict[str, float]:
+    """Speed-ups over the teacher (above 1: faster): throughput ratios, and the inverse ratio of latencies."""
+    out = {key.replace("_texts_per_s", "_speedup"): value / teacher[key]
+           for key, value in latency.items() if key.endswith("_texts_per_s")}  # fmt: skip
+    for key in ("single_p50_ms", "single_p95_ms"):
+        out[key.replace("_ms", "_speedup")] = teacher[key] / latency[key]
+    return out
+
+
+def with_ratios(latency: dict[str, dict[str, float]], teacher: dict[str, float]) -> dict[str, Any]:
+    """Each backend's figures (torch, onnx_fp32, ...) with its speed-ups over the teacher added."""
+    return {backend: {**figures, "speedup": ratios(figures, teacher)} for backend, figures in latency.items()}

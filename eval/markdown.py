@@ -1,0 +1,98 @@
+"""`report.md`: the report as one readable table plus notes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+K = 10
+COLUMNS = ["model", "params", "size MB", "int8 ONNX MB", "cosine", "cosine p5", f"top-{K} nbrs", "pairwise ρ",
+           f"x-recall@{K}", "SimLex", "WS-353", "analogy %", "probe %", "STS", "p50 ms", "b32 x", "b128 x",
+           "int8 ONNX b32 x"]  # fmt: skip
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The whole report.md."""
+    rows = {"teacher": report["teacher"], **report["students"], **report["baselines"]}
+    lines = [f"# Evaluation of `{report['run']}`", "",
+             f"Measured {report['created']} on {report['machine']['threads']} threads "
+             f"({report['machine']['processor']}, torch {report['machine']['torch']}); "
+             f"fidelity on the run's {report['data']['test_texts']} held-out test texts.", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
+    lines += ["| " + " | ".join(table_row(name, entry)) + " |" for name, entry in rows.items()]
+    return "\n".join([*lines, "", *notes(report, rows)]) + "\n"
+
+
+def table_row(name: str, entry: dict[str, Any]) -> list[str]:
+    test, tasks = entry["fidelity"]["test"], entry["tasks"]
+    reference = next(iter(entry["latency"].values()))
+    int8 = entry["latency"].get("onnx_int8")
+    label = name if entry["role"] != "baseline" else f"{name} (peer)"
+    return [
+        label, f"{entry['params']:,}", _mb(entry["bytes"].get("saved")), _mb(entry["bytes"].get("onnx_int8")),
+        _num(test["cosine_mean"]), _num(test["cosine_p5"]), _num(test[f"neighbours_top{K}"]),
+        _num(test["pairwise_spearman"]), _num(test[f"cross_recall_at{K}"]),
+        _num(tasks.get("simlex999"), 1), _num(tasks.get("wordsim353"), 1), _num(tasks.get("analogy"), 1),
+        _num(tasks.get("polarity_probe"), 1), _num(tasks.get("sts"), 2),
+        _num(reference["single_p50_ms"], 2), _num(reference["speedup"]["batch32_speedup"], 2),
+        _num(reference["speedup"]["batch128_speedup"], 2),
+        _num(int8["speedup"]["batch32_speedup"], 2) if int8 else "-",
+    ]  # fmt: skip
+
+
+def notes(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
+    out = ["## Notes", "",
+           "- cosine: mean (and 5th percentile) cosine between the model's and the teacher's sentence vectors. "
+           f"top-{K} nbrs: share of each text's {K} nearest test texts that model and teacher agree on. pairwise ρ: "
+           "Spearman correlation of all pairwise similarities. x-recall@10: queries embedded by the model, documents "
+           "by the teacher, recall of the teacher's own top 10 (what a student sees against a teacher-built index).",
+           "- Tasks (x 100): SimLex-999 and WordSim-353 Spearman (words embedded as one-word texts), Google analogy "
+           "accuracy among the set's own words, logistic-regression probe on gensim's 200 polarity sentences "
+           "(5 folds), STS Spearman" + (f" on `{report['data']['sts_file']}`." if report["data"]["sts_file"]
+                                        else ": no STS file given (`--sts FILE`)."),
+           f"- Speed: p50 is one text at a time; b32 x / b128 x are texts/s at batch 32 / 128 over "
+           f"{report['data']['latency_texts']} test texts, as a ratio to the teacher's (torch) in the same run; "
+           "a student's figures are for torch, the peer's for its own numpy encoder."]  # fmt: skip
+    out.append("- king - man + woman = " + ", ".join(f"{name}: {e['tasks']['analogy_example']}"
+                                                     for name, e in rows.items()) + ".")  # fmt: skip
+    for name, entry in rows.items():
+        test = entry["fidelity"]["test"]
+        if test.get("token_cosine_mean") is not None:
+            out.append(
+                f"- {name}: token vectors in context, mean cosine to the teacher's {test['token_cosine_mean']:.4f}."
+            )
+        if "text" in entry["fidelity"]:
+            text = entry["fidelity"]["text"]
+            out.append(f"- {name} on `{report['data']['text_file']}` ({text['texts']} texts): cosine "
+                       f"{_num(text['cosine_mean'])}, top-{K} nbrs {_num(text[f'neighbours_top{K}'])}.")  # fmt: skip
+        out.extend(_export_notes(name, entry))
+    for name, entry in report["baselines"].items():
+        out.append(f"- {name} (peer baseline): {entry['details'].get('settings', '')}.")
+    if not any("onnx_int8" in e["latency"] for e in rows.values()):
+        out.append("- ONNX speeds appear after `make export` and another `make eval`.")
+    out += ["", "![fidelity against throughput](pareto.png)", "", "![size](size.png)", "",
+            "![words as each model places them](words.png)"]  # fmt: skip
+    return out
+
+
+def _export_notes(name: str, entry: dict[str, Any]) -> list[str]:
+    export = entry.get("details", {}).get("export")
+    if not export:
+        return []
+    int8 = export["int8"]
+    line = (f"- {name} ONNX: fp32 max |diff| to torch {export['fp32']['max_abs_difference']:.1e}; int8 mean cosine to "
+            f"fp32 {int8['mean_cosine_to_fp32']:.4f}")  # fmt: skip
+    if int8["fidelity_loss"] is not None:
+        line += f", fidelity {int8['fidelity']:.4f} (loss {int8['fidelity_loss']:.4f})"
+    speeds = entry["latency"]
+    if "onnx_fp32" in speeds and "onnx_int8" in speeds:
+        ratio = speeds["onnx_int8"]["batch32_texts_per_s"] / speeds["onnx_fp32"]["batch32_texts_per_s"]
+        line += f"; int8 is {ratio:.2f}x fp32 at batch 32"
+    return [line + "."]
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _mb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 2**20:.1f}"

@@ -1,0 +1,112 @@
+"""Everything the eval suite compares, seen through one small interface.
+
+A `Candidate` is a name, a role, its size, and one `(texts, batch_size) -> vectors` function
+per backend (torch, onnx_fp32, onnx_int8). The evaluators only ever call `encode`, so they
+cannot tell a student from the teacher or from the peer baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import students
+from distill.errors import DistillError
+from distill.export import EXPORT_DIR
+from distill.io import atomic_dir, read_json
+from distill.pipeline import folder_bytes
+from distill.runtime import MODEL_FILES, OnnxEmbedder
+from distill.teacher import Teacher
+from eval.latency import BatchEncode
+
+logger = logging.getLogger(__name__)
+
+TEACHER_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass
+class Candidate:
+    name: str
+    role: str  # "teacher", "student" or "baseline"
+    params: int
+    bytes: int | None  # the saved model on disk
+    backends: dict[str, BatchEncode]  # the reference first ("torch"), then "onnx_fp32" / "onnx_int8" once exported
+    token_fidelity: Callable[[], float] | None = None  # for students that give token vectors
+    same_space: bool = True  # whether its vectors live in the teacher's space (cosine to it is meaningful)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        """(n, dim) float32 vectors from the reference backend (the one evaluated for quality)."""
+        return np.asarray(next(iter(self.backends.values()))(texts, batch_size), dtype=np.float32)
+
+
+def teacher_candidate(teacher: Teacher) -> Candidate:
+    weights = [teacher.path / f for f in TEACHER_FILES] if teacher.path else []
+    return Candidate(
+        name="teacher", role="teacher", params=sum(p.numel() for p in teacher.model.parameters()),
+        bytes=next((f.stat().st_size for f in weights if f.is_file()), None),
+        backends={"torch": lambda texts, batch_size: teacher.sentence_vectors(texts, batch_size)},
+        details={"model": teacher.name},
+    )  # fmt: skip
+
+
+def student_candidates(summary: dict[str, Any], run_dir: Path, token_fidelity: Callable[[Any], float],
+                       threads: int | None) -> list[Candidate]:  # fmt: skip
+    """Every student of a run, with its ONNX exports when `distill export` has written them."""
+    out = []
+    for entry in summary["students"]:
+        student = students.load(entry["path"])
+        backends: dict[str, BatchEncode] = {"torch": student.encode}
+        details: dict[str, Any] = {"kind": student.kind, "path": entry["path"]}
+        export = run_dir / EXPORT_DIR / entry["name"]
+        if (export / "parity.json").is_file():
+            for precision, file in MODEL_FILES.items():
+                embedder = OnnxEmbedder(export, precision=precision, threads=threads)
+                backends[f"onnx_{precision}"] = embedder.encode
+                details[f"onnx_{precision}_bytes"] = (export / file).stat().st_size
+            details["export"] = read_json(export / "parity.json")
+        gives_tokens = hasattr(student, "forward_tokens")
+        out.append(Candidate(
+            name=entry["name"], role="student", params=student.num_parameters(),
+            bytes=folder_bytes(Path(entry["path"])),
+            backends=backends, token_fidelity=(lambda s=student: token_fidelity(s)) if gives_tokens else None,
+            details=details,
+        ))  # fmt: skip
+    return out
+
+
+def model2vec_candidate(teacher: Teacher, cache: Path) -> Candidate | None:
+    """The peer baseline: model2vec's distillation of the same teacher (made once, then cached), if installed.
+
+    NOTE: with model2vec's default settings, as a user would run it: PCA to 256 dimensions,
+    SIF weighting, a float16 table. After PCA its vectors live in a space of their own, so only
+    the metrics that compare each space with itself apply (neighbours, pairwise similarities,
+    tasks). Without PCA its vectors keep the teacher's axes but lose the centring PCA does,
+    which measured worse on every task, so that is not what a user would ship.
+    """
+    try:
+        from model2vec import StaticModel
+        from model2vec.distill import distill_from_model
+    except ImportError:
+        logger.warning("model2vec is not installed (pip install 'model2vec[distill]'): no peer baseline")
+        return None
+    if not (cache / "model.safetensors").is_file():
+        logger.info("distilling the model2vec baseline from the teacher (once; cached in %s)", cache)
+        try:
+            model = distill_from_model(model=teacher.model, tokenizer=teacher.tokenizer)
+        except (ValueError, RuntimeError) as e:
+            raise DistillError(f"model2vec could not distill {teacher.name!r}: {e}") from e
+        with atomic_dir(cache) as tmp:
+            model.save_pretrained(str(tmp))
+    model = StaticModel.from_pretrained(str(cache))
+    return Candidate(
+        name="model2vec", role="baseline", params=int(np.prod(model.embedding.shape)), bytes=folder_bytes(cache),
+        backends={"numpy": lambda texts, batch_size: model.encode(list(texts), batch_size=batch_size)
+                  .astype(np.float32)},
+        same_space=False, details={"settings": "model2vec distill_from_model with its default settings (PCA to 256)"},
+    )  # fmt: skip

@@ -1,0 +1,170 @@
+"""`distill eval`: the teacher, every student and the peer baseline on the same data, in one process.
+
+`evaluate_run` measures; `write_report` writes `report.json`, `report.md` and the plots into
+the run folder. Quality figures are deterministic (fixed data, fixed folds); speeds are taken
+with one thread count for every model and also given as ratios to the teacher timed beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from distill.corpus import Split
+from distill.errors import DistillError
+from distill.io import atomic_path, read_json, write_json
+from distill.pipeline import open_run, run_teacher
+from distill.targets import Targets
+from distill.teacher import Teacher
+from distill.trainer import token_fidelity
+from eval import plots
+from eval.fidelity import FidelityEvaluator
+from eval.latency import measure, with_ratios
+from eval.markdown import render_markdown
+from eval.models import Candidate, model2vec_candidate, student_candidates, teacher_candidate
+from eval.tasks import AnalogyEvaluator, PolarityProbe, STSEvaluator, WordSimilarityEvaluator
+
+logger = logging.getLogger(__name__)
+
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+
+
+@dataclass
+class EvalSettings:
+    text_file: str | None = None  # extra text to measure fidelity on, one text a line
+    sts_file: str | None = None  # sentence, sentence, gold score a line
+    latency_texts: int = 1024  # test texts timed at each batch size
+    singles: int = 100  # texts timed one at a time
+    repeats: int = 3  # timed passes per batch size (the median counts)
+    threads: int | None = None  # torch and onnxruntime threads [default: torch's]
+    baseline: bool = True  # evaluate model2vec's distillation of the teacher too
+
+    def __post_init__(self) -> None:
+        if min(self.latency_texts, self.singles, self.repeats) <= 0 or (self.threads or 1) <= 0:
+            raise DistillError("latency texts, singles, repeats and threads must be positive")
+
+
+def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, progress: bool = False) -> tuple[dict, dict]:
+    """The report of a finished run, and each model's vectors for the words of the PCA map."""
+    extra_texts = read_texts(settings.text_file) if settings.text_file else None  # NOTE: a bad file fails first
+    sts = STSEvaluator(settings.sts_file) if settings.sts_file else None
+    summary, targets = open_run(run_dir)
+    teacher = run_teacher(summary)
+    return evaluate_from_model(teacher, targets, summary, Path(run_dir), settings, extra_texts=extra_texts, sts=sts,
+                               progress=progress)  # fmt: skip
+
+
+def evaluate_from_model(
+    teacher: Teacher,
+    targets: Targets,
+    summary: dict[str, Any],
+    run_dir: Path,
+    settings: EvalSettings,
+    *,
+    extra_texts: list[str] | None = None,
+    sts: STSEvaluator | None = None,
+    progress: bool = False,
+) -> tuple[dict, dict]:
+    """The core of `evaluate_run`, on a teacher and targets already in memory."""
+    threads = settings.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    test = targets.indices(Split.TEST)
+    test_texts = [targets.texts[i] for i in test]
+    fidelity = {"test": FidelityEvaluator(test_texts, np.asarray(targets.sentence_vectors[test]))}
+    if extra_texts:
+        fidelity["text"] = FidelityEvaluator(extra_texts, teacher.sentence_vectors(extra_texts))
+    tasks: list[Any] = [WordSimilarityEvaluator(), AnalogyEvaluator(), PolarityProbe(), *([sts] if sts else [])]
+    tokens = lambda student: token_fidelity(student, targets, test)  # noqa: E731
+    candidates = [teacher_candidate(teacher), *student_candidates(summary, run_dir, tokens, threads)]
+    if settings.baseline and (baseline := model2vec_candidate(teacher, run_dir / "baseline" / "model2vec")):
+        candidates.append(baseline)
+    entries, word_vectors = {}, {}
+    for candidate in tqdm(candidates, desc="eval", unit="model", disable=not progress):
+        entries[candidate.name] = evaluate(candidate, fidelity, tasks, test_texts[: settings.latency_texts], settings)
+        word_vectors[candidate.name] = candidate.encode(plots.MAP_WORDS)
+    teacher_speed = entries["teacher"]["latency"]["torch"]
+    for entry in entries.values():
+        entry["latency"] = with_ratios(entry["latency"], teacher_speed)
+    report = {
+        "run": str(run_dir), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"threads": threads, "processor": platform.processor() or platform.machine(),
+                    "torch": torch.__version__},
+        "data": {"test_texts": len(test_texts), "text_file": settings.text_file, "sts_file": settings.sts_file,
+                 "latency_texts": min(settings.latency_texts, len(test_texts))},
+        "settings": asdict(settings),
+        "teacher": entries.pop("teacher"),
+        "students": {c.name: entries[c.name] for c in candidates if c.role == "student"},
+        "baselines": {c.name: entries[c.name] for c in candidates if c.role == "baseline"},
+    }  # fmt: skip
+    return report, word_vectors
+
+
+def evaluate(candidate: Candidate, fidelity: dict[str, FidelityEvaluator], tasks: list[Any], latency_texts: list[str],
+             settings: EvalSettings) -> dict[str, Any]:  # fmt: skip
+    """One model's entry: size, fidelity on each text set, tasks, and latency for each backend."""
+    logger.info("evaluating %s", candidate.name)
+    entry: dict[str, Any] = {
+        "role": candidate.role, "params": candidate.params, "bytes": {"saved": candidate.bytes},
+        "fidelity": {name: evaluator(candidate.encode, candidate.same_space) for name, evaluator in fidelity.items()},
+        "tasks": {},
+    }  # fmt: skip
+    if candidate.token_fidelity is not None:
+        entry["fidelity"]["test"]["token_cosine_mean"] = candidate.token_fidelity()
+    for task in tasks:
+        entry["tasks"].update(task(candidate.encode))
+    entry["latency"] = {backend: measure(encode, latency_texts, singles=settings.singles, repeats=settings.repeats)
+                        for backend, encode in candidate.backends.items()}  # fmt: skip
+    entry["details"] = candidate.details
+    for precision in ("fp32", "int8"):
+        if f"onnx_{precision}_bytes" in candidate.details:
+            entry["bytes"][f"onnx_{precision}"] = candidate.details[f"onnx_{precision}_bytes"]
+    return entry
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"text file {str(path)!r} does not exist")
+    try:
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as e:
+        raise DistillError(f"text file {str(path)!r} is not UTF-8 text: {e.reason} at byte {e.start}") from e
+    if not texts:
+        raise DistillError(f"text file {str(path)!r} has no text (every line is empty)")
+    return texts
+
+
+def write_report(run_dir: str | Path, report: dict[str, Any], word_vectors: dict[str, np.ndarray]) -> list[Path]:
+    """report.json, report.md and the plots, written atomically into the run folder; returns the paths."""
+    run_dir = Path(run_dir)
+    write_json(run_dir / REPORT_JSON, report)
+    written = [run_dir / REPORT_JSON, *plots.draw_all(report, word_vectors, run_dir)]
+    with atomic_path(run_dir / REPORT_MD) as tmp:
+        tmp.write_text(render_markdown(report), encoding="utf-8")
+    return [*written, run_dir / REPORT_MD]
+
+
+def add_exports(run_dir: str | Path, parity: dict[str, dict[str, Any]]) -> bool:
+    """Put `distill export`'s parity figures and ONNX sizes into an existing report; False if there is none yet."""
+    run_dir = Path(run_dir)
+    if not (run_dir / REPORT_JSON).is_file():
+        return False
+    report = read_json(run_dir / REPORT_JSON)
+    for name, figures in parity.items():
+        if name in report["students"]:
+            entry = report["students"][name]
+            entry["details"]["export"] = figures
+            entry["bytes"].update({f"onnx_{precision}": size for precision, size in figures["bytes"].items()})
+    write_json(run_dir / REPORT_JSON, report)
+    with atomic_path(run_dir / REPORT_MD) as tmp:
+        tmp.write_text(render_markdown(report), encoding="utf-8")
+    return True

@@ -1,0 +1,169 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from distill.cli import main
+from distill.config import RunConfig
+from distill.errors import DistillError
+from distill.pipeline import run_from_model
+from distill.targets import Targets
+from distill.teacher import Teacher
+from eval.fidelity import cross_retrieval_recall, fidelity_metrics, neighbour_agreement, unit
+from eval.plots import pareto_frontier
+from eval.report import EvalSettings, evaluate_from_model, read_texts, write_report
+from eval.tasks import AnalogyEvaluator, PolarityProbe, WordSimilarityEvaluator
+
+RNG = np.random.default_rng(0)
+TEACHER = unit(RNG.normal(size=(300, 32)))
+
+
+def test_identical_vectors_agree_on_everything() -> None:
+    metrics = fidelity_metrics(TEACHER, TEACHER.copy())
+    for key in ("cosine_mean", "cosine_p5", "neighbours_top10", "pairwise_spearman", "cross_recall_at10"):
+        assert metrics[key] == pytest.approx(1.0, abs=1e-6), key
+
+
+def test_a_random_model_agrees_on_almost_nothing() -> None:
+    metrics = fidelity_metrics(TEACHER, RNG.normal(size=TEACHER.shape))
+    assert abs(metrics["cosine_mean"]) < 0.05 and abs(metrics["pairwise_spearman"]) < 0.05
+    assert metrics["neighbours_top10"] < 0.15 and metrics["cross_recall_at10"] < 0.15  # chance is 10/299 and 10/240
+
+
+def test_a_rotated_space_keeps_its_geometry_but_not_the_teachers_axes() -> None:
+    rotation, _ = np.linalg.qr(RNG.normal(size=(32, 32)))
+    rotated = TEACHER @ rotation
+    assert fidelity_metrics(TEACHER, rotated)["cosine_mean"] < 0.2  # same dimension, other axes
+    own = fidelity_metrics(TEACHER, rotated, same_space=False)
+    assert own["cosine_mean"] is None and own["cross_recall_at10"] is None
+    assert own["neighbours_top10"] == pytest.approx(1.0) and own["pairwise_spearman"] == pytest.approx(1.0)
+
+
+def test_neighbour_agreement_and_recall_degrade_with_noise() -> None:
+    slightly = unit(TEACHER + 0.05 * RNG.normal(size=TEACHER.shape))
+    badly = unit(TEACHER + 0.5 * RNG.normal(size=TEACHER.shape))
+    assert 1.0 > neighbour_agreement(TEACHER, slightly) > neighbour_agreement(TEACHER, badly)
+    assert 1.0 > cross_retrieval_recall(TEACHER, slightly) > cross_retrieval_recall(TEACHER, badly)
+
+
+def test_pareto_frontier_keeps_only_unbeaten_points() -> None:
+    points = [(10.0, 0.9), (100.0, 0.8), (50.0, 0.7), (1.0, 1.0), (100.0, 0.5)]
+    assert pareto_frontier(points) == [(100.0, 0.8), (10.0, 0.9), (1.0, 1.0)]
+
+
+# Word tasks on small files whose answers are known: a "model" that is a lookup table.
+FEATURES = {"male": 0, "female": 1, "royal": 2, "plain": 3, "young": 4}
+WORDS = {"man": ("male", "plain"), "woman": ("female", "plain"), "king": ("male", "royal"),
+         "queen": ("female", "royal"), "boy": ("male", "young"), "girl": ("female", "young")}  # fmt: skip
+
+
+def lookup(texts: list[str]) -> np.ndarray:
+    vectors = np.zeros((len(texts), len(FEATURES)))
+    for row, text in enumerate(texts):
+        for feature in WORDS[text]:
+            vectors[row, FEATURES[feature]] = 1.0
+    return unit(vectors)
+
+
+def noise(texts: list[str]) -> np.ndarray:
+    return unit(np.random.default_rng(abs(hash(tuple(texts))) % 2**32).normal(size=(len(texts), 5)))
+
+
+def test_analogy_accuracy_and_the_king_example(tmp_path: Path) -> None:
+    (tmp_path / "questions-words.txt").write_text(
+        ": family\nman king woman queen\nwoman queen man king\nman boy woman girl\nboy king girl queen\n"
+    )
+    evaluator = AnalogyEvaluator(tmp_path)
+    result = evaluator(lookup)
+    assert result == {"analogy": 100.0, "analogy_example": "queen"}
+    assert evaluator(noise)["analogy"] < 100.0
+
+
+def test_word_similarity_is_100_when_cosines_rank_like_gold(tmp_path: Path) -> None:
+    pairs = "# header\nking\tqueen\t5\nking\tman\t5\nman\tgirl\t0\nboy\tman\t5\nqueen\tboy\t0\n"
+    (tmp_path / "simlex999.txt").write_text(pairs)
+    (tmp_path / "wordsim353.tsv").write_text(pairs)
+    result = WordSimilarityEvaluator(tmp_path)(lookup)
+    # cosines: king-queen 0.5, king-man 0.5, man-girl 0, boy-man 0.5, queen-boy 0: ties rank like gold
+    assert result["simlex999"] == pytest.approx(100.0) and result["wordsim353"] == pytest.approx(100.0)
+
+
+def test_polarity_probe_separates_separable_labels(tmp_path: Path) -> None:
+    lines = [f"__label__pos {w}" for w in ["king", "queen"] * 10] + [f"__label__neg {w}" for w in ["boy", "girl"] * 10]
+    (tmp_path / "pang_lee_polarity.cor").write_text("\n".join(lines), encoding="cp1252")
+    probe = PolarityProbe(tmp_path)
+    assert probe(lookup)["polarity_probe"] == pytest.approx(100.0)
+    assert probe(lambda texts: np.ones((len(texts), 3)))["polarity_probe"] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "does not exist"), ("\n  \n", "has no text")])
+def test_bad_text_file_is_a_clear_error(tmp_path: Path, content: str | None, message: str) -> None:
+    path = tmp_path / "texts.txt"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DistillError, match=message):
+        read_texts(path)
+
+
+@pytest.mark.parametrize("flag", ["--text", "--sts"])
+def test_eval_cli_rejects_a_missing_file_in_one_line(tmp_path: Path, flag: str) -> None:
+    result = CliRunner().invoke(main, ["eval", "--run", str(tmp_path), flag, str(tmp_path / "missing.txt")])
+    assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    root = tmp_path_factory.mktemp("run")
+    config = RunConfig(output=str(root / "run"), cache_dir=str(root / "cache"), train={"epochs": 1})
+    summary = run_from_model(tiny_teacher, corpus, config)
+    targets = Targets.open(Path(summary.targets))
+    return Path(summary.run_dir), json.loads((Path(summary.run_dir) / "summary.json").read_text()), targets
+
+
+QUICK = EvalSettings(latency_texts=16, singles=3, repeats=1, baseline=False)
+
+
+def test_report_compares_teacher_and_students_on_every_section(tiny_teacher: Teacher, tiny_run: tuple) -> None:
+    run_dir, summary, targets = tiny_run
+    report, words = evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK, extra_texts=targets.texts[:30])
+    teacher, static = report["teacher"], report["students"]["static"]
+    # the teacher against its own cached targets: the harness itself must see no difference
+    assert teacher["fidelity"]["test"]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert teacher["fidelity"]["test"]["neighbours_top10"] == pytest.approx(1.0)
+    assert static["fidelity"]["test"]["cosine_mean"] < 0.999
+    for entry in (teacher, static):
+        assert {"params", "bytes", "fidelity", "latency", "tasks"} <= set(entry)
+        assert {"simlex999", "wordsim353", "analogy", "polarity_probe"} <= set(entry["tasks"])
+        assert "text" in entry["fidelity"]
+    assert static["latency"]["torch"]["speedup"]["batch32_speedup"] > 0
+    assert teacher["latency"]["torch"]["speedup"]["batch32_speedup"] == pytest.approx(1.0)
+    written = write_report(run_dir, report, words)
+    assert {p.name for p in written} == {"report.json", "report.md", "pareto.png", "size.png", "words.png"}
+    assert all(p.stat().st_size > 0 for p in written)
+    assert (run_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| static |" in (run_dir / "report.md").read_text()
+
+
+def test_quality_figures_repeat_exactly(tiny_teacher: Teacher, tiny_run: tuple) -> None:
+    run_dir, summary, targets = tiny_run
+    first, _ = evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK)
+    second, _ = evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK)
+    for name in ("teacher", "students"):
+        a, b = first[name], second[name]
+        a, b = (a, b) if name == "teacher" else (a["static"], b["static"])
+        assert a["fidelity"] == b["fidelity"] and a["tasks"] == b["tasks"]
+
+
+def test_the_peer_baseline_is_distilled_from_the_same_teacher(
+    tiny_teacher: Teacher, tiny_run: tuple, tmp_path: Path
+) -> None:
+    pytest.importorskip("model2vec.distill")
+    from eval.models import model2vec_candidate
+
+    candidate = model2vec_candidate(tiny_teacher, tmp_path / "model2vec")
+    assert candidate is not None and candidate.role == "baseline" and not candidate.same_space
+    vectors = candidate.encode(["The cat sat on the mat.", "A dog barked."])
+    assert vectors.shape[0] == 2 and np.isfinite(vectors).all()
+    assert (tmp_path / "model2vec" / "model.safetensors").is_file()  # cached for the next eval
