@@ -1,4 +1,4 @@
-"""The `distill` command: `run`, `targets` and `train`, each with --help.
+"""The `distill` command: `run`, `targets`, `train`, `eval`, `export`, `embed` and `serve`, each with --help.
 
 Every flag is also a key of the TOML file given with --config (same name, dashes or
 underscores); a flag on the command line wins over the file.
@@ -11,12 +11,17 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from distill.config import RunConfig, build_config, read_toml
 from distill.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill.config import RunConfig
+
+# NOTE: heavy imports (torch, transformers) happen inside the commands that need them, so
+# `distill embed` and `distill serve` start fast and run on the torch-free runtime install.
 
 logger = logging.getLogger("distill")
 
@@ -66,6 +71,8 @@ def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _config(config_file: str | None, verbose: bool, **flags: Any) -> RunConfig:
+    from distill.config import build_config, read_toml
+
     _setup_logging(verbose)
     return build_config(read_toml(config_file) if config_file else {}, flags)
 
@@ -76,8 +83,10 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not verbose:
         warnings.filterwarnings("ignore", category=UserWarning)
-    from transformers.utils import logging as transformers_logging
-
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # the torch-free runtime install
+        return
     transformers_logging.disable_progress_bar()
 
 
@@ -128,6 +137,127 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
     summary = train_students(teacher, cached_targets(teacher, config), config, Stopwatch(), resume=resume,
                              progress=True)  # fmt: skip
     _print_summary(summary)
+
+
+@main.command("eval")
+@click.option("--run", "run_dir", default="runs/default", show_default=True, type=click.Path(file_okay=False),
+              help="The run folder to evaluate (made by `distill run`).")  # fmt: skip
+@click.option("--text", "text_file", type=click.Path(dir_okay=False),
+              help="Extra text (one text a line) to measure fidelity on, beside the run's test split.")  # fmt: skip
+@click.option("--sts", "sts_file", type=click.Path(dir_okay=False),
+              help="An STS file: sentence<TAB>sentence<TAB>score a line (or the STS Benchmark layout).")  # fmt: skip
+@click.option("--latency-texts", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Test texts timed at batch 32 and 128.")  # fmt: skip
+@click.option("--singles", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Texts timed one at a time (p50 / p95).")  # fmt: skip
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed passes per batch size; the median counts.")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for torch and onnxruntime [default: torch's].")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also evaluate model2vec's distillation of the teacher (needs model2vec[distill]).")  # fmt: skip
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@_user_errors
+def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
+    """Compare the teacher, every student and the peer baseline: fidelity, tasks, size and speed.
+
+    Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png).
+    """
+    from eval.report import EvalSettings, evaluate_run, write_report
+
+    _setup_logging(verbose)
+    report, word_vectors = evaluate_run(run_dir, EvalSettings(**settings), progress=True)
+    for path in write_report(run_dir, report, word_vectors):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option("--run", "run_dir", default="runs/default", show_default=True, type=click.Path(file_okay=False),
+              help="The run folder whose students to export (made by `distill run`).")  # fmt: skip
+@click.option("--check-texts", default=512, show_default=True, help="Held-out test texts for the parity check.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@_user_errors
+def export(run_dir: str, check_texts: int, verbose: bool) -> None:
+    """Export every student of a run to ONNX (fp32 and int8) in RUN/export/, checked against torch.
+
+    The fp32 graph must match the torch student to 1e-4 on held-out text, or nothing is written;
+    the int8 graph's agreement and fidelity loss are measured and added to the run's report.
+    """
+    from distill.export import EXPORT_DIR, export_run
+
+    _setup_logging(verbose)
+    results = export_run(run_dir, check_texts=check_texts)
+    click.echo(f"\n{'student':<12} {'fp32 max diff':>13} {'int8 cos':>9} {'int8 loss':>9} {'fp32 MB':>8} "
+               f"{'int8 MB':>8}  folder")  # fmt: skip
+    for name, parity in results.items():
+        loss = parity["int8"]["fidelity_loss"]
+        click.echo(
+            f"{name:<12} {parity['fp32']['max_abs_difference']:>13.1e} {parity['int8']['mean_cosine_to_fp32']:>9.4f} "
+            f"{'-' if loss is None else f'{loss:.4f}':>9} {parity['bytes']['fp32'] / 2**20:>8.1f} "
+            f"{parity['bytes']['int8'] / 2**20:>8.1f}  {run_dir}/{EXPORT_DIR}/{name}"
+        )
+
+
+_MODEL = click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+                      help="An export folder written by `distill export`.")  # fmt: skip
+_PRECISION = click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+                          help="model.onnx (fp32) or model_int8.onnx (int8: faster, a little less exact).")  # fmt: skip
+_THREADS = click.option("--threads", type=click.IntRange(min=1),
+                        help="onnxruntime threads per model call [default: one per core].")  # fmt: skip
+
+
+@main.command()
+@_MODEL
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@_PRECISION
+@_THREADS
+@click.option("--max-batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Most texts one request may hold (more: 413).")  # fmt: skip
+@click.option("--max-text-chars", type=click.IntRange(min=1), default=20000, show_default=True,
+              help="Most characters one text may have (more: 413).")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Most texts that concurrent requests are joined into for one model call.")  # fmt: skip
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="How long a request waits for others to join its batch (0: never).")  # fmt: skip
+@click.option("--model-name", help="The model name in responses [default: the student's name in config.json].")
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log one line per request.")
+@_user_errors
+def serve(model_dir: str, host: str, port: int, precision: str, threads: int | None, model_name: str | None,
+          access_log: bool, **limits: Any) -> None:  # fmt: skip
+    """Serve an exported student over HTTP: OpenAI-compatible POST /v1/embeddings and GET /health.
+
+    \b
+    Example:
+      distill serve --model runs/default/export/static --port 8000
+      curl localhost:8000/v1/embeddings -H 'content-type: application/json' -d '{"input": ["a sentence"]}'
+    """
+    from distill.serve import serve as run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    run_server(model_dir, host=host, port=port, precision=precision, threads=threads, model_name=model_name,
+               access_log=access_log, **limits)  # fmt: skip
+
+
+@main.command()
+@_MODEL
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="A .txt file (one text per line) or a .jsonl file (a \"text\" field per line).")  # fmt: skip
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the vectors: .npy (float32, one row per text) or .jsonl "
+              "({\"index\", \"text\", \"embedding\"} per line).")  # fmt: skip
+@_PRECISION
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Texts per model call.")
+@_THREADS
+@_user_errors
+def embed(model_dir: str, input_path: str, output_path: str, precision: str, batch_size: int,
+          threads: int | None) -> None:  # fmt: skip
+    """Embed a file of texts with an exported student (row i of the output is text i of the input)."""
+    from distill.embed import embed_file
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    count, dim = embed_file(model_dir, input_path, output_path, precision=precision, batch_size=batch_size,
+                            threads=threads, progress=True)  # fmt: skip
+    click.echo(f"{count} texts -> {output_path} ({count} x {dim} float32)")
 
 
 def _print_summary(summary: Any) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from distill.corpus import assign_splits
+from distill.export import export_student
 from distill.targets import Targets, build_targets
 from distill.teacher import DEFAULT_TEACHER, Pooling, Teacher, resolve_teacher
+from students.static import StaticConfig, StaticStudent
 
 SENTENCES = [
     "The cat sat on the mat.",
@@ -63,3 +68,12 @@ def corpus() -> list[str]:
 def tiny_targets(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> Targets:
     """The tiny teacher's targets for `corpus`, built once per session."""
     return build_targets(tiny_teacher, corpus, assign_splits(corpus), tmp_path_factory.mktemp("tiny-cache"))
+
+
+def export_tiny_static(directory: Path, tokenizer: BertTokenizerFast) -> Path:
+    """A 16-wide static student with a random table over the real vocabulary, exported to ONNX."""
+    config = StaticConfig(dim=16, vocab_size=tokenizer.vocab_size, max_length=32, teacher="tiny", factored=False)
+    student = StaticStudent(config, tokenizer.backend_tokenizer)
+    student.init_table(np.random.default_rng(0).standard_normal((tokenizer.vocab_size, 16)))
+    export_student(student, directory, name="tiny-static", texts=SENTENCES[:4])
+    return directory
