@@ -30,8 +30,9 @@ eval: $(INSTALLED) ## Compare teacher, students and the model2vec peer (after ma
 export: $(INSTALLED) ## Export every student of runs/default to ONNX fp32 + int8, parity-checked, into its export/
 	$(BIN)/distill export --run $(RUN)
 
-bench: $(INSTALLED) ## Print the headline figures of runs/default (after make distill): fidelity, size, speed, STS
-	$(BIN)/python -m eval.bench --run runs/default --config $(CONFIG)
+bench: $(INSTALLED) ## Measure runs/default now and print the headline figures (GROW=1: also train on ../shared text)
+	$(BIN)/python -m eval.bench --run $(RUN) $(if $(SHARED_STS),--sts $(SHARED_STS)) \
+		$(if $(GROW),--grow-on ../shared/data/corpus-reviews-speeches.txt)
 
 test: $(INSTALLED) ## Run the tests
 	$(BIN)/pytest -q

@@ -1,51 +1,42 @@
-"""`make bench`: the headline figures of a distilled run, measured now, teacher and students in one process.
+"""`make bench`: the headline comparison for a distilled run, measured now, in one process.
 
-For each student: held-out fidelity (from the run), size, throughput at batch 32 as a ratio to the
-teacher's measured in the same process, and STS Spearman when an STS file is given (or the STS
-Benchmark dev split sits in ../shared/data). For the token generator it also trains the reference
-it is judged against: the same student on the teacher's real per-token vectors instead of generated ones.
+1. The eval suite (`distill eval`) on the run, printed as one headline table: fidelity, STS,
+   size, and speed as ratios to the teacher timed beside the students.
+2. The token generator against its reference: the same student built on the teacher's real
+   per-token vectors instead of generated ones.
+3. With `--grow-on FILE` (for example ../shared/data/corpus-reviews-speeches.txt): the static
+   student trained on growing slices of that text, tested on the run's own test split, to see
+   how fidelity grows with more text.
+4. A load test of `distill serve` on loopback at 1, 8 and 32 clients, once the run is exported.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
-import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
-import students
-from distill.config import build_config, read_toml
+from distill.config import RunConfig
 from distill.corpus import Split
 from distill.errors import DistillError
-from distill.io import read_json, write_json
-from distill.pipeline import cached_targets
+from distill.export import EXPORT_DIR
+from distill.io import write_json
+from distill.pipeline import open_run, run_from_model, run_teacher
+from distill.runtime import MODEL_FILES
+from distill.targets import Targets
 from distill.teacher import Teacher
 from distill.trainer import TrainConfig, Trainer, fidelity
-from eval.tasks import read_sts, sts_spearman
+from eval.report import EvalSettings, evaluate_run, read_texts, write_report
+from students import student_class
 from students.tokengen import TokenGenStudent
 
 logger = logging.getLogger(__name__)
 
-SHARED_STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb-dev.tsv"
 
-
-def throughput(encode: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], repeats: int = 3) -> float:
-    """Texts per second: the median of `repeats` timed passes over `texts`, after one warm-up pass."""
-    encode(texts[:64])
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        encode(texts)
-        times.append(time.perf_counter() - start)
-    return len(texts) / statistics.median(times)
-
-
-def reference_fidelity(teacher: Teacher, targets: Any, work: Path) -> float:
+def reference_fidelity(teacher: Teacher, targets: Targets, work: Path) -> float:
     """Test fidelity of the token-generator student built on the teacher's real per-token vectors."""
     student = TokenGenStudent.from_teacher(teacher, targets, source="teacher")
     Trainer(student, targets, TrainConfig(**TokenGenStudent.default_training), work).train()
@@ -53,80 +44,117 @@ def reference_fidelity(teacher: Teacher, targets: Any, work: Path) -> float:
     return fidelity(student, student.token_ids(targets.texts_of(Split.TEST)), test_vectors)
 
 
-def bench(run: Path, config_file: str, sts: Path | None, n_texts: int, batch_size: int) -> dict[str, Any]:
-    config = build_config(read_toml(config_file), {"output": str(run)})
-    summary_file = run / "summary.json"
-    if not summary_file.is_file():
-        raise DistillError(f"{str(run)!r} has no summary.json; run `make distill` first")
-    summary = read_json(summary_file)
-    teacher = Teacher.load(config.teacher)
-    targets = cached_targets(teacher, config)
-    texts = targets.texts_of(Split.TEST)[:n_texts]
-    pairs = read_sts(sts) if sts else None
-    teacher_speed = throughput(lambda t: teacher.sentence_vectors(t, batch_size), texts)
-    rows: dict[str, dict[str, Any]] = {"teacher": {
-        "params": sum(p.numel() for p in teacher.model.parameters()), "texts_per_s": teacher_speed, "speed_ratio": 1.0,
-        "sts": sts_spearman(lambda t: teacher.sentence_vectors(t, batch_size), *pairs) if pairs else None,
-    }}  # fmt: skip
-    for entry in summary["students"]:
-        student = students.load(entry["path"])
-        speed = throughput(lambda t, s=student: s.encode(t, batch_size), texts)
-        rows[entry["name"]] = {
-            "params": entry["params"], "bytes": entry["bytes"], "test_fidelity": entry["test_fidelity"],
-            "test_token_fidelity": entry.get("test_token_fidelity"), "texts_per_s": speed,
-            "speed_ratio": speed / teacher_speed, **entry.get("metrics", {}),
-            "sts": sts_spearman(lambda t, s=student: s.encode(t, batch_size), *pairs) if pairs else None,
-        }  # fmt: skip
-        if isinstance(student, TokenGenStudent):
-            reference = reference_fidelity(teacher, targets, run / "bench" / "tokengen-reference")
-            rows[entry["name"]]["reference_test_fidelity"] = reference
-            rows[entry["name"]]["loss_against_reference"] = reference - entry["test_fidelity"]
-    return {"texts": len(texts), "batch_size": batch_size, "sts_file": str(sts) if sts else None, "rows": rows}
+def grow(run_dir: Path, text_file: str, sizes: list[int], student: str = "static") -> list[dict[str, Any]]:
+    """`student` trained on the first `size` texts of `text_file` for each size, tested on the run's test split."""
+    summary, targets = open_run(run_dir)
+    teacher = run_teacher(summary)
+    test = targets.indices(Split.TEST)
+    test_texts, test_vectors = [targets.texts[i] for i in test], np.asarray(targets.sentence_vectors[test])
+    texts = read_texts(text_file)
+    rows = []
+    for size in sizes:
+        config = RunConfig(corpus=text_file, students={student: {}}, output=str(run_dir / "bench" / f"grow-{size}"),
+                           cache_dir=str(Path(summary["targets"]).parent))  # fmt: skip
+        logger.info("training %s on %d texts of %s", student, min(size, len(texts)), text_file)
+        grown = run_from_model(teacher, texts[:size], config, progress=True)
+        trained = student_class(student).load(grown.students[0].path)
+        rows.append({
+            "student": student, "texts": min(size, len(texts)), "own_test_fidelity": grown.students[0].test_fidelity,
+            "run_test_fidelity": fidelity(trained, trained.token_ids(test_texts), test_vectors),
+        })  # fmt: skip
+    return rows
 
 
-def print_report(report: dict[str, Any]) -> None:
-    click.echo(f"\nthroughput over {report['texts']} test texts at batch {report['batch_size']}, same process; "
-               f"STS: {report['sts_file'] or 'no file'}")  # fmt: skip
-    click.echo(f"{'model':<12} {'fidelity':>8} {'tokens':>7} {'params':>11} {'size':>8} {'texts/s':>8} "
-               f"{'x teacher':>9} {'STS':>6}")  # fmt: skip
-    for name, row in report["rows"].items():
-        click.echo(
-            f"{name:<12} {_fmt(row.get('test_fidelity'), 8)} {_fmt(row.get('test_token_fidelity'), 7)} "
-            f"{row['params']:>11,} {_fmt(row['bytes'] / 2**20 if 'bytes' in row else None, 6, 1)}MB "
-            f"{row['texts_per_s']:>8.1f} {row['speed_ratio']:>9.2f} {_fmt(row['sts'], 6, 2)}"
+def headline(report: dict[str, Any]) -> list[str]:
+    """The headline table: one line per model."""
+    lines = [f"{'model':<18} {'cosine':>7} {'nbrs':>6} {'STS':>6} {'MB':>6} {'int8 MB':>8} {'p50 ms':>7} "
+             f"{'b32 x':>7} {'b128 x':>7} {'int8 b32 x':>10}"]  # fmt: skip
+    rows = {"teacher": report["teacher"], **report["students"], **report["baselines"]}
+    for name, entry in rows.items():
+        test, reference = entry["fidelity"]["test"], next(iter(entry["latency"].values()))
+        int8 = entry["latency"].get("onnx_int8")
+        label = name if entry["role"] != "baseline" else f"{name} (peer)"
+        lines.append(
+            f"{label:<18} {_fmt(test['cosine_mean'], 7, 4)} {_fmt(test['neighbours_top10'], 6, 3)} "
+            f"{_fmt(entry['tasks'].get('sts'), 6, 2)} {_fmt(_mb(entry['bytes'].get('saved')), 6, 1)} "
+            f"{_fmt(_mb(entry['bytes'].get('onnx_int8')), 8, 1)} {reference['single_p50_ms']:>7.2f} "
+            f"{reference['speedup']['batch32_speedup']:>7.2f} {reference['speedup']['batch128_speedup']:>7.2f} "
+            f"{_fmt(int8['speedup']['batch32_speedup'] if int8 else None, 10, 2)}"
         )
-        for key in ("generator_heldout_vocab_cosine", "generator_heldout_word_cosine", "reference_test_fidelity",
-                    "loss_against_reference"):  # fmt: skip
-            if key in row:
-                click.echo(f"{'':<12} {key}: {row[key]:.4f}")
+    return lines
 
 
-def _fmt(value: float | None, width: int, digits: int = 4) -> str:
+def _mb(size: int | None) -> float | None:
+    return None if size is None else size / 2**20
+
+
+def _fmt(value: float | None, width: int, digits: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
 @click.command()
 @click.option("--run", "run_dir", default="runs/default", show_default=True, help="The run folder to measure.")
-@click.option("--config", "config_file", default="configs/default.toml", show_default=True,
-              help="The config the run was made with (to find its cached targets).")  # fmt: skip
-@click.option(
-    "--sts",
-    type=click.Path(),
-    default=None,
-    help="An STS file (sentence, sentence, score a line); default: ../shared/data/stsb-dev.tsv if present.",
-)
-@click.option("--texts", "n_texts", default=1000, show_default=True, help="Test texts to time.")
-@click.option("--batch-size", default=32, show_default=True, help="Batch size for the throughput figures.")
-def main(run_dir: str, config_file: str, sts: str | None, n_texts: int, batch_size: int) -> None:
-    """Print the headline comparison of teacher and students for a run, and save it as bench.json."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+@click.option("--sts", "sts_file", type=click.Path(dir_okay=False), help="An STS file (sentence, sentence, score).")
+@click.option("--grow-on", type=click.Path(dir_okay=False),
+              help="Also train the static student on slices of this text, tested on the run's test split.")  # fmt: skip
+@click.option("--grow-sizes", default="5000,20000", show_default=True, help="Slice sizes for --grow-on.")
+@click.option("--load-test/--no-load-test", default=True, show_default=True,
+              help="Load-test `distill serve` with each exported student (after `make export`).")  # fmt: skip
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Train the token generator's real-table reference.")  # fmt: skip
+def main(run_dir: str, sts_file: str | None, grow_on: str | None, grow_sizes: str, load_test: bool,
+         reference: bool) -> None:  # fmt: skip
+    """Measure a run now and print its headline figures; everything is also saved in RUN/bench.json."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("transformers", "sentence_transformers", "httpx", "model2vec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    run = Path(run_dir)
     try:
-        sts_path = Path(sts) if sts else (SHARED_STS if SHARED_STS.is_file() else None)
-        report = bench(Path(run_dir), config_file, sts_path, n_texts, batch_size)
-    except DistillError as e:
+        out = bench(run, sts_file, grow_on, [int(s) for s in grow_sizes.split(",")], load_test, reference)
+    except (DistillError, ValueError) as e:
         raise click.ClickException(str(e)) from e
-    write_json(Path(run_dir) / "bench.json", report)
-    print_report(report)
+    write_json(run / "bench.json", out)
+
+
+def bench(run: Path, sts_file: str | None, grow_on: str | None, sizes: list[int], load_test: bool,
+          reference: bool) -> dict[str, Any]:  # fmt: skip
+    report, word_vectors = evaluate_run(run, EvalSettings(sts_file=sts_file), progress=True)
+    write_report(run, report, word_vectors)
+    out: dict[str, Any] = {"report": str(run / "report.json")}
+    click.echo(f"\n{run}: {report['data']['test_texts']} test texts, {report['machine']['threads']} threads; "
+               "speeds are ratios to the teacher timed in this run (x > 1: faster)")  # fmt: skip
+    click.echo("\n".join(headline(report)))
+    if reference and any(e["details"].get("kind") == "tokengen" for e in report["students"].values()):
+        summary, targets = open_run(run)
+        real = reference_fidelity(run_teacher(summary), targets, run / "bench" / "tokengen-reference")
+        generated = next(e for e in report["students"].values() if e["details"].get("kind") == "tokengen")
+        out["tokengen_reference"] = {"reference": real, "generated": generated["fidelity"]["test"]["cosine_mean"]}
+        click.echo(f"\ntoken generator: test cosine {out['tokengen_reference']['generated']:.4f} against {real:.4f} "
+                   f"for the same student on the teacher's real token vectors (loss "
+                   f"{real - out['tokengen_reference']['generated']:.4f})")  # fmt: skip
+    if grow_on:
+        out["grow"] = grow(run, grow_on, sizes)
+        click.echo(f"\nstatic student trained on more text ({grow_on}), cosine on the run's test split:")
+        for row in out["grow"]:
+            click.echo(f"  {row['texts']:>7,} texts: {row['run_test_fidelity']:.4f}")
+    if load_test:
+        out["load_test"] = load_tests(run)
+    return out
+
+
+def load_tests(run: Path) -> dict[str, Any]:
+    """`distill serve` under load for each exported student (int8, as one would ship it)."""
+    from eval.loadtest import load_test, print_report
+
+    results = {}
+    for folder in sorted((run / EXPORT_DIR).glob("*")):
+        if (folder / MODEL_FILES["int8"]).is_file():
+            click.echo(f"\nload test: {folder.name} (int8) on loopback")
+            results[folder.name] = load_test(folder, precision="int8")
+            print_report(results[folder.name])
+    if not results:
+        click.echo("\nno exported students to load-test: run `make export` first")
+    return results
 
 
 if __name__ == "__main__":

@@ -69,3 +69,24 @@ def test_transformer_and_token_generator_train_on_the_real_teacher(
     for name in ("transformer", "tokengen"):
         student = students.load(tmp_path / "run" / "students" / name)
         assert student.encode(["a quick test"]).shape == (1, 384)
+
+
+def test_eval_and_export_after_a_run(corpus_file: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """`make distill && make eval && make export` in small: the report, the plots and parity-checked ONNX files."""
+    run = tmp_path / "run"
+    args = ["run", "--corpus", str(corpus_file), "--output", str(run), "--cache-dir", str(cache_dir), "--epochs", "2"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    evaluated = CliRunner().invoke(main, ["eval", "--run", str(run), "--latency-texts", "32", "--singles", "3",
+                                          "--repeats", "1", "--no-baseline"])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((run / "report.json").read_text())
+    assert report["teacher"]["fidelity"]["test"]["cosine_mean"] > 0.9999  # the teacher against its own targets
+    assert 0.4 < report["students"]["static"]["fidelity"]["test"]["cosine_mean"] < 1.0
+    assert report["students"]["static"]["tasks"]["analogy_example"]  # an answer to king - man + woman
+    exported = CliRunner().invoke(main, ["export", "--run", str(run), "--check-texts", "64"])
+    assert exported.exit_code == 0, exported.output
+    folder = run / "export" / "static"
+    assert {"model.onnx", "model_int8.onnx", "tokenizer.json", "config.json"} <= {p.name for p in folder.iterdir()}
+    parity = json.loads((run / "report.json").read_text())["students"]["static"]["details"]["export"]
+    assert parity["fp32"]["max_abs_difference"] <= 1e-4 and parity["int8"]["fidelity_loss"] < 0.01
+    assert "static ONNX" in (run / "report.md").read_text()
