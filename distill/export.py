@@ -105,12 +105,13 @@ def export_onnx(student: Student, path: Path) -> None:
     example = student.tokenize(["an example sentence to trace", "another"])
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
             OUTPUT_NAME: {0: "batch"}}  # fmt: skip
+    module = student.export_module().eval()
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         # NOTE: the TorchScript exporter (dynamo=False): it traces every student here exactly and
         # needs no extra packages; the dynamo exporter needs onnxscript and is slower to run.
         torch.onnx.export(
-            student, (example["input_ids"], example["attention_mask"]), str(path),
+            module, (example["input_ids"], example["attention_mask"]), str(path),
             input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], dynamic_axes=axes,
             opset_version=OPSET, dynamo=False,
         )  # fmt: skip

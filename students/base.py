@@ -108,6 +108,10 @@ class Student(nn.Module):
     def finalize(self) -> None:
         """Called once training ends: fold training-only parameters into the saved form."""
 
+    def export_module(self) -> nn.Module:
+        """What `distill export` traces into ONNX: the student itself, unless it has a smaller equivalent form."""
+        return self
+
     def state_to_save(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 

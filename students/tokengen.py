@@ -217,6 +217,10 @@ class TokenGenStudent(Student):
             vectors = self.table()[input_ids] * self.log_weight[input_ids].exp().unsqueeze(-1)
         return F.normalize(masked_mean(vectors, attention_mask) @ self.mix + self.bias, dim=-1)
 
+    def export_module(self) -> nn.Module:
+        """What `distill export` traces: the generator itself, not the 30k-row table it writes."""
+        return self if self.config.source == "teacher" else GeneratorGraph(self)
+
     @torch.inference_mode()
     def word_vectors(self, words: Sequence[str]) -> np.ndarray:
         """(n, dim) float32 unit vectors for whole words, in or out of the vocabulary, each read as one token."""
@@ -226,6 +230,40 @@ class TokenGenStudent(Student):
         tokens = [normalizer.normalize_str(w) if normalizer else w for w in words]
         rows = self.generator(self.generator.featurize(tokens).to(self.features.device))
         return F.normalize(rows @ self.mix + self.bias, dim=-1).float().numpy()
+
+
+class GeneratorGraph(nn.Module):
+    """The token-generator student as exported: each batch's distinct tokens are generated in the graph.
+
+    NOTE: the generated table is what would make the exported file as big as a static student's
+    (vocab x dim floats); this graph holds only the vocabulary's feature ids (int16) and the
+    network, and gives the same vectors as the student's table lookup.
+    """
+
+    def __init__(self, student: TokenGenStudent) -> None:
+        super().__init__()
+        if student.features.max() >= 2**15:
+            raise DistillError("tokengen export keeps feature ids as int16; use at most 32767 buckets")
+        self.student = student
+        self.register_buffer("vocab_features", student.features.to(torch.int16))  # (vocab, length)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        unique, inverse = torch.unique(input_ids.reshape(-1), return_inverse=True)  # (u,), (batch * seq,)
+        inverse = inverse.reshape(input_ids.shape)  # NOTE: reshaped here so the graph keeps dynamic axes
+        student = self.student
+        rows = self.generate(self.vocab_features[unique].long()) * student.log_weight[unique].exp().unsqueeze(-1)
+        vectors = rows[inverse]  # (batch, seq, dim)
+        return F.normalize(masked_mean(vectors, attention_mask) @ student.mix + student.bias, dim=-1)
+
+    def generate(self, features: torch.Tensor) -> torch.Tensor:
+        """(u, length) feature ids -> (u, dim) rows, as `TokenGenerator.forward` computes them."""
+        generator = self.student.generator
+        if generator.encoder is not Encoder.NGRAM:
+            return generator(features)
+        # NOTE: EmbeddingBag(mode="mean", padding_idx) written out: its ONNX export does not take padding_idx
+        keep = (features != generator.config.buckets).unsqueeze(-1).float()  # (u, length, 1)
+        bags = (generator.embed.weight[features] * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+        return generator.mlp(bags)
 
 
 def token_weights(targets: Targets, ids: list[int], n_items: int) -> torch.Tensor:

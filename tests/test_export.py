@@ -125,3 +125,14 @@ def test_runtime_embeds_without_torch(exported: tuple[Path, dict], tmp_path: Pat
     assert result.returncode == 0, result.stderr
     expected = OnnxEmbedder(out, precision="int8").encode(["The cat sat on the mat.", ""])
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
+
+
+def test_token_generator_exports_its_generator_not_a_table(tiny_teacher: Teacher, tiny_targets: Targets,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    import onnx
+
+    student = BUILDERS["tokengen"](tiny_teacher, tiny_targets).eval()
+    export_student(student, tmp_path / "export", name="tokengen", texts=SENTENCES)
+    shapes = [tuple(t.dims) for t in onnx.load(str(tmp_path / "export" / "model.onnx")).graph.initializer]
+    assert (student.config.vocab_size, student.dim) not in shapes  # no generated table baked in
+    assert (student.config.vocab_size, student.features.shape[1]) in shapes  # the vocabulary's n-gram ids
