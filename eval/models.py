@@ -86,8 +86,8 @@ def model2vec_candidate(teacher: Teacher, cache: Path) -> Candidate | None:
     NOTE: with model2vec's default settings, as a user would run it: PCA to 256 dimensions,
     SIF weighting, a float16 table. After PCA its vectors live in a space of their own, so only
     the metrics that compare each space with itself apply (neighbours, pairwise similarities,
-    tasks). Without PCA its vectors keep the teacher's axes but lose the centring PCA does,
-    which measured worse on every task, so that is not what a user would ship.
+    tasks). A trial without PCA (the teacher's axes kept) gave a mean cosine of 0.35 to the
+    teacher and 3.5 points less STS, so the default is the fairer opponent.
     """
     try:
         from model2vec import StaticModel

@@ -11,6 +11,7 @@ The saved folder is also a sentence-transformers model (Transformer, Pooling, [D
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,16 @@ class TransformerStudent(Student):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.pool_tokens(self.forward_tokens(input_ids, attention_mask), attention_mask)
+
+    def export_module(self) -> nn.Module:
+        """A copy with plain ("eager") attention for `distill export`.
+
+        NOTE: onnxruntime ran the graph traced from eager attention 1.2x faster than the one traced
+        from PyTorch's fused sdpa kernel (512 test texts, batch 32, 2 threads), with the same vectors.
+        """
+        module = copy.deepcopy(self)
+        module.bert.set_attn_implementation("eager")
+        return module
 
     def state_to_save(self) -> dict[str, torch.Tensor]:
         """The BERT weights under transformers' own names, so `BertModel.from_pretrained` reads the file."""
