@@ -152,6 +152,8 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
               help="Texts timed one at a time (p50 / p95).")  # fmt: skip
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed passes per batch size; the median counts.")  # fmt: skip
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Each speed measurement goes on at least this long (fast students need many passes).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for torch and onnxruntime [default: torch's].")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also evaluate model2vec's distillation of the teacher (needs model2vec[distill]).")  # fmt: skip

@@ -43,13 +43,14 @@ class EvalSettings:
     sts_file: str | None = None  # sentence, sentence, gold score a line
     latency_texts: int = 1024  # test texts timed at each batch size
     singles: int = 100  # texts timed one at a time
-    repeats: int = 3  # timed passes per batch size (the median counts)
+    repeats: int = 3  # timed passes per batch size at least (the median counts)
+    min_seconds: float = 1.0  # each speed measurement goes on at least this long
     threads: int | None = None  # torch and onnxruntime threads [default: torch's]
     baseline: bool = True  # evaluate model2vec's distillation of the teacher too
 
     def __post_init__(self) -> None:
-        if min(self.latency_texts, self.singles, self.repeats) <= 0 or (self.threads or 1) <= 0:
-            raise DistillError("latency texts, singles, repeats and threads must be positive")
+        if min(self.latency_texts, self.singles, self.repeats) <= 0 or (self.threads or 1) <= 0 or self.min_seconds < 0:
+            raise DistillError("latency texts, singles, repeats and threads must be positive, min seconds not negative")
 
 
 def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, progress: bool = False) -> tuple[dict, dict]:
@@ -120,7 +121,8 @@ def evaluate(candidate: Candidate, fidelity: dict[str, FidelityEvaluator], tasks
         entry["fidelity"]["test"]["token_cosine_mean"] = candidate.token_fidelity()
     for task in tasks:
         entry["tasks"].update(task(candidate.encode))
-    entry["latency"] = {backend: measure(encode, latency_texts, singles=settings.singles, repeats=settings.repeats)
+    entry["latency"] = {backend: measure(encode, latency_texts, singles=settings.singles, repeats=settings.repeats,
+                                         min_seconds=settings.min_seconds)
                         for backend, encode in candidate.backends.items()}  # fmt: skip
     entry["details"] = candidate.details
     for precision in ("fp32", "int8"):

@@ -77,7 +77,7 @@ def test_eval_and_export_after_a_run(corpus_file: Path, cache_dir: Path, tmp_pat
     args = ["run", "--corpus", str(corpus_file), "--output", str(run), "--cache-dir", str(cache_dir), "--epochs", "2"]
     assert CliRunner().invoke(main, args).exit_code == 0
     evaluated = CliRunner().invoke(main, ["eval", "--run", str(run), "--latency-texts", "32", "--singles", "3",
-                                          "--repeats", "1", "--no-baseline"])  # fmt: skip
+                                          "--repeats", "1", "--min-seconds", "0", "--no-baseline"])  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads((run / "report.json").read_text())
     assert report["teacher"]["fidelity"]["test"]["cosine_mean"] > 0.9999  # the teacher against its own targets

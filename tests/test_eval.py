@@ -1,4 +1,5 @@
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,8 @@ def lookup(texts: list[str]) -> np.ndarray:
 
 
 def noise(texts: list[str]) -> np.ndarray:
-    return unit(np.random.default_rng(abs(hash(tuple(texts))) % 2**32).normal(size=(len(texts), 5)))
+    """A random vector per text, the same in every process (crc32, not the salted hash())."""
+    return unit(np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=5) for t in texts]))
 
 
 def test_analogy_accuracy_and_the_king_example(tmp_path: Path) -> None:
@@ -122,7 +124,7 @@ def tiny_run(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.
     return Path(summary.run_dir), json.loads((Path(summary.run_dir) / "summary.json").read_text()), targets
 
 
-QUICK = EvalSettings(latency_texts=16, singles=3, repeats=1, baseline=False)
+QUICK = EvalSettings(latency_texts=16, singles=3, repeats=1, min_seconds=0, baseline=False)
 
 
 def test_report_compares_teacher_and_students_on_every_section(tiny_teacher: Teacher, tiny_run: tuple) -> None:
@@ -167,3 +169,17 @@ def test_the_peer_baseline_is_distilled_from_the_same_teacher(
     vectors = candidate.encode(["The cat sat on the mat.", "A dog barked."])
     assert vectors.shape[0] == 2 and np.isfinite(vectors).all()
     assert (tmp_path / "model2vec" / "model.safetensors").is_file()  # cached for the next eval
+
+
+def test_latency_keeps_measuring_a_fast_encoder_until_min_seconds() -> None:
+    from eval.latency import measure
+
+    calls = []
+
+    def encode(texts: list[str], batch_size: int) -> np.ndarray:
+        calls.append(len(texts))
+        return np.zeros((len(texts), 2))
+
+    figures = measure(encode, ["a"] * 10, singles=5, repeats=2, min_seconds=0.05)
+    assert calls.count(10) > 2 * 2  # more passes than `repeats` at each batch size: each took microseconds
+    assert figures["batch32_texts_per_s"] > 0 and figures["single_p50_ms"] <= figures["single_p95_ms"]
