@@ -83,6 +83,9 @@ def _export_notes(name: str, entry: dict[str, Any]) -> list[str]:
             f"fp32 {int8['mean_cosine_to_fp32']:.4f}")  # fmt: skip
     if int8["fidelity_loss"] is not None:
         line += f", fidelity {int8['fidelity']:.4f} (loss {int8['fidelity_loss']:.4f})"
+    by_backend = entry.get("fidelity_by_backend", {})
+    if "onnx_int8" in by_backend:
+        line += f"; int8 test cosine {_num(by_backend['onnx_int8']['cosine_mean'])}"
     speeds = entry["latency"]
     if "onnx_fp32" in speeds and "onnx_int8" in speeds:
         ratio = speeds["onnx_int8"]["batch32_texts_per_s"] / speeds["onnx_fp32"]["batch32_texts_per_s"]

@@ -52,10 +52,12 @@ def pareto(report: dict[str, Any], path: Path) -> None:
     for ax, (metric, label) in zip(axes, PARETO_METRICS.items(), strict=True):
         points = []
         for index, (name, entry) in enumerate(_models(report).items()):
-            fidelity = entry["fidelity"]["test"][metric]
-            if fidelity is None:
-                continue
+            measured = {**{b: f[metric] for b, f in entry.get("fidelity_by_backend", {}).items()},
+                        next(iter(entry["latency"])): entry["fidelity"]["test"][metric]}  # fmt: skip
             for backend, speed in entry["latency"].items():
+                fidelity = measured.get(backend)
+                if fidelity is None:
+                    continue
                 x = speed["batch32_texts_per_s"]
                 ax.scatter(x, fidelity, marker=MARKERS.get(backend, "o"), s=70, color=f"C{index}",
                            label=f"{name} ({backend})", zorder=3)  # fmt: skip

@@ -117,6 +117,10 @@ def evaluate(candidate: Candidate, fidelity: dict[str, FidelityEvaluator], tasks
         "fidelity": {name: evaluator(candidate.encode, candidate.same_space) for name, evaluator in fidelity.items()},
         "tasks": {},
     }  # fmt: skip
+    # NOTE: the other backends (ONNX fp32 / int8) on the test texts too, so a plot shows what int8 costs
+    test = fidelity["test"]
+    entry["fidelity_by_backend"] = {backend: test(lambda texts, encode=encode: encode(texts, 128), candidate.same_space)
+                                    for backend, encode in list(candidate.backends.items())[1:]}  # fmt: skip
     if candidate.token_fidelity is not None:
         entry["fidelity"]["test"]["token_cosine_mean"] = candidate.token_fidelity()
     for task in tasks:
