@@ -155,6 +155,8 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Each speed measurement goes on at least this long (fast students need many passes).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for torch and onnxruntime [default: torch's].")
+@click.option("--teacher-onnx/--no-teacher-onnx", default=True, show_default=True,
+              help="Also time the teacher exported to ONNX fp32 / int8 (once, cached): like with like.")  # fmt: skip
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also evaluate model2vec's distillation of the teacher (needs model2vec[distill]).")  # fmt: skip
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")

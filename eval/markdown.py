@@ -65,6 +65,13 @@ def notes(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
             out.append(f"- {name} on `{report['data']['text_file']}` ({text['texts']} texts): cosine "
                        f"{_num(text['cosine_mean'])}, top-{K} nbrs {_num(text[f'neighbours_top{K}'])}.")  # fmt: skip
         out.extend(_export_notes(name, entry))
+    teacher_int8 = report["teacher"]["latency"].get("onnx_int8")
+    if teacher_int8:
+        against = ", ".join(
+            f"{name} {e['latency']['onnx_int8']['batch32_texts_per_s'] / teacher_int8['batch32_texts_per_s']:.2f}x"
+            for name, e in report["students"].items() if "onnx_int8" in e["latency"]
+        )  # fmt: skip
+        out.append(f"- Against the teacher's own int8 ONNX export at batch 32 (like with like): {against}.")
     for name, entry in report["baselines"].items():
         out.append(f"- {name} (peer baseline): {entry['details'].get('settings', '')}.")
     if not any("onnx_int8" in e["latency"] for e in rows.values()):

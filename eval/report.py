@@ -29,7 +29,7 @@ from eval import plots
 from eval.fidelity import FidelityEvaluator
 from eval.latency import measure, with_ratios
 from eval.markdown import render_markdown
-from eval.models import Candidate, model2vec_candidate, student_candidates, teacher_candidate
+from eval.models import Candidate, add_teacher_onnx, model2vec_candidate, student_candidates, teacher_candidate
 from eval.tasks import AnalogyEvaluator, PolarityProbe, STSEvaluator, WordSimilarityEvaluator
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class EvalSettings:
     min_seconds: float = 1.0  # each speed measurement goes on at least this long
     threads: int | None = None  # torch and onnxruntime threads [default: torch's]
     baseline: bool = True  # evaluate model2vec's distillation of the teacher too
+    teacher_onnx: bool = True  # time the teacher as ONNX fp32 / int8 too (exported once, as the students are)
 
     def __post_init__(self) -> None:
         if min(self.latency_texts, self.singles, self.repeats) <= 0 or (self.threads or 1) <= 0 or self.min_seconds < 0:
@@ -84,7 +85,10 @@ def evaluate_from_model(
         fidelity["text"] = FidelityEvaluator(extra_texts, teacher.sentence_vectors(extra_texts))
     tasks: list[Any] = [WordSimilarityEvaluator(), AnalogyEvaluator(), PolarityProbe(), *([sts] if sts else [])]
     tokens = lambda student: token_fidelity(student, targets, test)  # noqa: E731
-    candidates = [teacher_candidate(teacher), *student_candidates(summary, run_dir, tokens, threads)]
+    teacher_entry = teacher_candidate(teacher)
+    if settings.teacher_onnx:
+        add_teacher_onnx(teacher_entry, teacher, targets, run_dir / "baseline" / "teacher-onnx", threads)
+    candidates = [teacher_entry, *student_candidates(summary, run_dir, tokens, threads)]
     if settings.baseline and (baseline := model2vec_candidate(teacher, run_dir / "baseline" / "model2vec")):
         candidates.append(baseline)
     entries, word_vectors = {}, {}

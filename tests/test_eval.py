@@ -124,12 +124,15 @@ def tiny_run(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.
     return Path(summary.run_dir), json.loads((Path(summary.run_dir) / "summary.json").read_text()), targets
 
 
-QUICK = EvalSettings(latency_texts=16, singles=3, repeats=1, min_seconds=0, baseline=False)
+QUICK = EvalSettings(latency_texts=16, singles=3, repeats=1, min_seconds=0, baseline=False, teacher_onnx=False)
 
 
 def test_report_compares_teacher_and_students_on_every_section(tiny_teacher: Teacher, tiny_run: tuple) -> None:
     run_dir, summary, targets = tiny_run
-    report, words = evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK, extra_texts=targets.texts[:30])
+    settings = EvalSettings(latency_texts=16, singles=3, repeats=1, min_seconds=0, baseline=False, teacher_onnx=True)
+    report, words = evaluate_from_model(
+        tiny_teacher, targets, summary, run_dir, settings, extra_texts=targets.texts[:30]
+    )
     teacher, static = report["teacher"], report["students"]["static"]
     # the teacher against its own cached targets: the harness itself must see no difference
     assert teacher["fidelity"]["test"]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
@@ -141,6 +144,9 @@ def test_report_compares_teacher_and_students_on_every_section(tiny_teacher: Tea
         assert "text" in entry["fidelity"]
     assert static["latency"]["torch"]["speedup"]["batch32_speedup"] > 0
     assert teacher["latency"]["torch"]["speedup"]["batch32_speedup"] == pytest.approx(1.0)
+    # the teacher exported as the students are: its ONNX files give its own vectors
+    assert teacher["fidelity_by_backend"]["onnx_fp32"]["cosine_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert teacher["fidelity_by_backend"]["onnx_int8"]["cosine_mean"] > 0.9 and "onnx_int8" in teacher["bytes"]
     written = write_report(run_dir, report, words)
     assert {p.name for p in written} == {"report.json", "report.md", "pareto.png", "size.png", "words.png"}
     assert all(p.stat().st_size > 0 for p in written)
