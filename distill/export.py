@@ -51,9 +51,7 @@ def export_run(run_dir: str | Path, *, check_texts: int = 512) -> dict[str, dict
     from distill.pipeline import open_run  # NOTE: here, so that the runtime's importers never load the pipeline
 
     summary, targets = open_run(run_dir)
-    test = targets.indices(Split.TEST)[:check_texts]
-    texts = [targets.texts[i] for i in test]
-    teacher_vectors = np.asarray(targets.sentence_vectors[test])
+    texts, teacher_vectors = targets.texts_and_vectors(Split.TEST, check_texts)
     results = {}
     for entry in summary["students"]:
         logger.info("exporting %s", entry["name"])

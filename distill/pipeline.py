@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from distill.config import RunConfig
 from distill.corpus import Split, assign_splits, clean, load_corpus, review_texts
 from distill.errors import DistillError
@@ -144,8 +142,7 @@ def train_students(
     run_dir = config.run_dir
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
     summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), watch.seconds)
-    test_texts = targets.texts_of(Split.TEST)
-    test_vectors = np.asarray(targets.sentence_vectors[targets.indices(Split.TEST)])
+    test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
     reviews = review_texts()
     review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
     for name in config.students:

@@ -55,6 +55,11 @@ class Targets:
     def texts_of(self, split: Split) -> list[str]:
         return [self.texts[i] for i in self.indices(split)]
 
+    def texts_and_vectors(self, split: Split, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+        """The (first `limit`) texts of `split` and the teacher's (n, dim) float32 sentence vectors for them."""
+        index = self.indices(split)[:limit]
+        return [self.texts[i] for i in index], np.asarray(self.sentence_vectors[index])
+
     def tokens_of(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Token ids (seq,) and token vectors (seq, dim) of text `i`."""
         if self.token_vectors is None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from distill.config import RunConfig
 from distill.corpus import Split
@@ -29,7 +28,8 @@ from distill.runtime import MODEL_FILES
 from distill.targets import Targets
 from distill.teacher import Teacher
 from distill.trainer import TrainConfig, Trainer, fidelity
-from eval.report import EvalSettings, evaluate_run, read_texts, write_report
+from eval.report import EvalSettings, evaluate_from_model, read_texts, write_report
+from eval.tasks import STSEvaluator
 from students import student_class
 from students.tokengen import TokenGenStudent
 
@@ -40,21 +40,20 @@ def reference_fidelity(teacher: Teacher, targets: Targets, work: Path) -> float:
     """Test fidelity of the token-generator student built on the teacher's real per-token vectors."""
     student = TokenGenStudent.from_teacher(teacher, targets, source="teacher")
     Trainer(student, targets, TrainConfig(**TokenGenStudent.default_training), work).train()
-    test_vectors = np.asarray(targets.sentence_vectors[targets.indices(Split.TEST)])
-    return fidelity(student, student.token_ids(targets.texts_of(Split.TEST)), test_vectors)
+    test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
+    return fidelity(student, student.token_ids(test_texts), test_vectors)
 
 
-def grow(run_dir: Path, text_file: str, sizes: list[int], student: str = "static") -> list[dict[str, Any]]:
-    """`student` trained on the first `size` texts of `text_file` for each size, tested on the run's test split."""
-    summary, targets = open_run(run_dir)
-    teacher = run_teacher(summary)
-    test = targets.indices(Split.TEST)
-    test_texts, test_vectors = [targets.texts[i] for i in test], np.asarray(targets.sentence_vectors[test])
-    texts = read_texts(text_file)
+def grow(
+    run_dir: Path, teacher: Teacher, targets: Targets, text_file: str, texts: list[str], sizes: list[int],
+    student: str = "static",
+) -> list[dict[str, Any]]:  # fmt: skip
+    """`student` trained on the first `size` of `texts` (read from `text_file`), tested on the run's test split."""
+    test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
     rows = []
     for size in sizes:
         config = RunConfig(corpus=text_file, students={student: {}}, output=str(run_dir / "bench" / f"grow-{size}"),
-                           cache_dir=str(Path(summary["targets"]).parent))  # fmt: skip
+                           cache_dir=str(targets.root.parent))  # fmt: skip
         logger.info("training %s on %d texts of %s", student, min(size, len(texts)), text_file)
         grown = run_from_model(teacher, texts[:size], config, progress=True)
         trained = student_class(student).load(grown.students[0].path)
@@ -118,22 +117,26 @@ def main(run_dir: str, sts_file: str | None, grow_on: str | None, grow_sizes: st
 
 def bench(run: Path, sts_file: str | None, grow_on: str | None, sizes: list[int], load_test: bool,
           reference: bool) -> dict[str, Any]:  # fmt: skip
-    report, word_vectors = evaluate_run(run, EvalSettings(sts_file=sts_file), progress=True)
+    sts = STSEvaluator(sts_file) if sts_file else None  # NOTE: bad input files fail before any work
+    grow_texts = read_texts(grow_on) if grow_on else []
+    summary, targets = open_run(run)
+    teacher = run_teacher(summary)  # NOTE: loaded once for the eval, the reference and the growth runs
+    report, word_vectors = evaluate_from_model(teacher, targets, summary, run, EvalSettings(sts_file=sts_file),
+                                               sts=sts, progress=True)  # fmt: skip
     write_report(run, report, word_vectors)
     out: dict[str, Any] = {"report": str(run / "report.json")}
     click.echo(f"\n{run}: {report['data']['test_texts']} test texts, {report['machine']['threads']} threads; "
                "speeds are ratios to the teacher timed in this run (x > 1: faster)")  # fmt: skip
     click.echo("\n".join(headline(report)))
     if reference and any(e["details"].get("kind") == "tokengen" for e in report["students"].values()):
-        summary, targets = open_run(run)
-        real = reference_fidelity(run_teacher(summary), targets, run / "bench" / "tokengen-reference")
+        real = reference_fidelity(teacher, targets, run / "bench" / "tokengen-reference")
         generated = next(e for e in report["students"].values() if e["details"].get("kind") == "tokengen")
         out["tokengen_reference"] = {"reference": real, "generated": generated["fidelity"]["test"]["cosine_mean"]}
         click.echo(f"\ntoken generator: test cosine {out['tokengen_reference']['generated']:.4f} against {real:.4f} "
                    f"for the same student on the teacher's real token vectors (loss "
                    f"{real - out['tokengen_reference']['generated']:.4f})")  # fmt: skip
     if grow_on:
-        out["grow"] = grow(run, grow_on, sizes)
+        out["grow"] = grow(run, teacher, targets, grow_on, grow_texts, sizes)
         click.echo(f"\nstatic student trained on more text ({grow_on}), cosine on the run's test split:")
         for row in out["grow"]:
             click.echo(f"  {row['texts']:>7,} texts: {row['run_test_fidelity']:.4f}")

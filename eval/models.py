@@ -74,10 +74,9 @@ def add_teacher_onnx(
         except (DistillError, AttributeError, KeyError) as e:
             logger.warning("the teacher cannot be exported as a BERT copy (%s): no ONNX teacher to compare with", e)
             return
-        test = targets.indices(Split.TEST)[:256]
+        texts, vectors = targets.texts_and_vectors(Split.TEST, 256)
         logger.info("exporting the teacher to ONNX once, for the comparison (cached in %s)", cache)
-        export_student(copy, cache, name="teacher", texts=[targets.texts[i] for i in test],
-                       teacher_vectors=np.asarray(targets.sentence_vectors[test]))  # fmt: skip
+        export_student(copy, cache, name="teacher", texts=texts, teacher_vectors=vectors)
     for precision, file in MODEL_FILES.items():
         candidate.backends[f"onnx_{precision}"] = OnnxEmbedder(cache, precision=precision, threads=threads).encode
         candidate.details[f"onnx_{precision}_bytes"] = (cache / file).stat().st_size

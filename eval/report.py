@@ -78,13 +78,12 @@ def evaluate_from_model(
     """The core of `evaluate_run`, on a teacher and targets already in memory."""
     threads = settings.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    test = targets.indices(Split.TEST)
-    test_texts = [targets.texts[i] for i in test]
-    fidelity = {"test": FidelityEvaluator(test_texts, np.asarray(targets.sentence_vectors[test]))}
+    test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
+    fidelity = {"test": FidelityEvaluator(test_texts, test_vectors)}
     if extra_texts:
         fidelity["text"] = FidelityEvaluator(extra_texts, teacher.sentence_vectors(extra_texts))
     tasks: list[Any] = [WordSimilarityEvaluator(), AnalogyEvaluator(), PolarityProbe(), *([sts] if sts else [])]
-    tokens = lambda student: token_fidelity(student, targets, test)  # noqa: E731
+    tokens = lambda student: token_fidelity(student, targets, targets.indices(Split.TEST))  # noqa: E731
     teacher_entry = teacher_candidate(teacher)
     if settings.teacher_onnx:
         add_teacher_onnx(teacher_entry, teacher, targets, run_dir / "baseline" / "teacher-onnx", threads)

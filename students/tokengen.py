@@ -201,7 +201,7 @@ class TokenGenStudent(Student):
     def train(self, mode: bool = True) -> TokenGenStudent:
         super().train(mode)
         # NOTE: only training changes the generator. eval() builds the table once, so inference is a
-        # lookup and an ONNX export traces the table as a constant, not the generator over the vocabulary.
+        # lookup, not the generator run over the vocabulary on every call.
         if mode:
             self._table = None
         elif self._table is None:
