@@ -3,12 +3,15 @@
 The fastest student: encoding a text is a table lookup and an average. The table starts from
 the teacher (each token's average vector in context over the training texts, shrunk towards
 its vector alone for rare tokens) and is then trained by regression on the teacher's sentence
-vectors. Its vectors live in the teacher's own space and dimension.
+vectors. Its vectors live in the teacher's own space and dimension: where the teacher maps its
+pooled vectors through Dense layers, the token vectors in context are mapped through them too.
+It reads token ids only, so it works alike for every kind of tokenizer.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,6 +25,7 @@ from torch import nn
 from distill.corpus import Split
 from distill.errors import DistillError
 from distill.io import write_json
+from distill.tokens import check_fits
 from students.base import Student, StudentConfig
 
 if TYPE_CHECKING:
@@ -61,6 +65,7 @@ class StaticStudent(Student):
 
     @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> StaticStudent:
+        check_fits(teacher.tokenizer.backend_tokenizer, teacher.vocab_size, teacher.name)
         config = cls.config_from_teacher(teacher, targets, vocab_size=teacher.vocab_size, **options)
         student = cls(config, teacher.tokenizer.backend_tokenizer)
         if config.init == "vocab" or targets.token_vectors is None:
@@ -69,8 +74,10 @@ class StaticStudent(Student):
         rows = targets.token_rows(Split.TRAIN)
         special = np.array(teacher.tokenizer.all_special_ids)
         rows = rows[~np.isin(targets.token_ids[rows], special)]  # the student never sees [CLS] / [SEP]
-        student.init_table(context_table(targets.vocab_vectors, targets.token_ids[rows], targets.token_vectors[rows],
-                                         config.shrinkage))  # fmt: skip
+        to_sentence_space = sentence_space(teacher, targets.token_vectors.shape[1], config.dim)
+        table = context_table(targets.vocab_vectors, targets.token_ids[rows], targets.token_vectors[rows],
+                              config.shrinkage, transform=to_sentence_space)  # fmt: skip
+        student.init_table(table)
         return student
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -79,7 +86,7 @@ class StaticStudent(Student):
         return F.normalize(masked_mean(self.embedding(input_ids), attention_mask), dim=-1)
 
     def init_table(self, table: np.ndarray) -> None:
-        table = torch.from_numpy(np.asarray(table, dtype=np.float32))
+        table = torch.from_numpy(np.array(table, dtype=np.float32))  # a copy: the cached targets are read-only
         with torch.no_grad():
             self.embedding.weight.copy_(table)
         self.factors = TableFactors(table) if self.config.factored else None
@@ -150,26 +157,51 @@ def masked_mean(vectors: torch.Tensor, attention_mask: torch.Tensor) -> torch.Te
     return (vectors * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
+def sentence_space(teacher: Teacher, token_dim: int, dim: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """What maps the teacher's token vectors (`token_dim`, its hidden size) into its sentence space (`dim`).
+
+    The teacher's Dense layers after pooling, or None when it has none. Raises ValueError when the
+    sizes differ and no Dense maps them: the targets and the teacher disagree, a bug, not a user's mistake.
+    """
+    dense = getattr(teacher, "dense", None)
+    if dense is None:
+        if token_dim != dim:
+            raise ValueError(f"token vectors are {token_dim}-wide, sentence vectors {dim}-wide, and no Dense maps them")
+        return None
+    weight = next(dense.parameters(), None)
+    device = weight.device if weight is not None else torch.device("cpu")
+
+    def through_dense(block: torch.Tensor) -> torch.Tensor:  # (n, token_dim) -> (n, dim)
+        with torch.inference_mode():
+            return dense(block.to(device)).float().cpu()
+
+    return through_dense
+
+
 def context_table(
     vocab_vectors: np.ndarray,
     token_ids: np.ndarray,
     token_vectors: np.ndarray,
     shrinkage: float = 2.0,
     fit_min_count: int = 10,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """(vocab, dim): each token's mean vector in context, shrunk towards its vector alone.
 
     A token's vector alone lives in a different region than its vectors in context, so it is
     first mapped by a least-squares affine fit (learned on tokens seen at least `fit_min_count`
     times); a token seen `c` times then gets (c * context_mean + k * mapped_alone) / (c + k).
-    Tokens never seen in the training texts keep the mapped vector alone.
+    Tokens never seen in the training texts keep the mapped vector alone. `transform` maps blocks
+    of token vectors into the space of `vocab_vectors` first (a teacher's Dense layers).
     """
     vocab, dim = vocab_vectors.shape
     sums = torch.zeros(vocab, dim, dtype=torch.float64)
     ids = torch.from_numpy(np.asarray(token_ids, dtype=np.int64))
     step = 1 << 18
     for first in range(0, len(ids), step):
-        block = torch.from_numpy(np.asarray(token_vectors[first : first + step], dtype=np.float32))
+        block = torch.from_numpy(np.asarray(token_vectors[first : first + step], dtype=np.float32))  # (step, token_dim)
+        if transform is not None:
+            block = transform(block)  # (step, dim)
         sums.index_add_(0, ids[first : first + step], block.double())
     counts = torch.bincount(ids, minlength=vocab).double()  # (vocab,)
     means = sums / counts.clamp(min=1)[:, None]

@@ -5,7 +5,8 @@ maps a token's characters to the teacher's vector for that token alone (`[CLS] t
 trained by regression on the teacher's vocabulary (a part held out to measure it) plus real
 words from the corpus and gensim's word lists that the vocabulary does not hold as one token.
 It can then (a) write the whole table of a static student, (b) give a vector to any word, in or
-out of the vocabulary, and (c) stand in for a transformer's embedding table.
+out of the vocabulary, and (c) stand in for a transformer's embedding table. It reads each token's
+`distill.tokens.Spelling`, so it works alike for WordPiece, byte-level BPE and SentencePiece vocabularies.
 
 As a student it is a static student whose table is generated: rows from the generator, one
 learned weight per token, and one shared affine map into the space of sentence vectors.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 
 from distill.corpus import Split, gensim_test_data
 from distill.errors import DistillError
+from distill.tokens import Speller, Spelling, check_fits
 from students.base import Student, StudentConfig
 from students.static import masked_mean
 
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CONTINUATION = "##"  # WordPiece's mark for a piece that continues a word
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")  # punctuation around a word ('café,'), which SentencePiece keeps in it
 
 
 class Encoder(str, Enum):
@@ -55,7 +58,8 @@ class TokenGenConfig(StudentConfig):
     encoder: str = Encoder.NGRAM.value
     buckets: int = 6400  # hashed n-gram buckets (ngram encoder); sized so the student is under 10% of the table
     width: int = 128  # width of an n-gram or character embedding
-    hidden: int = 256  # width of the generator's hidden layer
+    # width of the generator's hidden layer; 0: about 2/3 of `dim` in steps of 64 (384 -> 256, 768 -> 512, 1024 -> 704)
+    hidden: int = 0
     max_chars: int = 24  # characters of a token the generator reads (chars encoder)
     generator_epochs: int = 30  # epochs of token regression before sentence training
     extra_words: int = 8000  # most frequent corpus words that are not one token, added as training words
@@ -67,6 +71,8 @@ class TokenGenConfig(StudentConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.encoder = Encoder(self.encoder).value
+        if self.hidden == 0:
+            self.hidden = max(64, 64 * math.floor(self.dim / 96 + 0.5))  # 64 * round(dim * 2 / 3 / 64)
         if min(self.vocab_size, self.buckets, self.width, self.hidden, self.max_chars, self.generator_epochs) <= 0:
             raise DistillError("tokengen sizes and generator-epochs must be positive")
         if self.source not in ("generator", "teacher"):
@@ -101,8 +107,8 @@ class TokenGenerator(nn.Module):
         pooled = [conv(x).masked_fill(~mask, -1e4).amax(dim=-1) for conv in self.convs]  # (n, hidden / 4) each
         return self.mlp(torch.cat(pooled, dim=-1))
 
-    def featurize(self, tokens: Sequence[str]) -> torch.Tensor:
-        """(n, length) ids for tokens in the tokenizer's own form (lower-cased, `##` for continuations)."""
+    def featurize(self, tokens: Sequence[Spelling]) -> torch.Tensor:
+        """(n, length) ids for token spellings; a whole word is `Spelling(word, word_start=True)`."""
         rows = [self._ngrams(t) if self.encoder is Encoder.NGRAM else self._bytes(t) for t in tokens]
         pad = self.config.buckets if self.encoder is Encoder.NGRAM else 0
         out = torch.full((len(rows), max((len(r) for r in rows), default=1) or 1), pad, dtype=torch.long)
@@ -110,21 +116,20 @@ class TokenGenerator(nn.Module):
             out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         return out
 
-    def _ngrams(self, token: str) -> list[int]:
+    def _ngrams(self, token: Spelling) -> list[int]:
         text = _marked(token)
         grams = [text[i : i + n] for n in (1, 2, 3, 4, 5) for i in range(len(text) - n + 1)]
         # NOTE: crc32, not hash(): Python salts str hashes per process, and the buckets must not move.
         return [zlib.crc32(g.encode()) % self.config.buckets for g in grams]
 
-    def _bytes(self, token: str) -> list[int]:
-        word_start = not token.startswith(CONTINUATION)
-        body = list(token.removeprefix(CONTINUATION).encode()[: self.config.max_chars - 2])
-        return ([257] if word_start else []) + [b + 1 for b in body] + [258]
+    def _bytes(self, token: Spelling) -> list[int]:
+        body = list(token.text.encode()[: self.config.max_chars - 2])
+        return ([257] if token.word_start else []) + [b + 1 for b in body] + [258]
 
 
-def _marked(token: str) -> str:
-    """'<word>' for a word start, 'ing>' for the continuation '##ing'."""
-    return (token[2:] if token.startswith(CONTINUATION) else "<" + token) + ">"
+def _marked(token: Spelling) -> str:
+    """'<word>' for a word start, 'ing>' for a continuation ('##ing', 'ing' in byte-level or SentencePiece)."""
+    return ("<" if token.word_start else "") + token.text + ">"
 
 
 class TokenGenStudent(Student):
@@ -136,11 +141,19 @@ class TokenGenStudent(Student):
     def __init__(self, config: TokenGenConfig, tokenizer: Tokenizer) -> None:
         super().__init__(config, tokenizer)
         self.generator = TokenGenerator(config)
+        self.speller = Speller(self.tokenizer)
         self.vocab_tokens = [""] * config.vocab_size
         for token, i in self.tokenizer.get_vocab().items():
             if i < config.vocab_size:
                 self.vocab_tokens[i] = token
-        self.register_buffer("features", self.generator.featurize(self.vocab_tokens), persistent=False)
+        spelled = self.speller.spellings()[: config.vocab_size]
+        self.vocab_spellings: list[Spelling | None] = spelled + [None] * (config.vocab_size - len(spelled))
+        # NOTE: special and placeholder tokens get rows too, spelled as their literal text: the
+        # unknown token can reach the student, and the others never count in its output.
+        self.row_spellings = [
+            s or Spelling(t, True) for s, t in zip(self.vocab_spellings, self.vocab_tokens, strict=True)
+        ]
+        self.register_buffer("features", self.generator.featurize(self.row_spellings), persistent=False)
         self.log_weight = nn.Parameter(torch.zeros(config.vocab_size))
         self.mix = nn.Parameter(torch.eye(config.dim))
         self.bias = nn.Parameter(torch.zeros(config.dim))
@@ -151,6 +164,7 @@ class TokenGenStudent(Student):
 
     @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> TokenGenStudent:
+        check_fits(teacher.tokenizer.backend_tokenizer, teacher.vocab_size, teacher.name)
         config = cls.config_from_teacher(teacher, targets, vocab_size=teacher.vocab_size, **options)
         student = cls(config, teacher.tokenizer.backend_tokenizer)
         if config.source == "teacher":
@@ -160,27 +174,28 @@ class TokenGenStudent(Student):
         words = training_words(teacher, targets.texts_of(Split.TRAIN), config.extra_words, read_words(config.words))
         if not words:
             raise DistillError("the token generator found no words to learn from; give the corpus more text")
-        ids = student.learnable_ids(teacher)
+        ids = student.learnable_ids()
         texts, vectors, held_out, is_vocab = student.token_targets(teacher, targets, ids, words)
         weights = token_weights(targets, ids, len(texts))
         student.metrics = fit_generator(student.generator, texts, vectors, held_out, is_vocab,
                                         lr=config.generator_lr, weights=weights)  # fmt: skip
         return student
 
-    def learnable_ids(self, teacher: Teacher) -> list[int]:
-        """Vocabulary ids the generator learns: every token but the special and `[unused...]` ones."""
-        special = set(teacher.tokenizer.all_special_tokens)
-        return [i for i, t in enumerate(self.vocab_tokens) if t and t not in special and not t.startswith("[unused")]
+    def learnable_ids(self) -> list[int]:
+        """Vocabulary ids the generator learns: every token but the special, added and placeholder ones."""
+        return [i for i, s in enumerate(self.vocab_spellings) if s is not None]
 
     def token_targets(
         self, teacher: Teacher, targets: Targets, ids: list[int], words: list[str]
-    ) -> tuple[list[str], torch.Tensor, np.ndarray, np.ndarray]:
-        """Tokens `ids` and `words`, their teacher vectors, which are held out, and which are vocabulary."""
-        texts = [self.vocab_tokens[i] for i in ids] + words
+    ) -> tuple[list[Spelling], torch.Tensor, np.ndarray, np.ndarray]:
+        """Spellings of tokens `ids` and of `words`, their teacher vectors, which are held out, which are vocabulary."""
+        spelled = [self.row_spellings[i] for i in ids] + [Spelling(w, True) for w in words]
         vectors = np.concatenate([np.asarray(targets.vocab_vectors[ids]), teacher.sentence_vectors(words, 512)])
-        held_out = np.array([zlib.crc32(t.encode()) % 10_000 < self.config.held_out * 10_000 for t in texts])
-        is_vocab = np.arange(len(texts)) < len(ids)
-        return texts, torch.from_numpy(vectors.astype(np.float32)), held_out, is_vocab
+        # NOTE: held out by a hash of the token as the vocabulary writes it, so the split never moves.
+        keys = [self.vocab_tokens[i] for i in ids] + words
+        held_out = np.array([zlib.crc32(k.encode()) % 10_000 < self.config.held_out * 10_000 for k in keys])
+        is_vocab = np.arange(len(spelled)) < len(ids)
+        return spelled, torch.from_numpy(vectors.astype(np.float32)), held_out, is_vocab
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """(n,) token ids -> (n, dim) rows, generated (or the teacher's own, for the reference)."""
@@ -226,9 +241,8 @@ class TokenGenStudent(Student):
         """(n, dim) float32 unit vectors for whole words, in or out of the vocabulary, each read as one token."""
         if not words:
             raise DistillError("no words given; pass at least one word")
-        normalizer = self.tokenizer.normalizer
-        tokens = [normalizer.normalize_str(w) if normalizer else w for w in words]
-        rows = self.generator(self.generator.featurize(tokens).to(self.features.device))
+        spelled = [Spelling(self.speller.normalize_word(w), True) for w in words]
+        rows = self.generator(self.generator.featurize(spelled).to(self.features.device))
         return F.normalize(rows @ self.mix + self.bias, dim=-1).float().numpy()
 
 
@@ -276,7 +290,7 @@ def token_weights(targets: Targets, ids: list[int], n_items: int) -> torch.Tenso
 
 def fit_generator(
     generator: TokenGenerator,
-    texts: list[str],
+    texts: list[Spelling],
     vectors: torch.Tensor,
     held_out: np.ndarray,
     is_vocab: np.ndarray,
@@ -286,7 +300,7 @@ def fit_generator(
     lr: float = 3e-3,
     weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Regress the generator on (text, teacher vector) pairs; return its cosine on what was held out.
+    """Regress the generator on (spelling, teacher vector) pairs; return its cosine on what was held out.
 
     `weights` (n,) weigh each pair's loss: a token that sentences use often matters more.
     """
@@ -340,16 +354,29 @@ def read_words(path: str) -> list[str]:
 
 
 def training_words(teacher: Teacher, texts: Sequence[str], limit: int, extra: Sequence[str] = ()) -> list[str]:
-    """Real words the vocabulary does not hold as one token: gensim's word lists and the corpus's commonest."""
-    normalizer = teacher.tokenizer.backend_tokenizer.normalizer
-    pre = teacher.tokenizer.backend_tokenizer.pre_tokenizer
-    vocab = teacher.tokenizer.get_vocab()
+    """Real words the vocabulary does not hold as one token: gensim's word lists and the corpus's commonest.
+
+    Words are plain text, normalized as the teacher's tokenizer does (lower-cased for an uncased BERT).
+    """
+    speller = Speller(teacher.tokenizer.backend_tokenizer)
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)) if w.isalpha())
-    listed = [w for w in [*gensim_words(), *extra] if w.isalpha()]
-    common = [w for w, _ in counts.most_common() if w not in vocab][:limit]
-    return sorted({normalizer.normalize_str(w) for w in listed if w.lower() not in vocab} | set(common))
+        counts.update(w for w in (_EDGES.sub("", w) for w in speller.words(text)) if w.isalpha())
+    listed = sorted({speller.normalize_word(w) for w in [*gensim_words(), *extra] if w.isalpha()})
+    listed = [w for w, one in zip(listed, speller.one_token(listed), strict=True) if not one]
+    return sorted(set(listed) | set(not_one_token(speller, [w for w, _ in counts.most_common()], limit)))
+
+
+def not_one_token(speller: Speller, words: list[str], limit: int, chunk: int = 4096) -> list[str]:
+    """The first `limit` of `words` that the vocabulary does not hold as one token."""
+    found: list[str] = []
+    # NOTE: encoded in chunks, most common first: the limit is met long before a large corpus's rare words.
+    for first in range(0, len(words), chunk):
+        block = words[first : first + chunk]
+        found.extend(w for w, one in zip(block, speller.one_token(block), strict=True) if not one)
+        if len(found) >= limit:
+            break
+    return found[:limit]
 
 
 def gensim_words() -> list[str]:

@@ -1,16 +1,21 @@
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
+from torch import nn
 
 import students
-from distill.corpus import assign_splits
+from distill.corpus import Split, assign_splits
 from distill.errors import DistillError
-from distill.targets import build_targets
-from distill.teacher import Teacher
-from students.static import StaticConfig, StaticStudent, context_table
+from distill.targets import Targets, build_targets
+from distill.teacher import Dense, Teacher
+from distill.trainer import TrainConfig, Trainer, fidelity
+from students.static import StaticConfig, StaticStudent, context_table, sentence_space
 from tests.conftest import SENTENCES
+from tests.families import tiny_teacher as family_teacher
 
 
 @pytest.fixture()
@@ -62,3 +67,58 @@ def test_unknown_student_and_bad_init() -> None:
         students.student_class("nope")
     with pytest.raises(DistillError, match="init"):
         StaticConfig(dim=8, init="random")
+
+
+def _start_fidelity(student: StaticStudent, targets: Targets) -> float:
+    index = targets.indices(Split.VALID)
+    ids = student.token_ids([targets.texts[i] for i in index])
+    return fidelity(student, ids, np.asarray(targets.sentence_vectors[index]))
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta"])
+def test_every_tokenizer_kind_starts_close_to_the_teacher_and_trains(
+    family: str, corpus: list[str], tmp_path: Path
+) -> None:
+    teacher = family_teacher(family, corpus)
+    targets = build_targets(teacher, corpus, assign_splits(corpus), tmp_path / "cache")
+    student = StaticStudent.from_teacher(teacher, targets)
+    assert not set(student.token_ids(SENTENCES)[0]) & set(teacher.tokenizer.all_special_ids)
+    start = _start_fidelity(student, targets)
+    assert start > 0.95  # the context init; each token's vector alone gives about 0.85 here
+    result = Trainer(student, targets, TrainConfig(epochs=1, batch_size=32, lr=1e-2), tmp_path / "run").train()
+    assert result.epochs_run == 1 and result.best_fidelity >= start - 1e-6
+
+
+def test_a_teacher_with_dense_layers_gets_a_table_in_its_sentence_space(corpus: list[str], tmp_path: Path) -> None:
+    base = family_teacher("roberta", corpus)
+    teacher = Teacher(base.model, base.tokenizer, normalize=True, max_length=64, name="tiny-dense",
+                      dense=nn.Sequential(Dense(32, 16, activation=nn.Tanh())))  # fmt: skip
+    targets = build_targets(teacher, corpus, assign_splits(corpus), tmp_path / "cache")
+    assert targets.token_vectors.shape[1] == 32 and targets.dim == 16
+    student = StaticStudent.from_teacher(teacher, targets)
+    assert student.dim == 16 and _start_fidelity(student, targets) > 0.95
+
+
+def test_token_vectors_wider_than_sentence_vectors_without_a_dense_are_a_bug() -> None:
+    with pytest.raises(ValueError, match="no Dense maps them"):
+        sentence_space(SimpleNamespace(dense=None), 32, 16)
+    assert sentence_space(SimpleNamespace(dense=None), 16, 16) is None
+
+
+def test_context_table_maps_token_vectors_before_averaging() -> None:
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(10), 5)
+    token_vectors = rng.normal(size=(50, 6)).astype(np.float32)
+    linear = torch.from_numpy(rng.normal(size=(6, 3)).astype(np.float32))
+    table = context_table(rng.normal(size=(10, 3)).astype(np.float32), ids, token_vectors, shrinkage=0.0,
+                          transform=lambda block: block @ linear)  # fmt: skip
+    expected = np.stack([token_vectors[ids == i].mean(axis=0) for i in range(10)]) @ linear.numpy()
+    np.testing.assert_allclose(table, expected, atol=1e-4)
+
+
+def test_a_tokenizer_past_the_embedding_table_is_a_clear_error(corpus: list[str], tmp_path: Path) -> None:
+    teacher = family_teacher("xlm-roberta", corpus)
+    targets = build_targets(teacher, corpus, assign_splits(corpus), tmp_path / "cache")
+    teacher.model.resize_token_embeddings(len(teacher.tokenizer) - 3)
+    with pytest.raises(DistillError, match="embedding table has"):
+        StaticStudent.from_teacher(teacher, targets)

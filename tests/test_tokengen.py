@@ -9,8 +9,12 @@ from distill.corpus import assign_splits
 from distill.errors import DistillError
 from distill.targets import Targets, build_targets
 from distill.teacher import Teacher
+from distill.tokens import Speller, Spelling
+from distill.trainer import TrainConfig, Trainer
 from students.tokengen import TokenGenConfig, TokenGenerator, TokenGenStudent, fit_generator, read_words
 from tests.conftest import SENTENCES
+from tests.families import tiny_teacher as family_teacher
+from tests.families import train_tokenizer
 
 QUICK = {"generator_epochs": 2, "extra_words": 50}
 
@@ -25,12 +29,39 @@ def tokengen(tiny_teacher: Teacher, targets: Targets) -> TokenGenStudent:
     return TokenGenStudent.from_teacher(tiny_teacher, targets, **QUICK)
 
 
-def test_features_are_stable_and_tell_word_starts_from_continuations() -> None:
-    generator = TokenGenerator(TokenGenConfig(dim=8, buckets=1000))
-    a, b = generator.featurize(["play", "##play"]), generator.featurize(["play", "##play"])
+@pytest.mark.parametrize("encoder", ["ngram", "chars"])
+def test_features_are_stable_and_tell_word_starts_from_continuations(encoder: str) -> None:
+    generator = TokenGenerator(TokenGenConfig(dim=8, buckets=1000, encoder=encoder))
+    spelled = [Spelling("play", True), Spelling("play", False)]
+    a, b = generator.featurize(spelled), generator.featurize(spelled)
     torch.testing.assert_close(a, b)
     assert not torch.equal(a[0], a[1])
-    assert generator.featurize(["x"]).shape[0] == 1
+    assert generator.featurize([Spelling("x", True)]).shape[0] == 1
+
+
+@pytest.mark.parametrize("encoder", ["ngram", "chars"])
+def test_a_word_gets_the_same_features_whatever_the_tokenizer_kind(encoder: str) -> None:
+    """'the' / 'Ġthe' / '▁the' and '##ing' / 'ing' / 'ing' are the same pieces of text in three spellings."""
+    generator = TokenGenerator(TokenGenConfig(dim=8, buckets=1000, encoder=encoder))
+    forms = {
+        "wordpiece": ["the", "##ing", "café"],
+        "bpe": ["Ġthe", "ing", "ĠcafÃ©"],
+        "unigram": ["▁the", "ing", "▁café"],
+    }
+    features = []
+    for kind, tokens in forms.items():
+        speller = Speller(train_tokenizer(kind, "roberta", SENTENCES).backend_tokenizer)
+        features.append(generator.featurize([speller.spell(t) for t in tokens]))
+    torch.testing.assert_close(features[0], features[1])
+    torch.testing.assert_close(features[0], features[2])
+    assert not torch.equal(features[0][0], features[0][1])
+
+
+def test_the_generator_grows_with_the_teacher() -> None:
+    assert [TokenGenConfig(dim=d).hidden for d in (32, 384, 768, 1024)] == [64, 256, 512, 704]
+    assert TokenGenConfig(dim=768, hidden=128).hidden == 128
+    with pytest.raises(DistillError, match="positive"):
+        TokenGenConfig(dim=768, hidden=-1)
 
 
 def test_generator_learns_a_mapping_that_spelling_decides() -> None:
@@ -41,9 +72,10 @@ def test_generator_learns_a_mapping_that_spelling_decides() -> None:
     words = sorted({"".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(3, 8))) for _ in range(3000)})
     vectors = torch.from_numpy(np.stack([letters[[ord(c) - 97 for c in w]].sum(0) for w in words]))
     held_out = np.arange(len(words)) % 10 == 0
+    spelled = [Spelling(w, True) for w in words]
     generator = TokenGenerator(TokenGenConfig(dim=16, buckets=2048, width=32, hidden=64, generator_epochs=30))
-    untrained = torch.nn.functional.cosine_similarity(generator(generator.featurize(words)), vectors).mean()
-    metrics = fit_generator(generator, words, vectors, held_out, np.ones(len(words), bool))
+    untrained = torch.nn.functional.cosine_similarity(generator(generator.featurize(spelled)), vectors).mean()
+    metrics = fit_generator(generator, spelled, vectors, held_out, np.ones(len(words), bool))
     assert metrics["generator_heldout_vocab_cosine"] > 0.65 > untrained
 
 
@@ -89,3 +121,23 @@ def test_the_reference_uses_the_teacher_table(tiny_teacher: Teacher, targets: Ta
     reference = TokenGenStudent.from_teacher(tiny_teacher, targets, source="teacher")
     np.testing.assert_array_equal(reference.table().numpy(), np.asarray(targets.vocab_vectors))
     assert reference.metrics == {}
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta"])
+def test_every_tokenizer_kind_builds_trains_and_names_unseen_words(
+    family: str, corpus: list[str], tmp_path: Path
+) -> None:
+    teacher = family_teacher(family, corpus)
+    targets = build_targets(teacher, corpus, assign_splits(corpus), tmp_path / "cache")
+    student = TokenGenStudent.from_teacher(teacher, targets, **QUICK)
+    learnable = set(student.learnable_ids())
+    assert not learnable & set(teacher.tokenizer.all_special_ids)
+    assert len(learnable) == len(teacher.tokenizer) - len(teacher.tokenizer.all_special_ids)
+    assert student.metrics["generator_train_cosine"] > 0.5
+    result = Trainer(student, targets, TrainConfig(epochs=1, batch_size=32, lr=1e-2), tmp_path / "run").train()
+    assert result.epochs_run == 1 and np.isfinite(result.best_fidelity)
+    unseen = ["zyzzyva", "Unfathomableness"]
+    assert not any(student.speller.one_token([student.speller.normalize_word(w) for w in unseen]))
+    vectors = student.word_vectors(unseen)
+    assert vectors.shape == (2, student.dim) and np.isfinite(vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
