@@ -30,8 +30,14 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The run settings shared by `run`, `targets` and `train`."""
     options = [
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file of settings."),
-        click.option("--teacher", help="Teacher: a local model folder or a Hugging Face name "
+        click.option("--teacher", help="Teacher: a local model folder or a Hugging Face name of a BERT, RoBERTa, "
+                     "XLM-RoBERTa, MPNet, DistilBERT, ELECTRA or ModernBERT encoder "
                      "[default: sentence-transformers/all-MiniLM-L6-v2, packaged offline]."),
+        click.option("--prompt", help="Name of one of the teacher's own prompts (e5's 'query'), put before every "
+                     "text for the teacher, the students and their exports [default: the teacher's default prompt]."),
+        click.option("--prompt-text", help="A prompt given as text (for example 'query: '); wins over --prompt."),
+        click.option("--trust-remote-code", is_flag=True, default=None,
+                     help="Let transformers run the code a teacher's folder ships (only for teachers you trust)."),
         click.option("--corpus", help="'gensim' (default), a .txt/.jsonl/.csv/.parquet file, a folder of "
                      ".txt files, or a Hugging Face dataset."),
         click.option("--text-column", help="Column holding the text in table-like corpora [default: text]."),
@@ -93,7 +99,7 @@ def _setup_logging(verbose: bool) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="distill-embeddings")
 def main() -> None:
-    """Distill a BERT embedding model into small, fast students and compare them with it."""
+    """Distill an encoder embedding model into small, fast students and compare them with it."""
 
 
 @main.command()
@@ -129,11 +135,10 @@ def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
 @_user_errors
 def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
     """Train the students on targets that `distill targets` already cached."""
-    from distill.pipeline import Stopwatch, cached_targets, train_students
-    from distill.teacher import Teacher
+    from distill.pipeline import Stopwatch, cached_targets, load_teacher, train_students
 
     config = _config(config_file, verbose, **flags)
-    teacher = Teacher.load(config.teacher, max_length=config.max_length)
+    teacher = load_teacher(config)
     summary = train_students(teacher, cached_targets(teacher, config), config, Stopwatch(), resume=resume,
                              progress=True)  # fmt: skip
     _print_summary(summary)
@@ -277,6 +282,8 @@ def _print_summary(summary: Any) -> None:
         for key, value in s.metrics.items():
             click.echo(f"{'':<12} {key}: {value:.4f}")
     _print_stages(summary.stage_seconds)
+    for line in (line for s in summary.students for line in s.warnings):
+        click.secho(f"warning: {line}", fg="yellow", err=True)
 
 
 def _print_stages(seconds: dict[str, float]) -> None:

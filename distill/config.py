@@ -24,6 +24,9 @@ class RunConfig:
     (its config fields and any training field it overrides)."""
 
     teacher: str = DEFAULT_TEACHER
+    prompt: str | None = None  # a name from the teacher's own prompts (default: its default_prompt_name)
+    prompt_text: str | None = None  # a prompt given as text; wins over `prompt`
+    trust_remote_code: bool = False  # let transformers run the code a teacher's folder ships
     corpus: str = DEFAULT_CORPUS
     text_column: str = "text"
     limit: int | None = None  # use at most this many corpus texts

@@ -153,6 +153,7 @@ def export_config(student: Student, name: str) -> ExportConfig:
         add_special_tokens=student.special_tokens,
         teacher=student.config.teacher,
         version=version("distill-embeddings"),
+        prompt=student.config.prompt,
     )
 
 

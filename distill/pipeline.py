@@ -19,10 +19,12 @@ from distill.errors import DistillError
 from distill.io import read_json, write_json
 from distill.targets import Targets, build_targets, cache_key
 from distill.teacher import Teacher, resolve_teacher
-from distill.trainer import Trainer, fidelity, token_fidelity
+from distill.trainer import Trainer, TrainResult, fidelity, token_fidelity
 from students import student_class
 
 logger = logging.getLogger(__name__)
+
+FIDELITY_FLOOR = 0.5  # a student whose validation fidelity ends below this is flagged in the summary
 
 
 @dataclass
@@ -38,6 +40,8 @@ class StudentSummary:
     epochs: int
     test_token_fidelity: float | None = None  # mean cosine of token vectors, for students that give them
     metrics: dict[str, float] = field(default_factory=dict)  # what a student measured of itself while built
+    start_fidelity: float = float("nan")  # validation fidelity as built from the teacher, before training
+    warnings: list[str] = field(default_factory=list)  # what the user should know about this student
 
 
 @dataclass
@@ -47,6 +51,8 @@ class RunSummary:
     teacher: str = ""
     max_length: int = 0
     targets: str = ""  # the cached targets folder the students were trained and tested on
+    prompt: str = ""  # the text put before every text, for the teacher and every student
+    trust_remote_code: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)
     students: list[StudentSummary] = field(default_factory=list)
 
@@ -85,8 +91,19 @@ def load_inputs(config: RunConfig, watch: Stopwatch) -> tuple[Teacher, list[str]
     with watch.stage("load corpus"):
         texts = load_texts(config)
     with watch.stage("load teacher"):
-        teacher = Teacher.load(config.teacher, max_length=config.max_length)
+        teacher = load_teacher(config)
     return teacher, texts
+
+
+def load_teacher(config: RunConfig) -> Teacher:
+    return Teacher.load(config.teacher, max_length=config.max_length, prompt_name=config.prompt,
+                        prompt_text=config.prompt_text, trust_remote_code=config.trust_remote_code)  # fmt: skip
+
+
+def check_students(teacher: Teacher, config: RunConfig) -> None:
+    """Refuse, before the teacher's targets are built, a student that cannot be made from this teacher."""
+    for name in config.students:
+        student_class(config.kind_of(name)).check_teacher(teacher, **config.student_options(name))
 
 
 def prepare(config: RunConfig, watch: Stopwatch, progress: bool = False) -> tuple[Teacher, Targets]:
@@ -132,6 +149,7 @@ def run_from_model(
 ) -> RunSummary:
     """The core of `run`, on a teacher and texts already in memory."""
     watch = watch or Stopwatch()
+    check_students(teacher, config)
     targets = targets_from_model(teacher, texts, config, watch, progress)
     return train_students(teacher, targets, config, watch, resume=resume, progress=progress)
 
@@ -141,7 +159,8 @@ def train_students(
 ) -> RunSummary:
     run_dir = config.run_dir
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
-    summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), watch.seconds)
+    summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), teacher.prompt,
+                         teacher.trust_remote_code, watch.seconds)  # fmt: skip
     test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
     reviews = review_texts()
     review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
@@ -162,11 +181,26 @@ def train_students(
             name=name, path=str(path), params=student.num_parameters(), bytes=folder_bytes(path),
             test_fidelity=test, reviews_fidelity=on_reviews, valid_fidelity=result.best_fidelity,
             train_seconds=watch.seconds[f"train {name}"], epochs=result.epochs_run, test_token_fidelity=tokens,
-            metrics=dict(getattr(student, "metrics", {})),
+            metrics=dict(getattr(student, "metrics", {})), start_fidelity=result.start_fidelity,
+            warnings=student_warnings(name, result),
         ))  # fmt: skip
         logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)
     write_json(run_dir / "summary.json", asdict(summary))
     return summary
+
+
+def student_warnings(name: str, result: TrainResult) -> list[str]:
+    """One line per thing the user must know: training that did not help, a student below the floor."""
+    out = []
+    if result.best_epoch == 0 and result.epochs_run > 0:
+        out.append(f"{name}: no epoch beat its starting point (validation {result.start_fidelity:.4f}), so it was "
+                   "kept as built; try a lower --lr or more text")  # fmt: skip
+    if result.best_fidelity < FIDELITY_FLOOR:
+        out.append(f"{name}: validation fidelity {result.best_fidelity:.4f} is below {FIDELITY_FLOOR}; try more "
+                   "text (a few thousand sentences at least), more --epochs, or another student kind")  # fmt: skip
+    for line in out:
+        logger.warning(line)
+    return out
 
 
 def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Targets]:
@@ -181,8 +215,9 @@ def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Targets]:
 
 
 def run_teacher(summary: dict[str, Any]) -> Teacher:
-    """The teacher of a finished run, as its students were distilled from it."""
-    return Teacher.load(summary["teacher"], max_length=summary["max_length"])
+    """The teacher of a finished run, as its students were distilled from it (its prompt included)."""
+    return Teacher.load(summary["teacher"], max_length=summary["max_length"], prompt_text=summary.get("prompt", ""),
+                        trust_remote_code=summary.get("trust_remote_code", False))  # fmt: skip
 
 
 def folder_bytes(path: Path) -> int:

@@ -46,6 +46,7 @@ class ExportConfig:
     teacher: str  # the model this student was distilled from
     version: str  # the distill-embeddings version that exported it
     format: int = 1
+    prompt: str = ""  # put before every text, as the student was distilled (e5's "query: ")
 
     @classmethod
     def read(cls, path: Path) -> ExportConfig:
@@ -89,8 +90,10 @@ class OnnxEmbedder:
         return self.config.dim
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to the max length."""
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=self.config.add_special_tokens)
+        """Token ids of each text, with the student's prompt before it, truncated to the max length."""
+        prompt = self.config.prompt
+        texts = [prompt + t for t in texts] if prompt else list(texts)
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.config.add_special_tokens)
         return [e.ids for e in encodings]
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -47,6 +47,7 @@ class Targets:
 
     @property
     def dim(self) -> int:
+        """Dimension of the sentence vectors (after the teacher's Dense modules, if any)."""
         return int(self.sentence_vectors.shape[1])
 
     def indices(self, split: Split) -> np.ndarray:
@@ -140,12 +141,12 @@ def build_targets(
                 desc=f"targets {number + 1}/{len(chunks)}",
             )
             save_with(path, lambda tmp, part=part: _save_npz(tmp, part))
-    _assemble(root, partial, chunks, texts, split, token_targets, teacher.dim)
+    _assemble(root, partial, chunks, texts, split, token_targets, teacher.token_dim)
     write_json(root / "meta.json", {
         "format": FORMAT_VERSION, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint,
-        "texts": len(texts), "dim": teacher.dim, "max_length": teacher.max_length,
+        "texts": len(texts), "dim": teacher.dim, "token_dim": teacher.token_dim, "max_length": teacher.max_length,
         "pooling": teacher.pooling.value, "normalize": teacher.normalize, "token_targets": token_targets,
-        "vocab_dir": vocab_dir.name,
+        "prompt": teacher.prompt, "vocab_dir": vocab_dir.name,
     })  # fmt: skip
     shutil.rmtree(partial, ignore_errors=True)
     return Targets.open(root)
@@ -168,7 +169,7 @@ def _extract_chunk(
 ) -> dict[str, np.ndarray]:
     sentence = np.zeros((len(texts), teacher.dim), dtype=np.float32)
     ids: list[np.ndarray] = [np.zeros(0, np.int32)] * len(texts)
-    vectors: list[np.ndarray] = [np.zeros((0, teacher.dim), np.float16)] * len(texts)
+    vectors: list[np.ndarray] = [np.zeros((0, teacher.token_dim), np.float16)] * len(texts)
     for index, batch in teacher.batches(texts, batch_size, progress, desc=desc):
         sentence[index] = batch.sentence_vectors.float().numpy()
         if token_targets:
@@ -185,7 +186,13 @@ def _extract_chunk(
 
 
 def _assemble(
-    root: Path, partial: Path, chunks: range, texts: Sequence[str], split: np.ndarray, token_targets: bool, dim: int
+    root: Path,
+    partial: Path,
+    chunks: range,
+    texts: Sequence[str],
+    split: np.ndarray,
+    token_targets: bool,
+    token_dim: int,
 ) -> None:
     """Join the chunk files into memory-mappable arrays, one atomic file at a time."""
     parts = [np.load(partial / f"{first:09d}.npz") for first in chunks]
@@ -202,7 +209,7 @@ def _assemble(
     save_with(root / "token_ids.npy", lambda tmp: _save_npy(tmp, np.concatenate([p["token_ids"] for p in parts])))
     with atomic_path(root / "token_vectors.npy") as tmp:
         # NOTE: written through a memory map so a large corpus never needs all token vectors in RAM.
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(int(offsets[-1]), dim))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(int(offsets[-1]), token_dim))
         row = 0
         for part in parts:
             block = part["token_vectors"]

@@ -56,9 +56,10 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     best_fidelity: float
-    best_epoch: int
+    best_epoch: int  # 0: no epoch beat the starting point, which was kept
     epochs_run: int
     seconds: float
+    start_fidelity: float  # validation fidelity as built from the teacher, before any training
 
 
 def fidelity(student: Student, ids: list[list[int]], targets: np.ndarray, batch_size: int = 512) -> float:
@@ -127,7 +128,7 @@ class Trainer:
         return self.work_dir / "checkpoint.pt"
 
     def _check_token_targets(self) -> None:
-        if self.targets.token_vectors is None or not hasattr(self.student, "forward_tokens"):
+        if self.targets.token_vectors is None or not hasattr(self.student, "forward_with_tokens"):
             raise DistillError("a token loss needs token targets and a student that gives token vectors")
         probe = self.train_index[:32]
         for i, ids in zip(probe, self.train_ids[:32], strict=True):
@@ -137,7 +138,11 @@ class Trainer:
                 )
 
     def train(self, resume: bool = False, progress: bool = False) -> TrainResult:
-        """Train until the epochs run out or validation fidelity stops improving; keep the best weights."""
+        """Train until the epochs run out or validation fidelity stops improving; keep the best weights.
+
+        The starting point competes too: its validation fidelity is measured before the first epoch,
+        and a run whose epochs are all worse ends with the student as it was built.
+        """
         self.work_dir.mkdir(parents=True, exist_ok=True)
         state = self._fresh_state()
         if resume and self.checkpoint_path.is_file():
@@ -145,6 +150,11 @@ class Trainer:
             logger.info(
                 "resuming %s from epoch %d (best fidelity %.4f)", self.student.kind, state["epoch"], state["best"]
             )
+        else:
+            start = fidelity(self.student, self.valid_ids, self.valid_targets)
+            state.update(start=start, best=start, best_state=self._state_copy())
+            self._log({"epoch": 0, "valid_fidelity": start})
+            logger.info("%s: validation fidelity %.4f before training", self.student.kind, start)
         torch.manual_seed(self.config.seed)
         started = time.perf_counter() - state["seconds"]
         total_steps = self.steps_per_epoch * self.config.epochs
@@ -166,7 +176,8 @@ class Trainer:
         if state["best_state"] is not None:
             self.student.load_state_dict(state["best_state"])
         self.student.eval()
-        return TrainResult(state["best"], state["best_epoch"], state["epoch"], time.perf_counter() - started)
+        return TrainResult(state["best"], state["best_epoch"], state["epoch"], time.perf_counter() - started,
+                           state["start"])  # fmt: skip
 
     def _epoch(self, epoch: int, bar: tqdm) -> float:
         self.student.train()
@@ -206,8 +217,8 @@ class Trainer:
         teacher = torch.from_numpy(np.asarray(self.targets.sentence_vectors[index], dtype=np.float32))
         if self.config.token_loss_weight <= 0:
             return self.loss(self.student(batch["input_ids"], batch["attention_mask"]), teacher)
-        tokens = self.student.forward_tokens(batch["input_ids"], batch["attention_mask"])  # (batch, seq, dim)
-        sentence = self.student.pool_tokens(tokens, batch["attention_mask"])
+        # (batch, seq, token_dim), (batch, dim)
+        tokens, sentence = self.student.forward_with_tokens(batch["input_ids"], batch["attention_mask"])
         token_targets = torch.zeros_like(tokens)
         for row, i in enumerate(index):
             vectors = self.targets.tokens_of(int(i))[1]
@@ -217,7 +228,8 @@ class Trainer:
         return self.loss(sentence, teacher) + self.config.token_loss_weight * token_loss
 
     def _fresh_state(self) -> dict:
-        return {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "best_state": None, "seconds": 0.0}
+        return {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "best_state": None, "seconds": 0.0,
+                "start": float("nan")}  # fmt: skip
 
     def _state_copy(self) -> dict[str, torch.Tensor]:
         return copy.deepcopy(self.student.state_dict())

@@ -72,7 +72,8 @@ def add_teacher_onnx(
             every_layer = list(range(teacher.model.config.num_hidden_layers))
             copy = TransformerStudent.from_teacher(teacher, targets, layers=every_layer)
         except (DistillError, AttributeError, KeyError) as e:
-            logger.warning("the teacher cannot be exported as a BERT copy (%s): no ONNX teacher to compare with", e)
+            logger.warning("the teacher cannot be copied into a transformer student (%s): no ONNX teacher to compare "
+                           "with", e)  # fmt: skip
             return
         texts, vectors = targets.texts_and_vectors(Split.TEST, 256)
         logger.info("exporting the teacher to ONNX once, for the comparison (cached in %s)", cache)

@@ -40,6 +40,7 @@ class StudentConfig:
     dim: int
     max_length: int = 256
     teacher: str = ""
+    prompt: str = ""  # put before every text, as the teacher's targets were made (e5's "query: ")
 
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.max_length <= 0:
@@ -60,6 +61,10 @@ class Student(nn.Module):
         self.tokenizer = prepare_tokenizer(tokenizer, config.max_length)
 
     @classmethod
+    def check_teacher(cls, teacher: Teacher, **options: Any) -> None:
+        """Raise DistillError, before any work, when this kind cannot be built from `teacher` with `options`."""
+
+    @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> Student:
         """A new student initialised from the teacher and its targets; `options` are config fields."""
         raise NotImplementedError
@@ -67,7 +72,9 @@ class Student(nn.Module):
     @classmethod
     def config_from_teacher(cls, teacher: Teacher, targets: Targets, **fields: Any) -> Any:
         """This kind's config: the fields every student takes from its teacher and targets, plus `fields`."""
-        return cls.config_class(dim=targets.dim, max_length=teacher.max_length, teacher=teacher.name, **fields)
+        return cls.config_class(
+            dim=targets.dim, max_length=teacher.max_length, teacher=teacher.name, prompt=teacher.prompt, **fields
+        )
 
     @property
     def dim(self) -> int:
@@ -81,7 +88,10 @@ class Student(nn.Module):
         raise NotImplementedError
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=self.special_tokens)]
+        """Token ids of each text, with the prompt before it and truncated to the max length."""
+        prompt = self.config.prompt
+        texts = [prompt + t for t in texts] if prompt else list(texts)
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=self.special_tokens)]
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         return pad(self.token_ids(texts))
@@ -112,7 +122,8 @@ class Student(nn.Module):
         """What `distill export` traces into ONNX: the student itself, unless it has a smaller equivalent form."""
         return self
 
-    def state_to_save(self) -> dict[str, torch.Tensor]:
+    def state_to_save(self) -> dict[str, torch.Tensor] | None:
+        """The weights for `model.safetensors`; None when `save_extra` writes that file itself."""
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 
     def save(self, path: str | Path) -> Path:
@@ -123,7 +134,9 @@ class Student(nn.Module):
                 tmp / CONFIG_FILE,
                 {"kind": self.kind, "format": FORMAT_VERSION, "config": dataclasses.asdict(self.config)},
             )
-            save_file(self.state_to_save(), str(tmp / WEIGHTS_FILE))
+            weights = self.state_to_save()
+            if weights is not None:
+                save_file(weights, str(tmp / WEIGHTS_FILE))
             self.tokenizer.save(str(tmp / TOKENIZER_FILE))
             self.save_extra(tmp)
         return path
@@ -134,11 +147,19 @@ class Student(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> Student:
         path = Path(path)
-        meta = read_json(path / CONFIG_FILE)
-        config = cls.config_class(**meta["config"])
+        config = cls.read_config(path)
         student = cls(config, Tokenizer.from_file(str(path / TOKENIZER_FILE)))
         student.load_weights(load_file(str(path / WEIGHTS_FILE)))
         return student.eval()
+
+    @classmethod
+    def read_config(cls, path: Path) -> Any:
+        """This kind's config from a saved folder; one that an older version wrote is a clear error."""
+        try:
+            return cls.config_class(**read_json(path / CONFIG_FILE)["config"])
+        except TypeError as e:
+            raise DistillError(f"{str(path)!r} was saved by another version of distill-embeddings ({e}); "
+                               "train it again with `distill run`") from e  # fmt: skip
 
     def load_weights(self, state: dict[str, Any]) -> None:
         self.load_state_dict(state)

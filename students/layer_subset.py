@@ -151,7 +151,7 @@ def _sources(state: dict[str, torch.Tensor], prefix: str, layers: list[int]) -> 
 def _copy(target: torch.Tensor, source: torch.Tensor, name: str, *, sliced: bool) -> None:
     if target.shape == source.shape:
         target.copy_(source)
-    elif sliced and target.dim() == source.dim() and all(t <= s for t, s in zip(target.shape, source.shape)):
+    elif sliced and target.dim() == source.dim() and all(map(int.__le__, target.shape, source.shape)):
         target.copy_(source[tuple(slice(0, n) for n in target.shape)])
     else:
         raise DistillError(f"the teacher's {name!r} has shape {tuple(source.shape)}, the student's "

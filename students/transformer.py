@@ -1,12 +1,18 @@
 """The transformer student: a few of the teacher's own layers, optionally narrower, trained to match it.
 
-Built from the teacher rather than from scratch: the embeddings and the chosen layers are copied
-(sliced when the student is narrower), so training starts close to the teacher and only has to
-repair what the missing layers did. It is trained on the teacher's sentence vectors and on its
-token vectors in context (per-token regression of the last hidden state), in the teacher's space;
-a narrower student ends in a learned projection back to the teacher's dimension.
+Built from the teacher rather than from scratch: the student is the teacher's own model class
+(BERT, RoBERTa, XLM-RoBERTa, MPNet, DistilBERT, ELECTRA, ModernBERT) with a subset of its layers
+copied (see `students.layer_subset`), so training starts close to the teacher and only has to
+repair what the missing layers did. It keeps the teacher's pooling and its Dense modules after
+pooling, and is trained on the teacher's sentence vectors and on its token vectors in context.
+A narrower student projects its hidden states back to the teacher's width.
 
-The saved folder is also a sentence-transformers model (Transformer, Pooling, [Dense,] Normalize).
+    hidden = encoder(input_ids)                         # (batch, seq, hidden)
+    tokens = projection(hidden)                         # (batch, seq, token_dim), trained on token targets
+    sentence = normalize(dense(projection(pool(hidden))))  # (batch, dim), as sentence-transformers computes it
+
+The saved folder is also a transformers model (`AutoModel.from_pretrained`) and a
+sentence-transformers model (Transformer, Pooling, [Dense...], Normalize).
 """
 
 from __future__ import annotations
@@ -19,15 +25,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
-from transformers import BertConfig, BertModel
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from distill.errors import DistillError
-from distill.io import write_json
-from distill.teacher import Pooling, pool
+from distill.io import read_json, write_json
+from distill.teacher import Dense, Pooling, load_model, pool, pooling_config
 from students.base import Student, StudentConfig
+from students.layer_subset import (
+    SLICEABLE_FAMILIES,
+    Widths,
+    build_encoder,
+    check_family,
+    default_layers,
+    family,
+    intermediate_size,
+    layer_list,
+)
 
 if TYPE_CHECKING:
     from distill.targets import Targets
@@ -35,26 +50,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The parts of a BERT config a student keeps from its teacher; the rest are the student's own.
-_BERT_FIELDS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_act",
-                "pad_token_id", "position_embedding_type")  # fmt: skip
+PROJECTION_DIR = "2_Projection"
 
 
 @dataclass
 class TransformerConfig(StudentConfig):
-    layers: list[int] = field(default_factory=lambda: [0, 5])  # teacher layers to keep, in order
+    layers: list[int] = field(default_factory=list)  # teacher layers to keep, in order; [] = the default rule
     hidden_size: int = 0  # 0: the teacher's; smaller gives a narrower student with a projection back
     heads: int = 0  # 0: as many as the teacher has (scaled down with the hidden size)
     intermediate_size: int = 0  # 0: the teacher's ratio to the hidden size
     pooling: str = Pooling.MEAN.value
-    bert: dict[str, Any] = field(default_factory=dict)  # the teacher's BERT settings, set by from_teacher
-    tokenizer_config: dict[str, Any] = field(default_factory=dict)  # for transformers' AutoTokenizer
+    token_dim: int = 0  # the teacher's hidden size (its token vectors); set by from_teacher
+    family: str = ""  # the teacher's model_type
+    dense: int = 0  # how many of the teacher's Dense modules follow pooling
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.layers = list(self.layers)
-        if not self.layers:
-            raise DistillError("the transformer student needs at least one layer (for example --layers 0,5)")
+        self.layers = [int(i) for i in self.layers]
         if min(self.hidden_size, self.heads, self.intermediate_size) < 0:
             raise DistillError("hidden-size, heads and intermediate-size must be positive (or 0 for the teacher's)")
         if self.hidden_size and self.heads and self.hidden_size % self.heads:
@@ -62,14 +74,6 @@ class TransformerConfig(StudentConfig):
                 f"hidden size {self.hidden_size} is not divisible by {self.heads} heads; choose sizes that divide"
             )
         Pooling(self.pooling)
-
-    def bert_config(self) -> BertConfig:
-        """The student's own BERT config: the teacher's, with the student's depth and widths."""
-        return BertConfig(
-            **{k: v for k, v in self.bert.items() if k in _BERT_FIELDS},
-            hidden_size=self.hidden_size, num_attention_heads=self.heads, intermediate_size=self.intermediate_size,
-            num_hidden_layers=len(self.layers), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        )  # fmt: skip
 
 
 class TransformerStudent(Student):
@@ -80,54 +84,97 @@ class TransformerStudent(Student):
         "lr": 1e-3, "epochs": 2, "batch_size": 32, "patience": 2, "token_loss_weight": 1.0, "warmup": 0.05,
     }  # fmt: skip
 
-    def __init__(self, config: TransformerConfig, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self,
+        config: TransformerConfig,
+        tokenizer: Tokenizer,
+        encoder: PreTrainedModel,
+        dense: nn.Module | None = None,
+        hf_tokenizer: PreTrainedTokenizerFast | None = None,
+    ) -> None:
         super().__init__(config, tokenizer)
-        self.bert = BertModel(config.bert_config(), add_pooling_layer=False)
-        self.projection = nn.Linear(config.hidden_size, config.dim) if config.hidden_size != config.dim else None
+        self.encoder = encoder
+        hidden = int(encoder.config.hidden_size)
+        token_dim = config.token_dim or config.dim
+        self.projection = nn.Linear(hidden, token_dim) if hidden != token_dim else None
+        self.dense = dense
+        self.hf_tokenizer = hf_tokenizer
 
     @classmethod
-    def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> TransformerStudent:
+    def check_teacher(cls, teacher: Teacher, **options: Any) -> None:
+        """Refuse, before any work, a teacher or layer choice this student cannot be built from."""
         source = teacher.model.config
-        layers = [int(i) for i in options.pop("layers", [0, source.num_hidden_layers - 1])]
+        check_family(source)
+        layer_list(teacher.model)
+        layers = [int(i) for i in options.get("layers") or default_layers(source.num_hidden_layers)]
+        if not layers:
+            raise DistillError("the transformer student needs at least one layer (for example --layers 0,5)")
         bad = [i for i in layers if not 0 <= i < source.num_hidden_layers]
         if bad:
             raise DistillError(
                 f"layer {bad[0]} is not in the teacher; it has layers 0 to {source.num_hidden_layers - 1}"
             )
-        hidden = int(options.pop("hidden_size", 0) or source.hidden_size)
+        hidden = int(options.get("hidden_size") or source.hidden_size)
         if hidden > source.hidden_size:
             raise DistillError(f"hidden size {hidden} is wider than the teacher's ({source.hidden_size})")
+        if hidden < source.hidden_size and family(source) not in SLICEABLE_FAMILIES:
+            raise DistillError(f"a {family(source)!r} teacher cannot be sliced narrower (its attention keeps q, k "
+                               "and v in one matrix); leave hidden-size at 0 to keep the teacher's width")  # fmt: skip
+
+    @classmethod
+    def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> TransformerStudent:
+        cls.check_teacher(teacher, **options)
+        source = teacher.model.config
+        layers = [int(i) for i in options.pop("layers", None) or default_layers(source.num_hidden_layers)]
+        hidden = int(options.pop("hidden_size", 0) or source.hidden_size)
         heads = int(options.pop("heads", 0) or max(1, source.num_attention_heads * hidden // source.hidden_size))
-        intermediate = int(
-            options.pop("intermediate_size", 0) or round(source.intermediate_size * hidden / source.hidden_size)
-        )
+        intermediate = int(options.pop("intermediate_size", 0) or round(intermediate_size(source) * hidden
+                                                                        / source.hidden_size))  # fmt: skip
+        narrow = hidden != source.hidden_size
         config = cls.config_from_teacher(
             teacher, targets, layers=layers, hidden_size=hidden, heads=heads, intermediate_size=intermediate,
-            pooling=teacher.pooling.value, bert={k: v for k, v in source.to_dict().items() if k in _BERT_FIELDS},
-            tokenizer_config=_tokenizer_config(teacher),
-            **options,
+            pooling=teacher.pooling.value, token_dim=teacher.token_dim, family=family(source),
+            dense=len(teacher.dense) if teacher.dense is not None else 0, **options,
         )  # fmt: skip
-        student = cls(config, teacher.tokenizer.backend_tokenizer)
-        copy_teacher_weights(teacher.model, student.bert, layers)
+        if narrow and heads and hidden % heads:
+            raise DistillError(f"hidden size {hidden} is not divisible by {heads} heads; choose sizes that divide")
+        encoder = build_encoder(teacher.model, layers, Widths(hidden, heads, intermediate) if narrow else None)
+        dense = copy.deepcopy(teacher.dense) if teacher.dense is not None else None
+        student = cls(config, teacher.tokenizer.backend_tokenizer, encoder, dense, teacher.tokenizer)
         if student.projection is not None:  # start as the embedding back into the teacher's first coordinates
             with torch.no_grad():
-                student.projection.weight.copy_(torch.eye(config.dim, hidden))
+                student.projection.weight.copy_(torch.eye(config.token_dim, hidden))
                 student.projection.bias.zero_()
-        # NOTE: the word table is half the teacher's weights and already in the right place; training it on a
-        # small corpus costs a dense 30k x dim update per step and moves only the rows the corpus uses.
-        student.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+        # NOTE: the word table is half a small teacher's weights and already in the right place; training it on a
+        # small corpus costs a dense vocab x dim update per step and moves only the rows the corpus uses.
+        student.encoder.get_input_embeddings().weight.requires_grad_(False)
+        logger.info("transformer student: layers %s of the teacher's %d (%s), hidden size %d", layers,
+                    source.num_hidden_layers, config.family, hidden)  # fmt: skip
         return student
 
-    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(batch, seq) -> (batch, seq, dim) token vectors in the teacher's space."""
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return hidden if self.projection is None else self.projection(hidden)
+    def forward_with_tokens(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, seq) -> token vectors (batch, seq, token_dim) and sentence vectors (batch, dim)."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        tokens = hidden if self.projection is None else self.projection(hidden)
+        return tokens, self._head(pool(hidden, attention_mask, Pooling(self.config.pooling)))
 
-    def pool_tokens(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return F.normalize(pool(tokens, attention_mask, Pooling(self.config.pooling)), dim=-1)
+    def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) -> (batch, seq, token_dim) token vectors in the teacher's space."""
+        return self.forward_with_tokens(input_ids, attention_mask)[0]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.pool_tokens(self.forward_tokens(input_ids, attention_mask), attention_mask)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._head(pool(hidden, attention_mask, Pooling(self.config.pooling)))
+
+    def _head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(batch, hidden) pooled -> (batch, dim) unit sentence vectors: projection, the teacher's Dense, normalize."""
+        if self.projection is not None:
+            pooled = self.projection(pooled)
+        if self.dense is not None:
+            pooled = self.dense(pooled)
+        return F.normalize(pooled, dim=-1)
 
     def export_module(self) -> nn.Module:
         """A copy with plain ("eager") attention for `distill export`.
@@ -136,81 +183,58 @@ class TransformerStudent(Student):
         from PyTorch's fused sdpa kernel (512 test texts, batch 32, 2 threads), with the same vectors.
         """
         module = copy.deepcopy(self)
-        module.bert.set_attn_implementation("eager")
+        module.encoder.set_attn_implementation("eager")
         return module
 
-    def state_to_save(self) -> dict[str, torch.Tensor]:
-        """The BERT weights under transformers' own names, so `BertModel.from_pretrained` reads the file."""
-        return {k: v.detach().contiguous() for k, v in self.bert.state_dict().items()}
-
-    def load_weights(self, state: dict[str, Any]) -> None:
-        self.bert.load_state_dict(state)
+    def state_to_save(self) -> None:
+        """Nothing for the base file: `save_extra` writes the encoder with transformers' `save_pretrained`."""
+        return None
 
     def save_extra(self, path: Path) -> None:
-        """transformers config and tokenizer files, and the sentence-transformers modules around them."""
-        self.bert.config.save_pretrained(path)
-        write_json(path / "tokenizer_config.json", self.config.tokenizer_config)
+        """transformers model and tokenizer files, and the sentence-transformers modules around them."""
+        self.encoder.save_pretrained(path)
+        if self.hf_tokenizer is not None:
+            self.hf_tokenizer.model_max_length = self.config.max_length
+            self.hf_tokenizer.save_pretrained(path)
+            self.tokenizer.save(str(path / "tokenizer.json"))  # NOTE: the student's own, truncating at max_length
         write_json(path / "sentence_bert_config.json", {"max_seq_length": self.config.max_length,
                                                         "do_lower_case": False})  # fmt: skip
-        write_json(path / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
-        modules = [("sentence_transformers.models.Transformer", ""), ("sentence_transformers.models.Pooling",
-                                                                        "1_Pooling")]  # fmt: skip
-        write_json(path / "1_Pooling" / "config.json", {
-            "word_embedding_dimension": self.config.hidden_size,
-            "pooling_mode_mean_tokens": self.config.pooling == Pooling.MEAN.value,
-            "pooling_mode_cls_token": self.config.pooling == Pooling.CLS.value,
-            "pooling_mode_max_tokens": self.config.pooling == Pooling.MAX.value,
-        })  # fmt: skip
-        if self.projection is not None:
-            # NOTE: mean pooling commutes with an affine map, so projecting after pooling equals our per-token order.
-            modules.append(("sentence_transformers.models.Dense", "2_Dense"))
-            write_json(path / "2_Dense" / "config.json", {
-                "in_features": self.config.hidden_size, "out_features": self.config.dim, "bias": True,
-                "activation_function": "torch.nn.modules.linear.Identity",
-            })  # fmt: skip
-            save_file({f"linear.{k}": v.detach().contiguous() for k, v in self.projection.state_dict().items()},
-                      str(path / "2_Dense" / "model.safetensors"))  # fmt: skip
-        modules.append(("sentence_transformers.models.Normalize", f"{len(modules)}_Normalize"))
+        prompts = {"prompts": {"distilled": self.config.prompt}, "default_prompt_name": "distilled"}
+        write_json(path / "config_sentence_transformers.json",
+                   {"similarity_fn_name": "cosine", **(prompts if self.config.prompt else {})})  # fmt: skip
+        hidden = int(self.encoder.config.hidden_size)
+        modules = [("Transformer", ""), ("Pooling", "1_Pooling")]
+        write_json(path / "1_Pooling" / "config.json", pooling_config(Pooling(self.config.pooling), hidden))
+        dense = [] if self.projection is None else [(PROJECTION_DIR, _projection_as_dense(self.projection))]
+        dense += [(f"{len(modules) + len(dense) + i}_Dense", d) for i, d in enumerate(self.dense or [])]
+        for folder, module in dense:
+            module.save(path / folder)
+            modules.append(("Dense", folder))
+        modules.append(("Normalize", f"{len(modules)}_Normalize"))
         (path / modules[-1][1]).mkdir(exist_ok=True)
-        write_json(path / "modules.json", [{"idx": i, "name": str(i), "path": p, "type": t}
+        write_json(path / "modules.json", [{"idx": i, "name": str(i), "path": p,
+                                            "type": f"sentence_transformers.models.{t}"}
                                            for i, (t, p) in enumerate(modules)])  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> TransformerStudent:
-        student = super().load(path)
-        if student.projection is not None:  # NOTE: kept only in the sentence-transformers Dense module's file
-            state = load_file(str(Path(path) / "2_Dense" / "model.safetensors"))
-            student.projection.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
-        return student
+        path = Path(path)
+        config = cls.read_config(path)
+        encoder = load_model(path)
+        projection = Dense.from_folder(path / PROJECTION_DIR) if (path / PROJECTION_DIR).is_dir() else None
+        folders = [m["path"] for m in read_json(path / "modules.json") if m["type"].endswith(".Dense")]
+        dense = [Dense.from_folder(path / f) for f in folders if f != PROJECTION_DIR]
+        student = cls(config, Tokenizer.from_file(str(path / "tokenizer.json")), encoder,
+                      nn.Sequential(*dense) if dense else None, AutoTokenizer.from_pretrained(str(path)))  # fmt: skip
+        if (projection is None) != (student.projection is None):
+            raise DistillError(f"{str(path)!r}: the saved projection does not match the student's widths")
+        if projection is not None:
+            student.projection.load_state_dict(projection.linear.state_dict())
+        return student.eval()
 
 
-def copy_teacher_weights(teacher: BertModel, student: BertModel, layers: list[int]) -> None:
-    """Copy the teacher's embeddings and chosen layers into the student, sliced to its widths.
-
-    NOTE: slicing keeps the first heads, the first feed-forward units and the first hidden
-    coordinates. For a full-width student that is an exact copy; for a narrower one it is only a
-    starting point that training repairs.
-    """
-    source_layers = teacher.encoder.layer
-    with torch.no_grad():
-        _copy_module(teacher.embeddings, student.embeddings)
-        for target, index in zip(student.encoder.layer, layers, strict=True):
-            _copy_module(source_layers[index], target)
-
-
-def _copy_module(source: nn.Module, target: nn.Module) -> None:
-    own = target.state_dict()
-    for name, value in source.state_dict().items():
-        if name in own:
-            own[name].copy_(value[tuple(slice(0, n) for n in own[name].shape)])
-
-
-def _tokenizer_config(teacher: Teacher) -> dict[str, Any]:
-    """What transformers' AutoTokenizer needs beside tokenizer.json to load the teacher's tokenizer."""
-    tokenizer = teacher.tokenizer
-    return {
-        "tokenizer_class": type(tokenizer).__name__.removesuffix("Fast"),
-        "model_max_length": teacher.max_length,
-        "do_lower_case": bool(getattr(tokenizer, "do_lower_case", False)),
-        **{k: str(v) for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)},
-    }
+def _projection_as_dense(projection: nn.Linear) -> Dense:
+    """The projection as a sentence-transformers Dense module with no activation."""
+    dense = Dense(projection.in_features, projection.out_features)
+    dense.linear.load_state_dict(projection.state_dict())
+    return dense

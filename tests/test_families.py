@@ -73,8 +73,9 @@ def test_a_subset_of_layers_keeps_each_layer_as_it_was(
         torch.testing.assert_close(value, source[original], msg=key)
 
 
-def test_a_student_weight_not_from_the_teacher_is_named(teachers: dict[str, Teacher], corpus: list[str],
-                                                        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_a_student_weight_not_from_the_teacher_is_named(
+    teachers: dict[str, Teacher], corpus: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """ModernBERT's first layer has no attention norm: its layer 0 kept second leaves one uninitialised."""
     teacher = teachers["modernbert"]
     with caplog.at_level("WARNING"):

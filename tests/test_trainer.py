@@ -30,7 +30,8 @@ def test_training_raises_validation_fidelity_and_logs_metrics(
     assert result.best_fidelity > before + 0.01
     assert _valid(student, targets) == pytest.approx(result.best_fidelity, abs=1e-6)  # best weights are kept
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == list(range(1, 7)) and all("valid_fidelity" in x for x in lines)
+    assert [x["epoch"] for x in lines] == list(range(7)) and all("valid_fidelity" in x for x in lines)
+    assert lines[0]["valid_fidelity"] == pytest.approx(before, abs=1e-6) == pytest.approx(result.start_fidelity)
 
 
 def test_resume_goes_on_from_the_checkpoint(tiny_teacher: Teacher, targets: Targets, tmp_path: Path) -> None:
@@ -45,7 +46,20 @@ def test_resume_goes_on_from_the_checkpoint(tiny_teacher: Teacher, targets: Targ
     result = trainer.train(resume=True)
     assert result.epochs_run == 4
     epochs = [json.loads(x)["epoch"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert epochs == [1, 2, 3, 4]
+    assert epochs == [0, 1, 2, 3, 4]
+
+
+def test_a_student_never_ends_worse_than_it_started(tiny_teacher: Teacher, targets: Targets, tmp_path: Path) -> None:
+    """A learning rate far too high wrecks every epoch: the student comes back as it was built, and says so."""
+    from distill.pipeline import student_warnings
+
+    student = StaticStudent.from_teacher(tiny_teacher, targets)
+    before = _valid(student, targets)
+    result = Trainer(student, targets, TrainConfig(epochs=2, lr=50.0, batch_size=32, patience=2), tmp_path).train()
+    assert result.best_epoch == 0 and result.start_fidelity == pytest.approx(before)
+    assert _valid(student, targets) == pytest.approx(before, abs=1e-6)
+    (line,) = [w for w in student_warnings("static", result) if "starting point" in w]
+    assert "--lr" in line
 
 
 @pytest.mark.parametrize("bad", [{"epochs": 0}, {"batch_size": 0}, {"batch_size": -3}, {"lr": 0}])
