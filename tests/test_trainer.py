@@ -66,3 +66,12 @@ def test_a_student_never_ends_worse_than_it_started(tiny_teacher: Teacher, targe
 def test_bad_training_settings_are_user_errors(bad: dict) -> None:
     with pytest.raises(DistillError):
         TrainConfig(**bad)
+
+
+def test_short_runs_warm_up_for_a_third_and_long_runs_keep_their_fraction() -> None:
+    from distill.trainer import warmup_steps
+
+    assert warmup_steps(0.05, 10) == 3  # 1 epoch of a few thousand sentences: not one full-size step at once
+    assert warmup_steps(0.05, 60) == 20
+    assert warmup_steps(0.05, 1108) == 55  # the default transformer run, as before
+    assert warmup_steps(0.0, 1) == 1
