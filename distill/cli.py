@@ -107,7 +107,16 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help="Go on from the last checkpoint of each student.")
 @_user_errors
 def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
-    """Build the teacher's targets, then train, test and save every student."""
+    """Build the teacher's targets, then train, test and save every student.
+
+    \b
+    Student defaults follow the teacher:
+      transformer  keeps about a quarter of its layers, evenly spread, first and last
+                   included ([0, 5] of 6, [0, 6, 11] of 12); set `layers` in the config
+      tokengen     hidden width two thirds of the teacher's dimension (256 for 384)
+    A student that training does not improve, or that ends below 0.5 validation
+    fidelity, is flagged in the summary with what to try.
+    """
     from distill.pipeline import run as run_pipeline
 
     config = _config(config_file, verbose, **flags)

@@ -209,6 +209,15 @@ class Teacher:
             out[index] = batch.sentence_vectors.float().numpy()
         return out
 
+    @contextmanager
+    def without_prompt(self) -> Iterator[Teacher]:
+        """The teacher with no prompt for the block: vectors of tokens and words alone, as `vocab_vectors` gives."""
+        prompt, self.prompt = self.prompt, ""
+        try:
+            yield self
+        finally:
+            self.prompt = prompt
+
     def single_token_template(self) -> tuple[list[int], list[int]]:
         """The special-token ids the tokenizer puts before and after one text: ([101], [102]) for BERT."""
         backend = copy.deepcopy(self.tokenizer.backend_tokenizer)

@@ -23,7 +23,7 @@ from distill.io import atomic_dir, read_json
 from distill.pipeline import folder_bytes
 from distill.runtime import MODEL_FILES, OnnxEmbedder
 from distill.targets import Targets
-from distill.teacher import Teacher
+from distill.teacher import Teacher, read_teacher_files
 from eval.latency import BatchEncode
 from students.transformer import TransformerStudent
 
@@ -49,7 +49,8 @@ class Candidate:
 
 
 def teacher_candidate(teacher: Teacher) -> Candidate:
-    weights = [teacher.path / f for f in TEACHER_FILES] if teacher.path else []
+    folder = read_teacher_files(teacher.path).transformer if teacher.path else None  # may be a subfolder
+    weights = [folder / f for f in TEACHER_FILES] if folder else []
     return Candidate(
         name="teacher", role="teacher", params=sum(p.numel() for p in teacher.model.parameters()),
         bytes=next((f.stat().st_size for f in weights if f.is_file()), None),

@@ -190,7 +190,10 @@ class TokenGenStudent(Student):
     ) -> tuple[list[Spelling], torch.Tensor, np.ndarray, np.ndarray]:
         """Spellings of tokens `ids` and of `words`, their teacher vectors, which are held out, which are vocabulary."""
         spelled = [self.row_spellings[i] for i in ids] + [Spelling(w, True) for w in words]
-        vectors = np.concatenate([np.asarray(targets.vocab_vectors[ids]), teacher.sentence_vectors(words, 512)])
+        # NOTE: words alone, without the teacher's prompt, as the vocabulary vectors were made.
+        with teacher.without_prompt():
+            word_vectors = teacher.sentence_vectors(words, 512)
+        vectors = np.concatenate([np.asarray(targets.vocab_vectors[ids]), word_vectors])
         # NOTE: held out by a hash of the token as the vocabulary writes it, so the split never moves.
         keys = [self.vocab_tokens[i] for i in ids] + words
         held_out = np.array([zlib.crc32(k.encode()) % 10_000 < self.config.held_out * 10_000 for k in keys])

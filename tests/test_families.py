@@ -150,3 +150,34 @@ def test_run_eval_export_for_every_family(name: str, teachers: dict[str, Teacher
     for student in ("static", "transformer", "tokengen"):
         parity = json.loads((run / "export" / student / "parity.json").read_text())
         assert parity["fp32"]["max_abs_difference"] <= 1e-4
+
+
+def test_a_prompt_reaches_targets_students_and_the_onnx_runtime(
+    teachers: dict[str, Teacher], corpus: list[str], tmp_path: Path
+) -> None:
+    """e5-style: the teacher's own `query` prompt, chosen with --prompt, is put before every text everywhere."""
+    from distill.runtime import OnnxEmbedder
+
+    folder = save_teacher(teachers["xlm-roberta"], tmp_path / "teacher")
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: "}}))
+    corpus_file = tmp_path / "corpus.txt"
+    corpus_file.write_text("\n".join(corpus))
+    run = tmp_path / "run"
+    args = ["run", "--teacher", str(folder), "--prompt", "query", "--students", "static,transformer", "--epochs", "1",
+            "--corpus", str(corpus_file), "--output", str(run), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "summary.json").read_text())["prompt"] == "query: "
+    teacher = Teacher.load(str(folder), prompt_name="query")
+    expected = teacher.sentence_vectors(TEXTS)
+    assert not np.allclose(expected, Teacher.load(str(folder)).sentence_vectors(TEXTS), atol=1e-3)
+    transformer = students.load(run / "students" / "transformer")
+    assert transformer.token_ids(["x"])[0][:3] == teacher.tokenize(["x"])["input_ids"][0, :3].tolist()
+    st = SentenceTransformer(str(run / "students" / "transformer"), device="cpu")
+    np.testing.assert_allclose(st.encode(TEXTS), transformer.encode(TEXTS), atol=1e-5)  # its default prompt
+    assert CliRunner().invoke(main, ["export", "--run", str(run), "--check-texts", "16"]).exit_code == 0
+    for name in ("static", "transformer"):
+        embedder = OnnxEmbedder(run / "export" / name)
+        assert embedder.config.prompt == "query: "
+        student = students.load(run / "students" / name)
+        np.testing.assert_allclose(embedder.encode(TEXTS), student.encode(TEXTS), atol=1e-4)
