@@ -38,6 +38,12 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--prompt-text", help="A prompt given as text (for example 'query: '); wins over --prompt."),
         click.option("--trust-remote-code", is_flag=True, default=None,
                      help="Let transformers run the code a teacher's folder ships (only for teachers you trust)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+                     help="Where the teacher's targets are made and the students trained [default: auto, CUDA "
+                     "when present]."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
+                     help="Autocast precision of the teacher's forward pass and of training [default: fp32]; "
+                     "targets are cached per precision."),
         click.option("--corpus", help="'gensim' (default), a .txt/.jsonl/.csv/.parquet file, a folder of "
                      ".txt files, or a Hugging Face dataset."),
         click.option("--text-column", help="Column holding the text in table-like corpora [default: text]."),
@@ -169,6 +175,8 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Each speed measurement goes on at least this long (fast students need many passes).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for torch and onnxruntime [default: torch's].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+              help="Where the teacher and the students' torch backends run (auto: CUDA when present).")  # fmt: skip
 @click.option("--teacher-onnx/--no-teacher-onnx", default=True, show_default=True,
               help="Also time the teacher exported to ONNX fp32 / int8 (once, cached): like with like.")  # fmt: skip
 @click.option("--baseline/--no-baseline", default=True, show_default=True,

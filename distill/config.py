@@ -10,6 +10,7 @@ from typing import Any
 import tomllib
 
 from distill.corpus import DEFAULT_CORPUS
+from distill.device import DEVICES, Placement
 from distill.errors import DistillError
 from distill.teacher import DEFAULT_TEACHER
 from distill.trainer import TrainConfig
@@ -27,6 +28,8 @@ class RunConfig:
     prompt: str | None = None  # a name from the teacher's own prompts (default: its default_prompt_name)
     prompt_text: str | None = None  # a prompt given as text; wins over `prompt`
     trust_remote_code: bool = False  # let transformers run the code a teacher's folder ships
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or mps: extraction and training
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast) for the teacher's forward pass and for training
     corpus: str = DEFAULT_CORPUS
     text_column: str = "text"
     limit: int | None = None  # use at most this many corpus texts
@@ -46,11 +49,18 @@ class RunConfig:
             raise DistillError("no students to train; name at least one (for example --students static)")
         if self.limit is not None and self.limit <= 0:
             raise DistillError(f"limit must be positive, not {self.limit}")
+        if self.device not in DEVICES:
+            raise DistillError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
+        Placement.resolve("cpu", self.precision)  # NOTE: checks the name; the device is resolved when the run starts
         if self.teacher_batch_size <= 0:
             raise DistillError(f"teacher-batch-size must be positive, not {self.teacher_batch_size}")
         for name in self.students:
             student_class(self.kind_of(name))
             self.train_config_for(name, {})  # validates the settings before any work starts
+
+    def placement(self) -> Placement:
+        """The device and precision of this run, resolved on this machine (a missing GPU is a user's error)."""
+        return Placement.resolve(self.device, self.precision)
 
     @property
     def run_dir(self) -> Path:

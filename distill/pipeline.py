@@ -15,6 +15,7 @@ from typing import Any
 
 from distill.config import RunConfig
 from distill.corpus import Split, assign_splits, clean, load_corpus, review_texts
+from distill.device import Placement
 from distill.errors import DistillError
 from distill.io import read_json, write_json
 from distill.targets import Targets, build_targets, cache_key
@@ -53,6 +54,8 @@ class RunSummary:
     targets: str = ""  # the cached targets folder the students were trained and tested on
     prompt: str = ""  # the text put before every text, for the teacher and every student
     trust_remote_code: bool = False
+    device: str = "cpu"  # where the targets were made and the students trained
+    precision: str = "fp32"  # the autocast precision of the teacher's forward pass and of training
     stage_seconds: dict[str, float] = field(default_factory=dict)
     students: list[StudentSummary] = field(default_factory=list)
 
@@ -96,8 +99,10 @@ def load_inputs(config: RunConfig, watch: Stopwatch) -> tuple[Teacher, list[str]
 
 
 def load_teacher(config: RunConfig) -> Teacher:
-    return Teacher.load(config.teacher, max_length=config.max_length, prompt_name=config.prompt,
-                        prompt_text=config.prompt_text, trust_remote_code=config.trust_remote_code)  # fmt: skip
+    """The run's teacher, on its device and in its precision."""
+    teacher = Teacher.load(config.teacher, max_length=config.max_length, prompt_name=config.prompt,
+                           prompt_text=config.prompt_text, trust_remote_code=config.trust_remote_code)  # fmt: skip
+    return teacher.place(config.placement())
 
 
 def check_students(teacher: Teacher, config: RunConfig) -> None:
@@ -149,6 +154,7 @@ def run_from_model(
 ) -> RunSummary:
     """The core of `run`, on a teacher and texts already in memory."""
     watch = watch or Stopwatch()
+    teacher.place(config.placement())
     check_students(teacher, config)
     targets = targets_from_model(teacher, texts, config, watch, progress)
     return train_students(teacher, targets, config, watch, resume=resume, progress=progress)
@@ -159,8 +165,11 @@ def train_students(
 ) -> RunSummary:
     run_dir = config.run_dir
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
+    placement = config.placement()
     summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), teacher.prompt,
-                         teacher.trust_remote_code, watch.seconds)  # fmt: skip
+                         teacher.trust_remote_code, str(placement.device), placement.precision.value,
+                         watch.seconds)  # fmt: skip
+    logger.info("training on %s", placement)
     test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
     reviews = review_texts()
     review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
@@ -169,9 +178,9 @@ def train_students(
         with watch.stage(f"train {name}"):
             student = cls.from_teacher(teacher, targets, **config.student_options(name))
             trainer = Trainer(student, targets, config.train_config_for(name, cls.default_training),
-                              run_dir / "train" / name)  # fmt: skip
+                              run_dir / "train" / name, placement)  # fmt: skip
             result = trainer.train(resume=resume, progress=progress)
-            student.finalize()
+            student.to("cpu").finalize()  # NOTE: saved and tested on the CPU, as it is exported and served
         path = student.save(run_dir / "students" / name)
         test = fidelity(student, student.token_ids(test_texts), test_vectors) if test_texts else float("nan")
         on_reviews = fidelity(student, student.token_ids(reviews), review_vectors)
@@ -214,10 +223,11 @@ def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Targets]:
     return summary, Targets.open(Path(summary["targets"]))
 
 
-def run_teacher(summary: dict[str, Any]) -> Teacher:
-    """The teacher of a finished run, as its students were distilled from it (its prompt included)."""
-    return Teacher.load(summary["teacher"], max_length=summary["max_length"], prompt_text=summary.get("prompt", ""),
-                        trust_remote_code=summary.get("trust_remote_code", False))  # fmt: skip
+def run_teacher(summary: dict[str, Any], device: str = "auto") -> Teacher:
+    """The teacher of a finished run, as its students were distilled from it (prompt and precision included)."""
+    teacher = Teacher.load(summary["teacher"], max_length=summary["max_length"], prompt_text=summary.get("prompt", ""),
+                           trust_remote_code=summary.get("trust_remote_code", False))  # fmt: skip
+    return teacher.place(Placement.resolve(device, summary.get("precision", "fp32")))
 
 
 def folder_bytes(path: Path) -> int:

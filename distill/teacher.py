@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
+from distill.device import Placement, Precision
 from distill.errors import DistillError
 from distill.st_modules import (
     Dense,
@@ -99,6 +100,7 @@ class Teacher:
         self.dense = dense.eval() if dense is not None else None
         self.prompt = prompt
         self.trust_remote_code = trust_remote_code
+        self.placement = Placement.cpu()
 
     @classmethod
     def load(
@@ -161,6 +163,8 @@ class Teacher:
         tokenizer = {key: value for key, value in json.loads(self.tokenizer.backend_tokenizer.to_str()).items()
                      if key not in ("padding", "truncation")}  # fmt: skip
         settings = [self.pooling.value, self.normalize, self.max_length, self.prompt, repr(self.dense), tokenizer]
+        if self.placement.precision is not Precision.FP32:  # NOTE: fp32 fingerprints stay as they were
+            settings.append(self.placement.precision.value)
         digest.update(json.dumps(settings, sort_keys=True).encode())
         dense = self.dense.state_dict() if self.dense is not None else {}
         for key, tensor in [*sorted(self.model.state_dict().items()), *sorted(dense.items())]:
@@ -188,8 +192,22 @@ class Teacher:
 
     @torch.inference_mode()
     def forward_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TeacherBatch:
-        token_vectors = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return TeacherBatch(input_ids, attention_mask, token_vectors, self.sentence_head(token_vectors, attention_mask))
+        """One batch on the teacher's device, in its precision; the vectors come back float32 on the CPU."""
+        device = self.placement.device
+        ids, mask = input_ids.to(device), attention_mask.to(device)
+        with self.placement.autocast():
+            token_vectors = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            sentence_vectors = self.sentence_head(token_vectors.float(), mask)
+        return TeacherBatch(input_ids, attention_mask, token_vectors.float().cpu(), sentence_vectors.float().cpu())
+
+    def place(self, placement: Placement) -> Teacher:
+        """Run the teacher on `placement`'s device and in its precision from now on (changes the fingerprint)."""
+        self.placement = placement
+        self.model.to(placement.device)
+        if self.dense is not None:
+            self.dense.to(placement.device)
+        self.__dict__.pop("fingerprint", None)  # NOTE: the precision changes the vectors, so the cache key too
+        return self
 
     def batches(
         self, texts: Sequence[str], batch_size: int = 64, progress: bool = False, desc: str = "teacher"

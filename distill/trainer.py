@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from distill.corpus import Split
+from distill.device import Placement
 from distill.errors import DistillError
 from distill.io import save_with
 from distill.losses import LossKind, make_loss
@@ -82,9 +83,9 @@ def fidelity(student: Student, ids: list[list[int]], targets: np.ndarray, batch_
     with torch.inference_mode():
         for first in range(0, len(ids), batch_size):
             batch = pad(ids[first : first + batch_size])
-            out = student(batch["input_ids"], batch["attention_mask"])
+            out = student(batch["input_ids"].to(student.device), batch["attention_mask"].to(student.device))
             teacher = torch.from_numpy(np.asarray(targets[first : first + batch_size], dtype=np.float32))
-            total += F.cosine_similarity(out, teacher, dim=-1).sum().item()
+            total += F.cosine_similarity(out.float().cpu(), teacher, dim=-1).sum().item()
     student.train()
     return total / max(len(ids), 1)
 
@@ -103,7 +104,8 @@ def token_fidelity(student: Student, targets: Targets, index: np.ndarray, batch_
         for first in range(0, len(index), batch_size):
             rows = [targets.tokens_of(int(i)) for i in index[first : first + batch_size]]
             batch = pad([ids.tolist() for ids, _ in rows])
-            tokens = student.forward_tokens(batch["input_ids"], batch["attention_mask"])  # (batch, seq, dim)
+            tokens = student.forward_tokens(batch["input_ids"].to(student.device),
+                                            batch["attention_mask"].to(student.device)).float().cpu()  # fmt: skip
             for row, (_, vectors) in enumerate(rows):
                 teacher = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
                 total += F.cosine_similarity(tokens[row, : len(teacher)], teacher, dim=-1).sum().item()
@@ -112,8 +114,18 @@ def token_fidelity(student: Student, targets: Targets, index: np.ndarray, batch_
 
 
 class Trainer:
-    def __init__(self, student: Student, targets: Targets, config: TrainConfig, work_dir: Path) -> None:
-        self.student, self.targets, self.config = student, targets, config
+    def __init__(
+        self,
+        student: Student,
+        targets: Targets,
+        config: TrainConfig,
+        work_dir: Path,
+        placement: Placement | None = None,
+    ) -> None:
+        """`placement`: the device the student trains on and the autocast precision of its steps (default: CPU fp32)."""
+        self.placement = placement or Placement.cpu()
+        self.student, self.targets, self.config = student.to(self.placement.device), targets, config
+        self.scaler = self.placement.grad_scaler()
         self.work_dir = Path(work_dir)
         self.loss = make_loss(config.loss)
         self.train_index = targets.indices(Split.TRAIN)
@@ -196,11 +208,14 @@ class Trainer:
         self.student.train()
         losses = []
         for rows in self._batches(epoch):
-            loss = self._loss(rows)
+            with self.placement.autocast():
+                loss = self._loss(rows)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.config.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
             losses.append(loss.item())
             bar.update(1)
@@ -225,20 +240,21 @@ class Trainer:
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def _loss(self, rows: np.ndarray) -> torch.Tensor:
-        batch = pad([self.train_ids[r] for r in rows])
+        device = self.placement.device
+        batch = {k: v.to(device) for k, v in pad([self.train_ids[r] for r in rows]).items()}
         index = self.train_index[rows]
-        teacher = torch.from_numpy(np.asarray(self.targets.sentence_vectors[index], dtype=np.float32))
+        teacher = torch.from_numpy(np.asarray(self.targets.sentence_vectors[index], dtype=np.float32)).to(device)
         if self.config.token_loss_weight <= 0:
-            return self.loss(self.student(batch["input_ids"], batch["attention_mask"]), teacher)
+            return self.loss(self.student(batch["input_ids"], batch["attention_mask"]).float(), teacher)
         # (batch, seq, token_dim), (batch, dim)
         tokens, sentence = self.student.forward_with_tokens(batch["input_ids"], batch["attention_mask"])
-        token_targets = torch.zeros_like(tokens)
+        token_targets = torch.zeros(tokens.shape, dtype=torch.float32)
         for row, i in enumerate(index):
             vectors = self.targets.tokens_of(int(i))[1]
             token_targets[row, : len(vectors)] = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
         mask = batch["attention_mask"].bool()
-        token_loss = self.loss(tokens[mask], token_targets[mask])
-        return self.loss(sentence, teacher) + self.config.token_loss_weight * token_loss
+        token_loss = self.loss(tokens.float()[mask], token_targets.to(device)[mask])
+        return self.loss(sentence.float(), teacher) + self.config.token_loss_weight * token_loss
 
     def _fresh_state(self) -> dict:
         return {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "best_state": None, "seconds": 0.0,
@@ -252,15 +268,19 @@ class Trainer:
             **state,
             "student": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "config": asdict(self.config),
         }
         save_with(self.checkpoint_path, lambda tmp: torch.save(checkpoint, tmp))
 
     def _load_checkpoint(self) -> dict:
-        checkpoint = torch.load(self.checkpoint_path, weights_only=False)
+        checkpoint = torch.load(self.checkpoint_path, weights_only=False, map_location=self.placement.device)
         self.student.load_state_dict(checkpoint.pop("student"))
         self.optimizer.load_state_dict(checkpoint.pop("optimizer"))
+        scaler = checkpoint.pop("scaler", None)
+        if scaler:
+            self.scaler.load_state_dict(scaler)
         self.scheduler.load_state_dict(checkpoint.pop("scheduler"))
         checkpoint.pop("config")
         return checkpoint

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import students
 from distill.corpus import Split
@@ -86,11 +87,11 @@ def add_teacher_onnx(
 
 
 def student_candidates(summary: dict[str, Any], run_dir: Path, token_fidelity: Callable[[Any], float],
-                       threads: int | None) -> list[Candidate]:  # fmt: skip
-    """Every student of a run, with its ONNX exports when `distill export` has written them."""
+                       threads: int | None, device: torch.device | None = None) -> list[Candidate]:  # fmt: skip
+    """Every student of a run (torch on `device`), with its ONNX exports when `distill export` has written them."""
     out = []
     for entry in summary["students"]:
-        student = students.load(entry["path"])
+        student = students.load(entry["path"]).to(device or "cpu")
         backends: dict[str, BatchEncode] = {"torch": student.encode}
         details: dict[str, Any] = {"kind": student.kind, "path": entry["path"]}
         export = run_dir / EXPORT_DIR / entry["name"]

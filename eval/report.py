@@ -48,6 +48,7 @@ class EvalSettings:
     threads: int | None = None  # torch and onnxruntime threads [default: torch's]
     baseline: bool = True  # evaluate model2vec's distillation of the teacher too
     teacher_onnx: bool = True  # time the teacher as ONNX fp32 / int8 too (exported once, as the students are)
+    device: str = "auto"  # where the teacher and the students' torch backends run (auto: CUDA when present)
 
     def __post_init__(self) -> None:
         if min(self.latency_texts, self.singles, self.repeats) <= 0 or (self.threads or 1) <= 0 or self.min_seconds < 0:
@@ -59,7 +60,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, progress: bool 
     extra_texts = read_texts(settings.text_file) if settings.text_file else None  # NOTE: a bad file fails first
     sts = STSEvaluator(settings.sts_file) if settings.sts_file else None
     summary, targets = open_run(run_dir)
-    teacher = run_teacher(summary)
+    teacher = run_teacher(summary, settings.device)
     return evaluate_from_model(teacher, targets, summary, Path(run_dir), settings, extra_texts=extra_texts, sts=sts,
                                progress=progress)  # fmt: skip
 
@@ -87,7 +88,7 @@ def evaluate_from_model(
     teacher_entry = teacher_candidate(teacher)
     if settings.teacher_onnx:
         add_teacher_onnx(teacher_entry, teacher, targets, run_dir / "baseline" / "teacher-onnx", threads)
-    candidates = [teacher_entry, *student_candidates(summary, run_dir, tokens, threads)]
+    candidates = [teacher_entry, *student_candidates(summary, run_dir, tokens, threads, teacher.placement.device)]
     if settings.baseline and (baseline := model2vec_candidate(teacher, run_dir / "baseline" / "model2vec")):
         candidates.append(baseline)
     entries, word_vectors = {}, {}

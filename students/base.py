@@ -80,6 +80,11 @@ class Student(nn.Module):
     def dim(self) -> int:
         return self.config.dim
 
+    @property
+    def device(self) -> torch.device:
+        """Where the student's weights are (the CPU unless it was moved)."""
+        return next(self.parameters(), torch.empty(0)).device
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -107,7 +112,8 @@ class Student(nn.Module):
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             batch = pad([ids[i] for i in index])
-            out[index] = self(batch["input_ids"], batch["attention_mask"]).float().numpy()
+            vectors = self(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            out[index] = vectors.float().cpu().numpy()
         self.train(was_training)
         return out
 

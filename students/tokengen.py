@@ -246,7 +246,7 @@ class TokenGenStudent(Student):
             raise DistillError("no words given; pass at least one word")
         spelled = [Spelling(self.speller.normalize_word(w), True) for w in words]
         rows = self.generator(self.generator.featurize(spelled).to(self.features.device))
-        return F.normalize(rows @ self.mix + self.bias, dim=-1).float().numpy()
+        return F.normalize(rows @ self.mix + self.bias, dim=-1).float().cpu().numpy()
 
 
 class GeneratorGraph(nn.Module):

@@ -139,7 +139,7 @@ class TransformerStudent(Student):
         if narrow and heads and hidden % heads:
             raise DistillError(f"hidden size {hidden} is not divisible by {heads} heads; choose sizes that divide")
         encoder = build_encoder(teacher.model, layers, Widths(hidden, heads, intermediate) if narrow else None)
-        dense = copy.deepcopy(teacher.dense) if teacher.dense is not None else None
+        dense = copy.deepcopy(teacher.dense).cpu() if teacher.dense is not None else None  # built on the CPU
         student = cls(config, teacher.tokenizer.backend_tokenizer, encoder, dense, teacher.tokenizer)
         if student.projection is not None:  # start as the embedding back into the teacher's first coordinates
             with torch.no_grad():
