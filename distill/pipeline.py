@@ -165,7 +165,7 @@ def train_students(
 ) -> RunSummary:
     run_dir = config.run_dir
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
-    placement = config.placement()
+    placement = teacher.placement  # NOTE: placed by load_teacher or run_from_model, from the same settings
     summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), teacher.prompt,
                          teacher.trust_remote_code, str(placement.device), placement.precision.value,
                          watch.seconds)  # fmt: skip

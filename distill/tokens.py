@@ -163,11 +163,6 @@ def read_scheme(tokenizer: Tokenizer) -> tuple[Scheme, str]:
     return Scheme.PLAIN, ""
 
 
-def spellings(tokenizer: Tokenizer) -> list[Spelling | None]:
-    """Indexed by token id: each token's spelling; None for special, added and placeholder tokens."""
-    return Speller(tokenizer).spellings()
-
-
 def id_count(tokenizer: Tokenizer) -> int:
     """One more than the highest token id the tokenizer can give."""
     return max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1) + 1

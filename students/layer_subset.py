@@ -43,13 +43,23 @@ def family(config: PretrainedConfig) -> str:
     return str(getattr(config, "model_type", "") or type(config).__name__)
 
 
-def check_family(config: PretrainedConfig) -> None:
-    """Refuse a teacher whose family the layer copy is not tested on, in one line."""
+def check_choice(teacher: PreTrainedModel, layers: list[int], hidden_size: int) -> None:
+    """Refuse, in one line, a teacher or a choice of layers and width that `build_encoder` cannot make."""
+    config = teacher.config
     if family(config) not in SUPPORTED_FAMILIES:
         raise DistillError(
             f"the transformer student cannot be built from a {family(config)!r} teacher; supported families: "
             f"{', '.join(SUPPORTED_FAMILIES)} (the static and tokengen students work with any teacher)"
         )
+    layer_list(teacher)
+    bad = [i for i in layers if not 0 <= i < config.num_hidden_layers]
+    if bad:
+        raise DistillError(f"layer {bad[0]} is not in the teacher; it has layers 0 to {config.num_hidden_layers - 1}")
+    if hidden_size > config.hidden_size:
+        raise DistillError(f"hidden size {hidden_size} is wider than the teacher's ({config.hidden_size})")
+    if hidden_size < config.hidden_size and family(config) not in SLICEABLE_FAMILIES:
+        raise DistillError(f"a {family(config)!r} teacher cannot be sliced narrower (its attention keeps q, k and v "
+                           "in one matrix); leave hidden-size at 0 to keep the teacher's width")  # fmt: skip
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -94,9 +104,6 @@ def student_config(teacher: PretrainedConfig, layers: list[int], widths: Widths 
 
 
 def _set_widths(config: PretrainedConfig, widths: Widths) -> None:
-    if family(config) not in SLICEABLE_FAMILIES:
-        raise DistillError(f"a {family(config)!r} teacher cannot be sliced narrower (its attention keeps q, k and v "
-                           "in one matrix); leave hidden-size at 0 to keep the teacher's width")  # fmt: skip
     config.hidden_size = widths.hidden_size
     config.num_attention_heads = widths.heads
     setattr(config, "hidden_dim" if family(config) == "distilbert" else "intermediate_size", widths.intermediate_size)
@@ -108,7 +115,7 @@ def build_encoder(teacher: PreTrainedModel, layers: list[int], widths: Widths | 
     With `widths`, each weight keeps its first rows and columns (the first heads, feed-forward
     units and hidden coordinates): a starting point that training repairs, not a copy.
     """
-    check_family(teacher.config)
+    check_choice(teacher, layers, widths.hidden_size if widths else teacher.config.hidden_size)
     prefix, _ = layer_list(teacher)
     config = student_config(teacher.config, layers, widths)
     student = type(teacher)(config)

@@ -33,16 +33,7 @@ from distill.errors import DistillError
 from distill.io import read_json, write_json
 from distill.teacher import Dense, Pooling, load_model, pool, pooling_config
 from students.base import Student, StudentConfig
-from students.layer_subset import (
-    SLICEABLE_FAMILIES,
-    Widths,
-    build_encoder,
-    check_family,
-    default_layers,
-    family,
-    intermediate_size,
-    layer_list,
-)
+from students.layer_subset import Widths, build_encoder, check_choice, default_layers, family, intermediate_size
 
 if TYPE_CHECKING:
     from distill.targets import Targets
@@ -62,7 +53,6 @@ class TransformerConfig(StudentConfig):
     pooling: str = Pooling.MEAN.value
     token_dim: int = 0  # the teacher's hidden size (its token vectors); set by from_teacher
     family: str = ""  # the teacher's model_type
-    dense: int = 0  # how many of the teacher's Dense modules follow pooling
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,41 +93,22 @@ class TransformerStudent(Student):
     @classmethod
     def check_teacher(cls, teacher: Teacher, **options: Any) -> None:
         """Refuse, before any work, a teacher or layer choice this student cannot be built from."""
-        source = teacher.model.config
-        check_family(source)
-        layer_list(teacher.model)
-        layers = [int(i) for i in options.get("layers") or default_layers(source.num_hidden_layers)]
-        if not layers:
-            raise DistillError("the transformer student needs at least one layer (for example --layers 0,5)")
-        bad = [i for i in layers if not 0 <= i < source.num_hidden_layers]
-        if bad:
-            raise DistillError(
-                f"layer {bad[0]} is not in the teacher; it has layers 0 to {source.num_hidden_layers - 1}"
-            )
-        hidden = int(options.get("hidden_size") or source.hidden_size)
-        if hidden > source.hidden_size:
-            raise DistillError(f"hidden size {hidden} is wider than the teacher's ({source.hidden_size})")
-        if hidden < source.hidden_size and family(source) not in SLICEABLE_FAMILIES:
-            raise DistillError(f"a {family(source)!r} teacher cannot be sliced narrower (its attention keeps q, k "
-                               "and v in one matrix); leave hidden-size at 0 to keep the teacher's width")  # fmt: skip
+        check_choice(teacher.model, *_layers_and_width(teacher, options))
 
     @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> TransformerStudent:
-        cls.check_teacher(teacher, **options)
         source = teacher.model.config
-        layers = [int(i) for i in options.pop("layers", None) or default_layers(source.num_hidden_layers)]
-        hidden = int(options.pop("hidden_size", 0) or source.hidden_size)
+        layers, hidden = _layers_and_width(teacher, options)
+        check_choice(teacher.model, layers, hidden)
+        options = {k: v for k, v in options.items() if k not in ("layers", "hidden_size")}
         heads = int(options.pop("heads", 0) or max(1, source.num_attention_heads * hidden // source.hidden_size))
         intermediate = int(options.pop("intermediate_size", 0) or round(intermediate_size(source) * hidden
                                                                         / source.hidden_size))  # fmt: skip
         narrow = hidden != source.hidden_size
         config = cls.config_from_teacher(
             teacher, targets, layers=layers, hidden_size=hidden, heads=heads, intermediate_size=intermediate,
-            pooling=teacher.pooling.value, token_dim=teacher.token_dim, family=family(source),
-            dense=len(teacher.dense) if teacher.dense is not None else 0, **options,
+            pooling=teacher.pooling.value, token_dim=teacher.token_dim, family=family(source), **options,
         )  # fmt: skip
-        if narrow and heads and hidden % heads:
-            raise DistillError(f"hidden size {hidden} is not divisible by {heads} heads; choose sizes that divide")
         encoder = build_encoder(teacher.model, layers, Widths(hidden, heads, intermediate) if narrow else None)
         dense = copy.deepcopy(teacher.dense).cpu() if teacher.dense is not None else None  # built on the CPU
         student = cls(config, teacher.tokenizer.backend_tokenizer, encoder, dense, teacher.tokenizer)
@@ -231,6 +202,13 @@ class TransformerStudent(Student):
         if projection is not None:
             student.projection.load_state_dict(projection.linear.state_dict())
         return student.eval()
+
+
+def _layers_and_width(teacher: Teacher, options: dict[str, Any]) -> tuple[list[int], int]:
+    """The teacher layers to keep (the default rule unless given) and the student's hidden size (0: the teacher's)."""
+    source = teacher.model.config
+    layers = [int(i) for i in options.get("layers") or default_layers(source.num_hidden_layers)]
+    return layers, int(options.get("hidden_size") or source.hidden_size)
 
 
 def _projection_as_dense(projection: nn.Linear) -> Dense:

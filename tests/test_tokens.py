@@ -4,7 +4,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from distill.errors import DistillError
-from distill.tokens import Scheme, Speller, Spelling, byte_alphabet, check_fits, decode_bytes, spellings
+from distill.tokens import Scheme, Speller, Spelling, byte_alphabet, check_fits, decode_bytes
 from tests.conftest import SENTENCES
 from tests.families import train_tokenizer
 
@@ -61,7 +61,7 @@ def test_the_byte_alphabet_is_the_one_the_tokenizers_library_uses() -> None:
 def test_hand_checked_tokens_are_spelled_and_specials_are_none(build, scheme: Scheme, expected: dict) -> None:
     tok = build()
     assert Speller(tok).scheme is scheme
-    spelled = spellings(tok)
+    spelled = Speller(tok).spellings()
     assert len(spelled) == tok.get_vocab_size()
     assert {t: spelled[tok.token_to_id(t)] for t in expected} == {t: e and Spelling(*e) for t, e in expected.items()}
 
@@ -76,7 +76,10 @@ def test_a_tokenizer_of_no_known_scheme_spells_tokens_as_they_are() -> None:
     tok = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     assert Speller(tok).scheme is Scheme.PLAIN
-    assert spellings(tok) == [Spelling("[UNK]", True), Spelling("hello", True)]  # [UNK] was never added as special
+    assert Speller(tok).spellings() == [
+        Spelling("[UNK]", True),
+        Spelling("hello", True),
+    ]  # [UNK] was never added as special
 
 
 def test_schemes_are_found_inside_sequences() -> None:
