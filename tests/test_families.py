@@ -183,3 +183,26 @@ def test_a_prompt_reaches_targets_students_and_the_onnx_runtime(
         assert embedder.config.prompt == "query: "
         student = students.load(run / "students" / name)
         np.testing.assert_allclose(embedder.encode(TEXTS), student.encode(TEXTS), atol=1e-4)
+
+
+def test_a_narrow_student_of_a_teacher_with_dense_modules_saves_every_module(
+    teachers: dict[str, Teacher], corpus: list[str], tmp_path: Path
+) -> None:
+    """Pooling -> the projection back -> the teacher's two Dense modules -> Normalize, reloaded exactly everywhere."""
+    from torch import nn
+
+    from distill.teacher import Dense
+
+    base = teachers["mpnet"]
+    dense = nn.Sequential(Dense(32, 24, activation=nn.Tanh()), Dense(24, 16))
+    teacher = Teacher(base.model, base.tokenizer, normalize=True, max_length=64, name="tiny-dense", dense=dense)
+    student = TransformerStudent.from_teacher(teacher, _targets(teacher, corpus, tmp_path / "cache"), layers=[0, 2],
+                                              hidden_size=16)  # fmt: skip
+    path = student.save(tmp_path / "student")
+    assert sorted(p.name for p in path.iterdir() if p.is_dir()) == [
+        "1_Pooling", "2_Projection", "3_Dense", "4_Dense", "5_Normalize"
+    ]  # fmt: skip
+    vectors = student.encode(TEXTS)
+    assert vectors.shape == (len(TEXTS), 16)
+    np.testing.assert_allclose(students.load(path).encode(TEXTS), vectors, atol=1e-5)
+    np.testing.assert_allclose(SentenceTransformer(str(path), device="cpu").encode(TEXTS), vectors, atol=1e-5)
