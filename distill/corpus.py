@@ -10,9 +10,10 @@ import bz2
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,12 @@ def review_texts() -> list[str]:
 
 
 def load_corpus(source: str, text_column: str = "text", limit: int | None = None) -> list[str]:
-    """Texts from the default corpus, a file, a folder of `.txt` files, or a Hugging Face dataset."""
+    """Texts from the default corpus, a file, a folder of `.txt` files, or a Hugging Face dataset, as a list."""
+    return list(iter_corpus(source, text_column, limit))
+
+
+def iter_corpus(source: str, text_column: str = "text", limit: int | None = None) -> Iterator[str]:
+    """Stream the texts of `load_corpus` one at a time, never holding the corpus in memory."""
     if source == DEFAULT_CORPUS:
         texts: Iterable[str] = default_corpus()
     else:
@@ -97,9 +103,9 @@ def load_corpus(source: str, text_column: str = "text", limit: int | None = None
             files = sorted(path.rglob("*.txt"))
             if not files:
                 raise DistillError(f"corpus folder {source!r} has no .txt files")
-            texts = (line for file in files for line in read_text_lines(file))
+            texts = (line for file in files for line in iter_text_lines(file))
         elif path.suffix == ".txt":
-            texts = read_text_lines(path)
+            texts = iter_text_lines(_existing(path))
         elif path.suffix in _FILE_FORMATS:
             texts = _dataset_texts(_FILE_FORMATS[path.suffix], str(_existing(path)), text_column, data_files=True)
         elif path.exists() or source.startswith((".", "/", "~")):
@@ -108,21 +114,35 @@ def load_corpus(source: str, text_column: str = "text", limit: int | None = None
             )
         else:
             texts = _dataset_texts(source, source, text_column, data_files=False)
-    texts = list(texts if limit is None else _take(texts, limit))
-    if not texts:
+    return _nonempty(texts if limit is None else _take(texts, limit), source)
+
+
+def _nonempty(texts: Iterable[str], source: str) -> Iterator[str]:
+    empty = True
+    for text in texts:
+        empty = False
+        yield text
+    if empty:
         raise DistillError(f"corpus {source!r} is empty; give it at least a few hundred lines of text")
-    return texts
 
 
-def read_text_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file; a binary or undecodable file is the user's error."""
-    data = _existing(path).read_bytes()
-    if b"\x00" in data[:8192]:
-        raise DistillError(f"{path} looks like a binary file; give a UTF-8 text file with one text per line")
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DistillError(f"{path} is not UTF-8 text (byte {e.start}); re-encode it as UTF-8") from e
+def iter_text_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 text file, read one at a time; a binary or undecodable file is the user's error."""
+    with _existing(path).open("rb") as f:
+        if b"\x00" in f.read(8192):
+            raise DistillError(f"{path} looks like a binary file; give a UTF-8 text file with one text per line")
+        f.seek(0)
+        start = 0
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DistillError(
+                    f"{path} is not UTF-8 text (line {number}, byte {start + e.start}); re-encode it as UTF-8"
+                ) from e
+            start += len(raw)
+            # NOTE: splitlines on each b"\n"-line also splits at \r, \x85, \u2028..., as str.splitlines on the file did
+            yield from line.splitlines()
 
 
 def _existing(path: Path) -> Path:
@@ -139,30 +159,44 @@ def _take(texts: Iterable[str], limit: int) -> Iterator[str]:
 
 
 def _dataset_texts(builder: str, source: str, column: str, *, data_files: bool) -> Iterator[str]:
-    """Texts of one column through the `datasets` library (hub datasets stream)."""
+    """Texts of one column, streamed through the `datasets` library (no Arrow cache is written)."""
     import datasets
 
+    files = {"data_files": source} if data_files else {}
     try:
-        if data_files:
-            dataset = datasets.load_dataset(builder, data_files=source, split="train")
-        else:
-            dataset = datasets.load_dataset(source, split="train", streaming=True)
-        first = next(iter(dataset), None)
+        rows = iter(datasets.load_dataset(builder, split="train", streaming=True, **files))
+        first = next(rows, None)
     except Exception as e:  # NOTE: datasets raises many unrelated types for "not found / not readable"
         raise DistillError(f"could not read corpus {source!r}: {str(e).splitlines()[0]}") from e
     if first is None:
         return
     if column not in first:
         raise DistillError(f"corpus {source!r} has no column {column!r} (columns: {', '.join(first)}); set text-column")
-    for row in dataset:
-        value = row[column]
-        if isinstance(value, str):
-            yield value
+    try:
+        for row in chain([first], rows):
+            value = row[column]
+            if isinstance(value, str):
+                yield value
+    except Exception as e:  # NOTE: streamed, a malformed row deep in the file only shows up here
+        raise DistillError(f"could not read corpus {source!r}: {str(e).splitlines()[0]}") from e
 
 
 def clean(texts: Iterable[str], max_chars: int = 4000) -> tuple[list[str], CleanStats]:
     """Collapse whitespace, drop empty and duplicate texts, truncate very long ones."""
     stats, seen, kept = CleanStats(), set(), []
+    for text in normalise(texts, stats, max_chars):
+        if text in seen:
+            stats.duplicate += 1
+            continue
+        seen.add(text)
+        kept.append(text)
+    stats.kept = len(kept)
+    log_clean_stats(stats, max_chars)
+    return kept, stats
+
+
+def normalise(texts: Iterable[str], stats: CleanStats, max_chars: int) -> Iterator[str]:
+    """Each text with whitespace collapsed and cut to `max_chars`; empty ones dropped (counted in `stats`)."""
     for text in texts:
         text = " ".join(text.split())
         if not text:
@@ -171,12 +205,10 @@ def clean(texts: Iterable[str], max_chars: int = 4000) -> tuple[list[str], Clean
         if len(text) > max_chars:
             text = text[:max_chars]
             stats.truncated += 1
-        if text in seen:
-            stats.duplicate += 1
-            continue
-        seen.add(text)
-        kept.append(text)
-    stats.kept = len(kept)
+        yield text
+
+
+def log_clean_stats(stats: CleanStats, max_chars: int) -> None:
     logger.info(
         "corpus: kept %d texts; skipped %d empty and %d duplicate; truncated %d longer than %d characters",
         stats.kept,
@@ -185,16 +217,16 @@ def clean(texts: Iterable[str], max_chars: int = 4000) -> tuple[list[str], Clean
         stats.truncated,
         max_chars,
     )
-    return kept, stats
 
 
 def assign_splits(texts: Iterable[str], valid: float = 0.1, test: float = 0.1, seed: int = 0) -> np.ndarray:
     """(n,) uint8 of `Split` values, from a hash of each text: stable when the corpus grows or is reordered."""
     if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
         raise DistillError(f"valid ({valid}) and test ({test}) fractions must be in [0, 1) and sum below 1")
-    buckets = np.array(
-        [int.from_bytes(hashlib.blake2b(f"{seed}:{t}".encode(), digest_size=8).digest(), "little") for t in texts],
+    buckets = np.fromiter(  # NOTE: fromiter, not a list of n Python ints: `texts` may be a 10-million-line TextStore
+        (int.from_bytes(hashlib.blake2b(f"{seed}:{t}".encode(), digest_size=8).digest(), "little") for t in texts),
         dtype=np.uint64,
+        count=len(texts) if isinstance(texts, Sized) else -1,
     )
     fraction = buckets.astype(np.float64) / float(2**64)
     split = np.full(len(fraction), Split.TRAIN, dtype=np.uint8)
