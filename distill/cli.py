@@ -44,6 +44,16 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
                      help="Autocast precision of the teacher's forward pass and of training [default: fp32]; "
                      "targets are cached per precision."),
+        click.option("--processes", type=click.IntRange(min=1),
+                     help="Processes on this machine (torch.distributed through torchrun: gloo on CPU, nccl on "
+                     "CUDA, one GPU each) [default: 1]. Across machines, start `distill.cli` under torchrun instead."),
+        click.option("--token-targets", type=click.Choice(["auto", "store", "online", "none"]),
+                     help="The teacher's token vectors: kept on disk (store), recomputed in the training loop "
+                     "(online) or not used (none) [default: auto: store while they fit on disk, else online on "
+                     "a GPU and none on the CPU; the log says which and why]."),
+        click.option("--teacher-batch-tokens", type=int,
+                     help="Padded tokens a batch in target extraction [default: 2048 on CPU, 16384 on GPU]."),
+        click.option("--workers", type=int, help="Data-loading processes in training [default: 0 on CPU, 2 on GPU]."),
         click.option("--corpus", help="'gensim' (default), a .txt/.jsonl/.csv/.parquet file, a folder of "
                      ".txt files, or a Hugging Face dataset."),
         click.option("--text-column", help="Column holding the text in table-like corpora [default: text]."),
@@ -89,6 +99,40 @@ def _config(config_file: str | None, verbose: bool, **flags: Any) -> RunConfig:
     return build_config(read_toml(config_file) if config_file else {}, flags)
 
 
+def _relaunched(config: RunConfig) -> bool:
+    """Hand this command to torchrun as `config.processes` processes, if asked and not done yet; True if handed."""
+    from distill import distributed
+
+    if config.processes == 1:
+        return False
+    if distributed.launched():
+        logger.info("started by torchrun: it says how many processes run, not --processes")
+        return False
+    if config.device in ("cuda", "auto") and config.placement().device.type == "cuda":
+        import torch
+
+        if config.processes > torch.cuda.device_count():
+            raise DistillError(f"--processes {config.processes} on CUDA needs as many GPUs; this machine has "
+                               f"{torch.cuda.device_count()}")  # fmt: skip
+    status = distributed.relaunch(config.processes, _without_processes(sys.argv[1:]))
+    if status:
+        sys.exit(status)
+    return True
+
+
+def _without_processes(argv: list[str]) -> list[str]:
+    """The command line less its --processes flag (the processes torchrun starts must not start more)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            out.append(arg)
+    return out
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True)
     for noisy in ("transformers", "datasets", "urllib3", "filelock", "httpx", "huggingface_hub"):
@@ -123,11 +167,16 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
     A student that training does not improve, or that ends below 0.5 validation
     fidelity, is flagged in the summary with what to try.
     """
+    from distill import distributed
     from distill.pipeline import run as run_pipeline
 
     config = _config(config_file, verbose, **flags)
+    if _relaunched(config):
+        return
     summary = run_pipeline(config, resume=resume, progress=True)
-    _print_summary(summary)
+    if distributed.group().is_main:
+        _print_summary(summary)
+    distributed.close()
 
 
 @main.command()
@@ -135,13 +184,18 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
 @_user_errors
 def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
     """Compute the teacher's targets for the corpus and cache them (or say they are cached)."""
+    from distill import distributed
     from distill.pipeline import Stopwatch, prepare
 
     config = _config(config_file, verbose, **flags)
+    if _relaunched(config):
+        return
     watch = Stopwatch()
     _, built = prepare(config, watch, progress=True)
-    click.echo(f"targets for {len(built.texts)} texts in {built.root}")
-    _print_stages(watch.seconds)
+    if distributed.group().is_main:
+        click.echo(f"targets for {len(built.texts)} texts in {built.root}")
+        _print_stages(watch.seconds)
+    distributed.close()
 
 
 @main.command()
@@ -150,13 +204,19 @@ def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
 @_user_errors
 def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
     """Train the students on targets that `distill targets` already cached."""
+    from distill import distributed
     from distill.pipeline import Stopwatch, cached_targets, load_teacher, train_students
 
     config = _config(config_file, verbose, **flags)
+    if _relaunched(config):
+        return
+    distributed.init(config.placement().device.type)
     teacher = load_teacher(config)
     summary = train_students(teacher, cached_targets(teacher, config), config, Stopwatch(), resume=resume,
                              progress=True)  # fmt: skip
-    _print_summary(summary)
+    if distributed.group().is_main:
+        _print_summary(summary)
+    distributed.close()
 
 
 @main.command("eval")
@@ -287,7 +347,9 @@ def embed(model_dir: str, input_path: str, output_path: str, precision: str, bat
 
 
 def _print_summary(summary: Any) -> None:
-    click.echo(f"\nrun folder: {summary.run_dir}   texts: " + ", ".join(f"{k} {v}" for k, v in summary.texts.items()))
+    click.echo(f"\nrun folder: {summary.run_dir}   texts: " + ", ".join(f"{k} {v}" for k, v in summary.texts.items())
+               + f"   on {summary.device} {summary.precision}, {summary.processes} process(es), token targets "
+               f"{summary.token_targets}")  # fmt: skip
     click.echo(f"{'student':<12} {'test fidelity':>13} {'tokens':>7} {'reviews':>8} {'params':>11} {'size':>9} "
                f"{'train s':>8}  path")  # fmt: skip
     for s in summary.students:

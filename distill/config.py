@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
+import torch
 
+from distill import distributed
 from distill.corpus import DEFAULT_CORPUS
 from distill.device import DEVICES, Placement
 from distill.errors import DistillError
+from distill.targets import TokenTargets
 from distill.teacher import DEFAULT_TEACHER
 from distill.trainer import TrainConfig
 from students import student_class
@@ -39,8 +43,10 @@ class RunConfig:
     split_seed: int = 0
     output: str = "runs/default"
     cache_dir: str = "runs/cache"
-    token_targets: bool = True
-    teacher_batch_size: int = 64
+    token_targets: str = "auto"  # auto, store, online or none: where the teacher's token vectors come from
+    teacher_batch_size: int = 64  # texts a batch where the teacher embeds small sets (held-out review texts)
+    teacher_batch_tokens: int | None = None  # padded tokens a batch in target extraction (default: by device)
+    processes: int = 1  # processes on this machine (through torchrun); torchrun itself says it when it starts them
     train: dict[str, Any] = field(default_factory=dict)  # training settings shared by all students
     students: dict[str, dict[str, Any]] = field(default_factory=lambda: {"static": {}})
 
@@ -54,13 +60,46 @@ class RunConfig:
         Placement.resolve("cpu", self.precision)  # NOTE: checks the name; the device is resolved when the run starts
         if self.teacher_batch_size <= 0:
             raise DistillError(f"teacher-batch-size must be positive, not {self.teacher_batch_size}")
+        if self.teacher_batch_tokens is not None and self.teacher_batch_tokens <= 0:
+            raise DistillError(f"teacher-batch-tokens must be positive, not {self.teacher_batch_tokens}")
+        if self.processes <= 0:
+            raise DistillError(f"processes must be a positive whole number, not {self.processes}")
+        if isinstance(self.token_targets, bool):  # NOTE: configs of earlier versions said true / false
+            self.token_targets = "store" if self.token_targets else "none"
+        if self.token_targets not in [t.value for t in TokenTargets]:
+            raise DistillError(f"token-targets must be one of {', '.join(t.value for t in TokenTargets)}, "
+                               f"not {self.token_targets!r}")  # fmt: skip
         for name in self.students:
             student_class(self.kind_of(name))
             self.train_config_for(name, {})  # validates the settings before any work starts
 
     def placement(self) -> Placement:
-        """The device and precision of this run, resolved on this machine (a missing GPU is a user's error)."""
-        return Placement.resolve(self.device, self.precision)
+        """The device and precision of this run, resolved on this machine (a missing GPU is a user's error).
+
+        Under several processes each takes the GPU of its local rank.
+        """
+        placement = Placement.resolve(self.device, self.precision)
+        if placement.device.type == "cuda" and distributed.launched():
+            return Placement(torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))), placement.precision)
+        return placement
+
+    def batch_tokens(self, placement: Placement) -> int:
+        """Padded tokens a batch in target extraction.
+
+        NOTE: 2,048 was the fastest measured on 2 CPU cores (see Teacher.token_batches); 16,384
+        on a GPU is not measured here (no GPU was lent), only sized to keep one busy.
+        """
+        if self.teacher_batch_tokens is not None:
+            return self.teacher_batch_tokens
+        return 2048 if placement.device.type == "cpu" else 16384
+
+    def uses_token_vectors(self) -> bool:
+        """Whether any student learns from the teacher's token vectors (a token loss, a table made in context)."""
+        for name in self.students:
+            cls = student_class(self.kind_of(name))
+            if cls.uses_token_vectors(self.student_options(name), self.train_config_for(name, cls.default_training)):
+                return True
+        return False
 
     @property
     def run_dir(self) -> Path:

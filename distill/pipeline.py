@@ -7,19 +7,32 @@ tests drive with a tiny in-memory teacher.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from distill import distributed
 from distill.config import RunConfig
-from distill.corpus import Split, assign_splits, clean, load_corpus, review_texts
+from distill.corpus import Split, assign_splits, iter_corpus, review_texts
 from distill.device import Placement
 from distill.errors import DistillError
 from distill.io import read_json, write_json
-from distill.targets import Targets, build_targets, cache_key
+from distill.targets import (
+    Targets,
+    TokenTargets,
+    build_targets,
+    choose_token_targets,
+    estimate_token_bytes,
+    store_texts,
+    targets_root,
+)
 from distill.teacher import Teacher, resolve_teacher
+from distill.textstore import TextStore, ingest
 from distill.trainer import Trainer, TrainResult, fidelity, token_fidelity
 from students import student_class
 
@@ -57,6 +70,8 @@ class RunSummary:
     device: str = "cpu"  # where the targets were made and the students trained
     precision: str = "fp32"  # the autocast precision of the teacher's forward pass and of training
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    token_targets: str = "store"  # where the token vectors came from: store, online or none
+    processes: int = 1
     students: list[StudentSummary] = field(default_factory=list)
 
 
@@ -81,18 +96,23 @@ class _Stage:
         self.seconds[self.name] = round(self.seconds.get(self.name, 0.0) + time.perf_counter() - self.start, 2)
 
 
-def load_texts(config: RunConfig) -> list[str]:
-    texts, _stats = clean(load_corpus(config.corpus, config.text_column, config.limit))
-    if not texts:
-        raise DistillError(f"corpus {config.corpus!r} has no usable text (every line is empty)")
-    return texts
+def load_store(config: RunConfig, progress: bool = False) -> TextStore:
+    """The cleaned corpus as a text store in the cache: read once by rank 0, streamed, never one Python list."""
+    root = None
+    if distributed.group().is_main:
+        texts = iter_corpus(config.corpus, config.text_column, config.limit)
+        store, _stats = ingest(texts, Path(config.cache_dir), progress=progress)
+        if not len(store):
+            raise DistillError(f"corpus {config.corpus!r} has no usable text (every line is empty)")
+        root = store.root
+    return TextStore.open(distributed.broadcast(root))
 
 
-def load_inputs(config: RunConfig, watch: Stopwatch) -> tuple[Teacher, list[str]]:
+def load_inputs(config: RunConfig, watch: Stopwatch, progress: bool = False) -> tuple[Teacher, TextStore]:
     """The teacher and the cleaned corpus texts."""
     resolve_teacher(config.teacher)  # NOTE: a wrong teacher path fails before the corpus is read
     with watch.stage("load corpus"):
-        texts = load_texts(config)
+        texts = load_store(config, progress)
     with watch.stage("load teacher"):
         teacher = load_teacher(config)
     return teacher, texts
@@ -113,46 +133,71 @@ def check_students(teacher: Teacher, config: RunConfig) -> None:
 
 def prepare(config: RunConfig, watch: Stopwatch, progress: bool = False) -> tuple[Teacher, Targets]:
     """Load the teacher and corpus and build (or reuse) the targets."""
-    teacher, texts = load_inputs(config, watch)
+    distributed.init(config.placement().device.type)
+    teacher, texts = load_inputs(config, watch, progress)
     return teacher, targets_from_model(teacher, texts, config, watch, progress)
 
 
+def token_targets_mode(teacher: Teacher, texts: TextStore, config: RunConfig) -> TokenTargets:
+    """The run's `--token-targets`, `auto` resolved by corpus size and device, and said in the log."""
+    requested = TokenTargets(config.token_targets)
+    stored = estimate_token_bytes(teacher, texts) if requested is TokenTargets.AUTO else 0.0
+    Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+    mode, why = choose_token_targets(requested, needed=config.uses_token_vectors(),
+                                     device_type=teacher.placement.device.type, stored_bytes=stored,
+                                     free_bytes=shutil.disk_usage(config.cache_dir).free)  # fmt: skip
+    logger.info("token targets: %s (%s)", mode.value, why)
+    return mode
+
+
 def targets_from_model(
-    teacher: Teacher, texts: Sequence[str], config: RunConfig, watch: Stopwatch, progress: bool
+    teacher: Teacher, texts: Sequence[str] | TextStore, config: RunConfig, watch: Stopwatch, progress: bool
 ) -> Targets:
+    if not isinstance(texts, TextStore):
+        texts = store_texts(texts, Path(config.cache_dir))
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
+    mode = token_targets_mode(teacher, texts, config)
     with watch.stage("targets"):
-        return build_targets(
-            teacher, texts, split, Path(config.cache_dir),
-            token_targets=config.token_targets, batch_size=config.teacher_batch_size, progress=progress,
-        )  # fmt: skip
+        targets = build_targets(teacher, texts, split, Path(config.cache_dir), token_vectors=mode is TokenTargets.STORE,
+                                batch_tokens=config.batch_tokens(teacher.placement), progress=progress)  # fmt: skip
+    targets.token_mode = mode
+    return targets
 
 
 def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
-    """Targets that an earlier `distill targets` built with these settings."""
-    root = Path(config.cache_dir) / f"targets-{cache_key(teacher, load_texts(config), config.token_targets)}"
-    if not (root / "meta.json").is_file():
-        raise DistillError("no cached targets for these settings; run `distill targets` with them first")
-    return Targets.open(root)
+    """Targets that an earlier `distill targets` built with these settings (with token vectors, if both exist)."""
+    texts = load_store(config)
+    split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
+    requested = TokenTargets(config.token_targets)
+    kept = {TokenTargets.STORE: [True], TokenTargets.AUTO: [True, False]}.get(requested, [False])
+    for token_vectors in kept:
+        root = targets_root(Path(config.cache_dir), teacher, texts, split, token_vectors)
+        if (root / "meta.json").is_file():
+            targets = Targets.open(root)
+            if requested is TokenTargets.ONLINE:
+                targets.token_mode = TokenTargets.ONLINE
+            return targets
+    raise DistillError("no cached targets for these settings; run `distill targets` with them first")
 
 
 def run(config: RunConfig, *, resume: bool = False, progress: bool = False) -> RunSummary:
     """Targets, then every student in `config.students`; returns what was made and how long it took."""
     watch = Stopwatch()
-    teacher, texts = load_inputs(config, watch)
+    distributed.init(config.placement().device.type)
+    teacher, texts = load_inputs(config, watch, progress)
     return run_from_model(teacher, texts, config, resume=resume, progress=progress, watch=watch)
 
 
 def run_from_model(
     teacher: Teacher,
-    texts: Sequence[str],
+    texts: Sequence[str] | TextStore,
     config: RunConfig,
     *,
     resume: bool = False,
     progress: bool = False,
     watch: Stopwatch | None = None,
 ) -> RunSummary:
-    """The core of `run`, on a teacher and texts already in memory."""
+    """The core of `run`, on a teacher and texts already in memory (or in a text store)."""
     watch = watch or Stopwatch()
     teacher.place(config.placement())
     check_students(teacher, config)
@@ -163,24 +208,36 @@ def run_from_model(
 def train_students(
     teacher: Teacher, targets: Targets, config: RunConfig, watch: Stopwatch, *, resume: bool, progress: bool
 ) -> RunSummary:
+    """Build and train every student; rank 0 alone tests and saves them and writes the summary."""
+    here = distributed.group()
     run_dir = config.run_dir
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
     placement = teacher.placement  # NOTE: placed by load_teacher or run_from_model, from the same settings
     summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), teacher.prompt,
                          teacher.trust_remote_code, str(placement.device), placement.precision.value,
-                         watch.seconds)  # fmt: skip
-    logger.info("training on %s", placement)
-    test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
-    reviews = review_texts()
-    review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
+                         watch.seconds, targets.token_mode.value, here.world)  # fmt: skip
+    logger.info("training on %s%s", placement, f", {here.world} processes" if here.active else "")
+    if here.is_main:
+        test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
+        reviews = review_texts()
+        review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
     for name in config.students:
         cls = student_class(config.kind_of(name))
+        train_config = config.train_config_for(name, cls.default_training)
+        warnings = []
+        if train_config.token_loss_weight > 0 and targets.token_mode is TokenTargets.NONE:
+            warnings.append(f"{name}: trained without its token loss, as --token-targets none keeps no token "
+                            "vectors; use store or online for the full recipe")  # fmt: skip
+            train_config.token_loss_weight = 0.0
         with watch.stage(f"train {name}"):
+            torch.manual_seed(train_config.seed)  # NOTE: students built with random weights are built alike each run
             student = cls.from_teacher(teacher, targets, **config.student_options(name))
-            trainer = Trainer(student, targets, config.train_config_for(name, cls.default_training),
-                              run_dir / "train" / name, placement)  # fmt: skip
+            trainer = Trainer(student, targets, train_config, run_dir / "train" / name, placement,
+                              token_targets=targets.token_mode, teacher=teacher)  # fmt: skip
             result = trainer.train(resume=resume, progress=progress)
             student.to("cpu").finalize()  # NOTE: saved and tested on the CPU, as it is exported and served
+        if not here.is_main:
+            continue
         path = student.save(run_dir / "students" / name)
         test = fidelity(student, student.token_ids(test_texts), test_vectors) if test_texts else float("nan")
         on_reviews = fidelity(student, student.token_ids(reviews), review_vectors)
@@ -191,10 +248,12 @@ def train_students(
             test_fidelity=test, reviews_fidelity=on_reviews, valid_fidelity=result.best_fidelity,
             train_seconds=watch.seconds[f"train {name}"], epochs=result.epochs_run, test_token_fidelity=tokens,
             metrics=dict(getattr(student, "metrics", {})), start_fidelity=result.start_fidelity,
-            warnings=student_warnings(name, result),
+            warnings=warnings + student_warnings(name, result),
         ))  # fmt: skip
         logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)
-    write_json(run_dir / "summary.json", asdict(summary))
+    if here.is_main:
+        write_json(run_dir / "summary.json", asdict(summary))
+    distributed.barrier()
     return summary
 
 

@@ -3,6 +3,12 @@
 AdamW with linear warm-up and cosine decay, gradient clipping, validation fidelity after each
 epoch, early stopping with the best weights kept, a checkpoint after every epoch for
 `resume`, and a JSON-lines metrics log.
+
+Batches come from a DataLoader (workers and pinned memory on a GPU): texts are read from the
+cache and tokenized per batch, so nothing grows with the corpus. Under several processes
+(`distill.distributed`) the student trains as DistributedDataParallel: every global batch is
+cut into one share per rank, so a step sees the same texts and the same averaged gradient as
+in one process, and the learning-rate schedule is unchanged.
 """
 
 from __future__ import annotations
@@ -14,19 +20,27 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from distill import distributed
 from distill.corpus import Split
 from distill.device import Placement
 from distill.errors import DistillError
 from distill.io import save_with
 from distill.losses import LossKind, make_loss
-from distill.targets import Targets
-from students.base import Student, pad
+from distill.targets import Targets, TokenTargets
+from students.base import Student, TextEncoder, pad
+
+if TYPE_CHECKING:
+    from distill.teacher import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +59,8 @@ class TrainConfig:
     seed: int = 0
     loss: LossKind = LossKind.COSINE
     token_loss_weight: float = 0.0  # weight of the per-token loss, for students that give token vectors
+    valid_texts: int = 10_000  # validation fidelity on at most this many texts of the validation split
+    workers: int | None = None  # data-loading processes (default: none on the CPU, 2 on a GPU)
 
     def __post_init__(self) -> None:
         self.loss = LossKind(self.loss)
@@ -52,8 +68,10 @@ class TrainConfig:
             raise DistillError(f"epochs must be a positive whole number, not {self.epochs}")
         if self.batch_size <= 0:
             raise DistillError(f"batch-size must be a positive whole number, not {self.batch_size}")
-        if self.lr <= 0 or not 0 <= self.warmup < 1 or self.grad_clip <= 0 or self.patience <= 0:
-            raise DistillError("lr, grad-clip and patience must be positive and warmup in [0, 1)")
+        if self.workers is not None and self.workers < 0:
+            raise DistillError(f"workers must be 0 or more, not {self.workers}")
+        if min(self.lr, self.grad_clip, self.patience, self.valid_texts) <= 0 or not 0 <= self.warmup < 1:
+            raise DistillError("lr, grad-clip, patience and valid-texts must be positive and warmup in [0, 1)")
 
 
 def warmup_steps(fraction: float, total: int) -> int:
@@ -78,6 +96,15 @@ class TrainResult:
 
 def fidelity(student: Student, ids: list[list[int]], targets: np.ndarray, batch_size: int = 512) -> float:
     """Mean cosine between the student's and the teacher's sentence vectors."""
+    total, count = fidelity_sum(student, ids, targets, batch_size)
+    return total / max(count, 1)
+
+
+def fidelity_sum(
+    student: Student, ids: list[list[int]], targets: np.ndarray, batch_size: int = 512
+) -> tuple[float, int]:
+    """(sum of cosines, texts) between the student's and the teacher's sentence vectors: shares add up over ranks."""
+    was_training = student.training
     student.eval()
     total = 0.0
     with torch.inference_mode():
@@ -86,8 +113,8 @@ def fidelity(student: Student, ids: list[list[int]], targets: np.ndarray, batch_
             out = student(batch["input_ids"].to(student.device), batch["attention_mask"].to(student.device))
             teacher = torch.from_numpy(np.asarray(targets[first : first + batch_size], dtype=np.float32))
             total += F.cosine_similarity(out.float().cpu(), teacher, dim=-1).sum().item()
-    student.train()
-    return total / max(len(ids), 1)
+    student.train(was_training)
+    return total, len(ids)
 
 
 def token_fidelity(student: Student, targets: Targets, index: np.ndarray, batch_size: int = 64) -> float | None:
@@ -98,6 +125,7 @@ def token_fidelity(student: Student, targets: Targets, index: np.ndarray, batch_
     """
     if targets.token_vectors is None:
         return None
+    was_training = student.training
     student.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
@@ -110,7 +138,43 @@ def token_fidelity(student: Student, targets: Targets, index: np.ndarray, batch_
                 teacher = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
                 total += F.cosine_similarity(tokens[row, : len(teacher)], teacher, dim=-1).sum().item()
                 count += len(teacher)
+    student.train(was_training)
     return total / max(count, 1)
+
+
+class TrainBatches(Dataset):
+    """One training batch per item: `dataset[rows]` tokenizes those texts and gathers their targets.
+
+    Picklable (the targets reopen their memory maps in a worker), so a DataLoader's worker
+    processes prepare the next batches while the device trains on this one.
+    """
+
+    def __init__(self, targets: Targets, encode: TextEncoder, token_vectors: bool) -> None:
+        self.targets, self.encode, self.token_vectors = targets, encode, token_vectors
+
+    def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = pad(self.encode(self.targets.texts.take(rows)))
+        batch["teacher"] = torch.from_numpy(np.asarray(self.targets.sentence_vectors[rows], dtype=np.float32))
+        if self.token_vectors:
+            tokens = torch.zeros((*batch["input_ids"].shape, self.targets.token_vectors.shape[1]))
+            for row, i in enumerate(rows):
+                vectors = self.targets.tokens_of(int(i))[1]
+                tokens[row, : len(vectors)] = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+            batch["token_targets"] = tokens
+        return batch
+
+
+class _Step(nn.Module):
+    """The student's training forward as one `forward`, which is what DistributedDataParallel wraps."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_tokens: bool) -> Any:
+        if with_tokens:
+            return self.student.forward_with_tokens(input_ids, attention_mask)
+        return self.student(input_ids, attention_mask)
 
 
 class Trainer:
@@ -121,20 +185,33 @@ class Trainer:
         config: TrainConfig,
         work_dir: Path,
         placement: Placement | None = None,
+        *,
+        token_targets: TokenTargets = TokenTargets.STORE,
+        teacher: Teacher | None = None,
     ) -> None:
-        """`placement`: the device the student trains on and the autocast precision of its steps (default: CPU fp32)."""
+        """`placement`: the device the student trains on and the autocast precision of its steps (default: CPU fp32).
+
+        `token_targets`: where a token loss gets the teacher's token vectors: the cache (`store`)
+        or `teacher`, run on each batch (`online`).
+        """
         self.placement = placement or Placement.cpu()
+        self.group = distributed.group()
         self.student, self.targets, self.config = student.to(self.placement.device), targets, config
+        self.token_targets, self.teacher = TokenTargets(token_targets), teacher
         self.scaler = self.placement.grad_scaler()
         self.work_dir = Path(work_dir)
         self.loss = make_loss(config.loss)
         self.train_index = targets.indices(Split.TRAIN)
-        self.valid_index = targets.indices(Split.VALID)
+        self.valid_index = targets.indices(Split.VALID)[: config.valid_texts]
         if len(self.train_index) == 0 or len(self.valid_index) == 0:
             raise DistillError("the corpus needs texts in both the train and the validation split; give it more text")
-        self.train_ids = student.token_ids(targets.texts_of(Split.TRAIN))
-        self.valid_ids = student.token_ids(targets.texts_of(Split.VALID))
-        self.valid_targets = np.asarray(targets.sentence_vectors[self.valid_index])
+        if len(self.train_index) < self.group.world:
+            raise DistillError(f"{len(self.train_index)} training texts cannot be shared by {self.group.world} "
+                               "processes; give the corpus more text")  # fmt: skip
+        self.lengths = targets.token_counts()  # NOTE: the teacher's counts; batches of like lengths pad least
+        mine = distributed.shard(self.valid_index, self.group)
+        self.valid_ids = student.token_ids(targets.texts.take(mine))
+        self.valid_targets = np.asarray(targets.sentence_vectors[mine])
         if config.token_loss_weight > 0:
             self._check_token_targets()
         self.steps_per_epoch = math.ceil(len(self.train_index) / config.batch_size)
@@ -147,20 +224,42 @@ class Trainer:
             self.optimizer,
             lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)),
         )
+        self.step = _Step(self.student)
+        if self.group.active:
+            # NOTE: buffers (the static table's base, the generator's features) are synced from rank 0
+            # once, at the start, and never change, so they are not sent each step; some students
+            # leave a weight unused in training (the static table while its factors train).
+            devices = [self.placement.device] if self.placement.device.type == "cuda" else None
+            self.step = DistributedDataParallel(self.step, device_ids=devices, forward_sync_buffers=False,
+                                                find_unused_parameters=True)  # fmt: skip
+        stored = config.token_loss_weight > 0 and self.token_targets is TokenTargets.STORE
+        self.data = TrainBatches(targets, student.text_encoder(), token_vectors=stored)
 
     @property
     def checkpoint_path(self) -> Path:
         return self.work_dir / "checkpoint.pt"
 
     def _check_token_targets(self) -> None:
-        if self.targets.token_vectors is None or not hasattr(self.student, "forward_with_tokens"):
-            raise DistillError("a token loss needs token targets and a student that gives token vectors")
+        if not hasattr(self.student, "forward_with_tokens"):
+            raise DistillError("a token loss needs a student that gives token vectors")
+        if self.token_targets is TokenTargets.STORE and self.targets.token_vectors is None:
+            raise DistillError("a token loss with --token-targets store needs targets built with token vectors")
+        if self.token_targets is TokenTargets.ONLINE and self.teacher is None:
+            raise DistillError("a token loss with --token-targets online needs the teacher")
+        if self.token_targets is TokenTargets.NONE:
+            raise DistillError("a token loss needs token targets; use --token-targets store or online")
         probe = self.train_index[:32]
-        for i, ids in zip(probe, self.train_ids[:32], strict=True):
-            if not np.array_equal(self.targets.tokens_of(int(i))[0], ids):
+        offsets = self.targets.token_offsets
+        for i, ids in zip(probe, self.student.token_ids(self.targets.texts.take(probe)), strict=True):
+            if not np.array_equal(self.targets.token_ids[offsets[i] : offsets[i + 1]], ids):
                 raise DistillError(
                     "the student's tokenization differs from the teacher's; a token loss needs both equal"
                 )
+
+    def validate(self) -> float:
+        """Validation fidelity: each rank scores its share, the sums are added up."""
+        total, count = distributed.all_sum(fidelity_sum(self.student, self.valid_ids, self.valid_targets))
+        return total / max(count, 1)
 
     def train(self, resume: bool = False, progress: bool = False) -> TrainResult:
         """Train until the epochs run out or validation fidelity stops improving; keep the best weights.
@@ -168,7 +267,9 @@ class Trainer:
         The starting point competes too: its validation fidelity is measured before the first epoch,
         and a run whose epochs are all worse ends with the student as it was built.
         """
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        main = self.group.is_main
+        if main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
         state = self._fresh_state()
         if resume and self.checkpoint_path.is_file():
             state = self._load_checkpoint()
@@ -176,7 +277,7 @@ class Trainer:
                 "resuming %s from epoch %d (best fidelity %.4f)", self.student.kind, state["epoch"], state["best"]
             )
         else:
-            start = fidelity(self.student, self.valid_ids, self.valid_targets)
+            start = self.validate()
             state.update(start=start, best=start, best_state=self._state_copy())
             self._log({"epoch": 0, "valid_fidelity": start})
             logger.info("%s: validation fidelity %.4f before training", self.student.kind, start)
@@ -184,10 +285,10 @@ class Trainer:
         started = time.perf_counter() - state["seconds"]
         total_steps = self.steps_per_epoch * self.config.epochs
         with tqdm(total=total_steps, initial=state["epoch"] * self.steps_per_epoch, desc=f"train {self.student.kind}",
-                  unit="step", disable=not progress) as bar:  # fmt: skip
+                  unit="step", disable=not (progress and main)) as bar:  # fmt: skip
             while state["epoch"] < self.config.epochs and state["bad_epochs"] < self.config.patience:
                 loss = self._epoch(state["epoch"], bar)
-                valid = fidelity(self.student, self.valid_ids, self.valid_targets)
+                valid = self.validate()
                 state["epoch"] += 1
                 if valid > state["best"] + 1e-5:
                     state.update(best=valid, best_epoch=state["epoch"], bad_epochs=0, best_state=self._state_copy())
@@ -206,10 +307,10 @@ class Trainer:
 
     def _epoch(self, epoch: int, bar: tqdm) -> float:
         self.student.train()
-        losses = []
-        for rows in self._batches(epoch):
+        total, count = 0.0, 0
+        for batch in self._loader(epoch):
             with self.placement.autocast():
-                loss = self._loss(rows)
+                loss = self._loss(batch)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -217,17 +318,26 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            losses.append(loss.item())
+            total, count = total + loss.item(), count + 1
             bar.update(1)
-            if len(losses) % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
-        return float(np.mean(losses))
+            if count % 10 == 0:
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        total, count = distributed.all_sum([total, count])
+        return total / max(count, 1)
+
+    def _loader(self, epoch: int) -> DataLoader:
+        on_gpu = self.placement.device.type == "cuda"
+        workers = self.config.workers if self.config.workers is not None else (2 if on_gpu else 0)
+        # NOTE: batch_size=None: each sampler item is a whole batch's rows, which TrainBatches turns into tensors
+        return DataLoader(self.data, batch_size=None, sampler=self._batches(epoch), num_workers=workers,
+                          pin_memory=on_gpu, prefetch_factor=4 if workers else None)  # fmt: skip
 
     def _batches(self, epoch: int, pool: int = 50) -> list[np.ndarray]:
-        """This epoch's batches of train rows: shuffled, but texts of similar length batched together.
+        """This rank's share of this epoch's batches: shuffled, but texts of similar length batched together.
 
         NOTE: random batches pad every text to the longest of 32-256 random ones; sorting within
         pools of `pool` batches cuts the padded tokens (and a transformer's step time) by about a third.
+        Every rank draws the same global batches and takes its own slice of each.
         """
         rng = np.random.default_rng(self.config.seed + epoch)
         order = rng.permutation(len(self.train_index))
@@ -235,25 +345,28 @@ class Trainer:
         batches = []
         for first in range(0, len(order), size * pool):
             chunk = order[first : first + size * pool]
-            chunk = chunk[np.argsort([len(self.train_ids[r]) for r in chunk], kind="stable")]
+            chunk = chunk[np.argsort(self.lengths[self.train_index[chunk]], kind="stable")]
             batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
-        return [batches[i] for i in rng.permutation(len(batches))]
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        world = self.group.world
+        # NOTE: a last batch too small to give every rank a text is left out on every rank alike
+        return [self.train_index[np.array_split(b, world)[self.group.rank]] for b in batches if len(b) >= world]
 
-    def _loss(self, rows: np.ndarray) -> torch.Tensor:
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         device = self.placement.device
-        batch = {k: v.to(device) for k, v in pad([self.train_ids[r] for r in rows]).items()}
-        index = self.train_index[rows]
-        teacher = torch.from_numpy(np.asarray(self.targets.sentence_vectors[index], dtype=np.float32)).to(device)
+        on_gpu = device.type == "cuda"
+        input_ids = batch["input_ids"].to(device, non_blocking=on_gpu)
+        mask = batch["attention_mask"].to(device, non_blocking=on_gpu)
+        teacher = batch["teacher"].to(device, non_blocking=on_gpu)
         if self.config.token_loss_weight <= 0:
-            return self.loss(self.student(batch["input_ids"], batch["attention_mask"]).float(), teacher)
-        # (batch, seq, token_dim), (batch, dim)
-        tokens, sentence = self.student.forward_with_tokens(batch["input_ids"], batch["attention_mask"])
-        token_targets = torch.zeros(tokens.shape, dtype=torch.float32)
-        for row, i in enumerate(index):
-            vectors = self.targets.tokens_of(int(i))[1]
-            token_targets[row, : len(vectors)] = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
-        mask = batch["attention_mask"].bool()
-        token_loss = self.loss(tokens.float()[mask], token_targets.to(device)[mask])
+            return self.loss(self.step(input_ids, mask, False).float(), teacher)
+        tokens, sentence = self.step(input_ids, mask, True)  # (batch, seq, token_dim), (batch, dim)
+        if self.token_targets is TokenTargets.ONLINE:
+            token_targets = self.teacher.token_vectors_on_device(input_ids, mask)
+        else:
+            token_targets = batch["token_targets"].to(device, non_blocking=on_gpu)
+        keep = mask.bool()
+        token_loss = self.loss(tokens.float()[keep], token_targets[keep])
         return self.loss(sentence.float(), teacher) + self.config.token_loss_weight * token_loss
 
     def _fresh_state(self) -> dict:
@@ -264,6 +377,8 @@ class Trainer:
         return copy.deepcopy(self.student.state_dict())
 
     def _save_checkpoint(self, state: dict) -> None:
+        if not self.group.is_main:
+            return
         checkpoint = {
             **state,
             "student": self.student.state_dict(),
@@ -286,5 +401,7 @@ class Trainer:
         return checkpoint
 
     def _log(self, record: dict) -> None:
+        if not self.group.is_main:
+            return
         with open(self.work_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"student": self.student.kind, **record}) + "\n")

@@ -26,6 +26,7 @@ from distill.io import atomic_dir, read_json, write_json
 if TYPE_CHECKING:
     from distill.targets import Targets
     from distill.teacher import Teacher
+    from distill.trainer import TrainConfig
 
 CONFIG_FILE = "student.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -65,6 +66,11 @@ class Student(nn.Module):
         """Raise DistillError, before any work, when this kind cannot be built from `teacher` with `options`."""
 
     @classmethod
+    def uses_token_vectors(cls, options: dict[str, Any], train: TrainConfig) -> bool:
+        """Whether this kind, with these options and training settings, learns from the teacher's token vectors."""
+        return train.token_loss_weight > 0
+
+    @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> Student:
         """A new student initialised from the teacher and its targets; `options` are config fields."""
         raise NotImplementedError
@@ -94,9 +100,11 @@ class Student(nn.Module):
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with the prompt before it and truncated to the max length."""
-        prompt = self.config.prompt
-        texts = [prompt + t for t in texts] if prompt else list(texts)
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=self.special_tokens)]
+        return self.text_encoder()(texts)
+
+    def text_encoder(self) -> TextEncoder:
+        """This student's tokenization alone: small and picklable, for data-loading worker processes."""
+        return TextEncoder(self.tokenizer, self.config.prompt, self.special_tokens)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         return pad(self.token_ids(texts))
@@ -169,6 +177,19 @@ class Student(nn.Module):
 
     def load_weights(self, state: dict[str, Any]) -> None:
         self.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """Texts -> token id lists as a student reads them: its tokenizer, its prompt, its special tokens or none."""
+
+    tokenizer: Tokenizer
+    prompt: str = ""
+    special_tokens: bool = True
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        texts = [self.prompt + t for t in texts] if self.prompt else list(texts)
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=self.special_tokens)]
 
 
 def prepare_tokenizer(tokenizer: Tokenizer, max_length: int) -> Tokenizer:

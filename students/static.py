@@ -11,7 +11,7 @@ It reads token ids only, so it works alike for every kind of tokenizer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,12 +25,14 @@ from torch import nn
 from distill.corpus import Split
 from distill.errors import DistillError
 from distill.io import write_json
+from distill.targets import TokenTargets
 from distill.tokens import check_fits
 from students.base import Student, StudentConfig
 
 if TYPE_CHECKING:
     from distill.targets import Targets
     from distill.teacher import Teacher
+    from distill.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +66,24 @@ class StaticStudent(Student):
     default_training: ClassVar[dict[str, Any]] = {"lr": 1e-2, "epochs": 10, "batch_size": 256, "patience": 2}
 
     @classmethod
+    def uses_token_vectors(cls, options: dict[str, Any], train: TrainConfig) -> bool:
+        return options.get("init", "context") == "context"
+
+    @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> StaticStudent:
         check_fits(teacher.tokenizer.backend_tokenizer, teacher.vocab_size, teacher.name)
         config = cls.config_from_teacher(teacher, targets, vocab_size=teacher.vocab_size, **options)
         student = cls(config, teacher.tokenizer.backend_tokenizer)
-        if config.init == "vocab" or targets.token_vectors is None:
+        if config.init == "vocab" or targets.token_mode is TokenTargets.NONE:
+            if config.init == "context":
+                logger.info("static init: each token's vector alone (--token-targets none keeps no token vectors)")
             student.init_table(targets.vocab_vectors)
             return student
-        rows = targets.token_rows(Split.TRAIN)
-        special = np.array(teacher.tokenizer.all_special_ids)
-        rows = rows[~np.isin(targets.token_ids[rows], special)]  # the student never sees [CLS] / [SEP]
-        to_sentence_space = sentence_space(teacher, targets.token_vectors.shape[1], config.dim)
-        table = context_table(targets.vocab_vectors, targets.token_ids[rows], targets.token_vectors[rows],
-                              config.shrinkage, transform=to_sentence_space)  # fmt: skip
-        student.init_table(table)
+        special = np.array(teacher.tokenizer.all_special_ids)  # the student never sees [CLS] / [SEP]
+        stored = targets.token_vectors is not None
+        blocks = stored_blocks(targets, special) if stored else teacher_blocks(teacher, targets, special)
+        to_sentence_space = sentence_space(teacher, teacher.token_dim, config.dim)
+        student.init_table(context_table(targets.vocab_vectors, blocks, config.shrinkage, transform=to_sentence_space))
         return student
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -178,16 +184,39 @@ def sentence_space(teacher: Teacher, token_dim: int, dim: int) -> Callable[[torc
     return through_dense
 
 
+def stored_blocks(
+    targets: Targets, special: np.ndarray, step: int = 1 << 18
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, token vectors) of the training texts' tokens, special ones left out, read from the cache in blocks."""
+    train = targets.token_mask(Split.TRAIN)  # (tokens,) bool
+    for first in range(0, len(train), step):
+        ids = np.asarray(targets.token_ids[first : first + step])
+        keep = train[first : first + step] & ~np.isin(ids, special)
+        yield ids[keep], np.asarray(targets.token_vectors[first : first + step])[keep]
+
+
+def teacher_blocks(
+    teacher: Teacher, targets: Targets, special: np.ndarray, chunk: int = 2048
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The same as `stored_blocks`, recomputed by the teacher (`--token-targets online`: none on disk)."""
+    index = targets.indices(Split.TRAIN)
+    logger.info("static init: running the teacher over %d training texts for token vectors in context", len(index))
+    for first in range(0, len(index), chunk):
+        for _, batch in teacher.token_batches(targets.texts.take(index[first : first + chunk])):
+            keep = batch.attention_mask.bool().numpy() & ~np.isin(batch.input_ids.numpy(), special)
+            yield batch.input_ids.numpy()[keep], batch.token_vectors.numpy()[keep]
+
+
 def context_table(
     vocab_vectors: np.ndarray,
-    token_ids: np.ndarray,
-    token_vectors: np.ndarray,
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
     shrinkage: float = 2.0,
     fit_min_count: int = 10,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> np.ndarray:
     """(vocab, dim): each token's mean vector in context, shrunk towards its vector alone.
 
+    `blocks` gives (ids (k,), vectors (k, token_dim)) of tokens in context, a block at a time.
     A token's vector alone lives in a different region than its vectors in context, so it is
     first mapped by a least-squares affine fit (learned on tokens seen at least `fit_min_count`
     times); a token seen `c` times then gets (c * context_mean + k * mapped_alone) / (c + k).
@@ -196,14 +225,14 @@ def context_table(
     """
     vocab, dim = vocab_vectors.shape
     sums = torch.zeros(vocab, dim, dtype=torch.float64)
-    ids = torch.from_numpy(np.asarray(token_ids, dtype=np.int64))
-    step = 1 << 18
-    for first in range(0, len(ids), step):
-        block = torch.from_numpy(np.asarray(token_vectors[first : first + step], dtype=np.float32))  # (step, token_dim)
+    counts = torch.zeros(vocab, dtype=torch.float64)
+    for block_ids, block_vectors in blocks:
+        ids = torch.from_numpy(np.asarray(block_ids, dtype=np.int64))
+        block = torch.from_numpy(np.asarray(block_vectors, dtype=np.float32))  # (k, token_dim)
         if transform is not None:
-            block = transform(block)  # (step, dim)
-        sums.index_add_(0, ids[first : first + step], block.double())
-    counts = torch.bincount(ids, minlength=vocab).double()  # (vocab,)
+            block = transform(block)  # (k, dim)
+        sums.index_add_(0, ids, block.double())
+        counts += torch.bincount(ids, minlength=vocab).double()
     means = sums / counts.clamp(min=1)[:, None]
     alone = torch.from_numpy(np.asarray(vocab_vectors, dtype=np.float64))
     frequent = counts >= fit_min_count

@@ -285,7 +285,7 @@ class GeneratorGraph(nn.Module):
 
 def token_weights(targets: Targets, ids: list[int], n_items: int) -> torch.Tensor:
     """(n_items,) loss weights: sqrt(1 + count in the training texts) for the tokens `ids`, then 1 for extra words."""
-    counts = np.bincount(targets.token_ids[targets.token_rows(Split.TRAIN)], minlength=max(ids) + 1)
+    counts = np.bincount(targets.token_ids[targets.token_mask(Split.TRAIN)], minlength=max(ids) + 1)
     weights = np.ones(n_items, dtype=np.float32)
     weights[: len(ids)] = np.sqrt(1 + counts[ids])
     return torch.from_numpy(weights)

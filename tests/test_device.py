@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from distill.cli import main
-from distill.corpus import assign_splits
+from distill.corpus import assign_splits, fingerprint
 from distill.device import Placement, Precision
 from distill.errors import DistillError
 from distill.targets import build_targets, cache_key
@@ -36,14 +36,15 @@ def test_auto_is_cuda_when_present_and_a_missing_device_is_a_user_error() -> Non
 
 
 def test_bf16_teacher_gives_close_vectors_under_its_own_cache_key(teacher: Teacher, corpus: list[str]) -> None:
-    fp32_vectors, fp32_key = teacher.sentence_vectors(SENTENCES), cache_key(teacher, corpus, True)
+    split, corpus_fingerprint = assign_splits(corpus), fingerprint(corpus)
+    fp32_vectors, fp32_key = teacher.sentence_vectors(SENTENCES), cache_key(teacher, corpus_fingerprint, split, True)
     teacher.place(Placement.resolve("cpu", "fp32"))
-    assert cache_key(teacher, corpus, True) == fp32_key  # placing on the CPU in fp32 changes nothing
+    assert cache_key(teacher, corpus_fingerprint, split, True) == fp32_key  # placing on the CPU in fp32 changes nothing
     teacher.place(Placement.resolve("cpu", "bf16"))
     bf16_vectors = teacher.sentence_vectors(SENTENCES)
     assert bf16_vectors.dtype == np.float32 and not np.array_equal(bf16_vectors, fp32_vectors)
     assert (bf16_vectors * fp32_vectors).sum(axis=1).min() > 0.99
-    assert cache_key(teacher, corpus, True) != fp32_key
+    assert cache_key(teacher, corpus_fingerprint, split, True) != fp32_key
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

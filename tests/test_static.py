@@ -55,7 +55,7 @@ def test_context_table_averages_a_tokens_vectors_in_context() -> None:
     ids = np.concatenate([np.repeat(np.arange(39), 20), [7, 7]])  # token 39 is never seen
     token_vectors = vocab_vectors[ids] * 2 + 1  # context is an affine map of the vector alone
     token_vectors[-2:] = 0.0
-    table = context_table(vocab_vectors, ids, token_vectors, shrinkage=0.0)
+    table = context_table(vocab_vectors, [(ids, token_vectors)], shrinkage=0.0)
     expected = vocab_vectors * 2 + 1
     expected[7] = expected[7] * 20 / 22
     np.testing.assert_allclose(table[:39], expected[:39], atol=1e-3)
@@ -110,7 +110,7 @@ def test_context_table_maps_token_vectors_before_averaging() -> None:
     ids = np.repeat(np.arange(10), 5)
     token_vectors = rng.normal(size=(50, 6)).astype(np.float32)
     linear = torch.from_numpy(rng.normal(size=(6, 3)).astype(np.float32))
-    table = context_table(rng.normal(size=(10, 3)).astype(np.float32), ids, token_vectors, shrinkage=0.0,
+    table = context_table(rng.normal(size=(10, 3)).astype(np.float32), [(ids, token_vectors)], shrinkage=0.0,
                           transform=lambda block: block @ linear)  # fmt: skip
     expected = np.stack([token_vectors[ids == i].mean(axis=0) for i in range(10)]) @ linear.numpy()
     np.testing.assert_allclose(table, expected, atol=1e-4)
