@@ -38,6 +38,7 @@ from students import student_class
 
 logger = logging.getLogger(__name__)
 
+TEST_TEXTS = 50_000  # a student's test fidelity is measured on at most this many texts of the test split
 FIDELITY_FLOOR = 0.5  # a student whose validation fidelity ends below this is flagged in the summary
 
 
@@ -218,7 +219,7 @@ def train_students(
                          watch.seconds, targets.token_mode.value, here.world)  # fmt: skip
     logger.info("training on %s%s", placement, f", {here.world} processes" if here.active else "")
     if here.is_main:
-        test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
+        test_texts, test_vectors = targets.texts_and_vectors(Split.TEST, TEST_TEXTS)
         reviews = review_texts()
         review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
     for name in config.students:
@@ -242,7 +243,7 @@ def train_students(
         test = fidelity(student, student.token_ids(test_texts), test_vectors) if test_texts else float("nan")
         on_reviews = fidelity(student, student.token_ids(reviews), review_vectors)
         gives_tokens = hasattr(student, "forward_tokens")
-        tokens = token_fidelity(student, targets, targets.indices(Split.TEST)) if gives_tokens else None
+        tokens = token_fidelity(student, targets, targets.indices(Split.TEST)[:TEST_TEXTS]) if gives_tokens else None
         summary.students.append(StudentSummary(
             name=name, path=str(path), params=student.num_parameters(), bytes=folder_bytes(path),
             test_fidelity=test, reviews_fidelity=on_reviews, valid_fidelity=result.best_fidelity,

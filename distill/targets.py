@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -91,9 +91,30 @@ class Targets:
         a, b = self.token_offsets[i], self.token_offsets[i + 1]
         return self.token_ids[a:b], self.token_vectors[a:b]
 
-    def token_mask(self, split: Split) -> np.ndarray:
-        """(tokens,) bool: which rows of `token_ids` / `token_vectors` belong to the texts of `split`."""
-        return np.repeat(self.split == split, self.token_counts())
+    def iter_texts(self, split: Split, limit: int | None = None, block: int = 8192) -> Iterator[str]:
+        """The (first `limit`) texts of `split`, streamed from the text store a block at a time."""
+        index = self.indices(split)[:limit]
+        for first in range(0, len(index), block):
+            yield from self.texts.take(index[first : first + block])
+
+    def token_blocks(self, split: Split, texts: int = 65536) -> Iterator[tuple[slice, np.ndarray]]:
+        """(rows, keep): consecutive blocks of token rows, and which of them belong to the texts of `split`.
+
+        NOTE: in blocks of `texts` texts, so no (tokens,) array of the whole corpus is ever made.
+        """
+        counts = self.token_counts()
+        for first in range(0, len(counts), texts):
+            last = min(first + texts, len(counts))
+            keep = np.repeat(self.split[first:last] == split, counts[first:last])
+            yield slice(int(self.token_offsets[first]), int(self.token_offsets[last])), keep
+
+    def token_id_counts(self, split: Split, minlength: int = 0) -> np.ndarray:
+        """(vocab,) how often each token id occurs in the texts of `split`."""
+        size = max(minlength, int(np.max(self.token_ids, initial=-1)) + 1)
+        total = np.zeros(size, dtype=np.int64)
+        for rows, keep in self.token_blocks(split):
+            total += np.bincount(np.asarray(self.token_ids[rows])[keep], minlength=size)
+        return total
 
     def __reduce__(self) -> tuple:
         """Pickled as its folder, reopened (memory-mapped again) where it is unpickled: a data-loading worker."""

@@ -184,15 +184,12 @@ def sentence_space(teacher: Teacher, token_dim: int, dim: int) -> Callable[[torc
     return through_dense
 
 
-def stored_blocks(
-    targets: Targets, special: np.ndarray, step: int = 1 << 18
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def stored_blocks(targets: Targets, special: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, token vectors) of the training texts' tokens, special ones left out, read from the cache in blocks."""
-    train = targets.token_mask(Split.TRAIN)  # (tokens,) bool
-    for first in range(0, len(train), step):
-        ids = np.asarray(targets.token_ids[first : first + step])
-        keep = train[first : first + step] & ~np.isin(ids, special)
-        yield ids[keep], np.asarray(targets.token_vectors[first : first + step])[keep]
+    for rows, train in targets.token_blocks(Split.TRAIN, texts=8192):
+        ids = np.asarray(targets.token_ids[rows])
+        keep = train & ~np.isin(ids, special)
+        yield ids[keep], np.asarray(targets.token_vectors[rows])[keep]
 
 
 def teacher_blocks(

@@ -19,7 +19,7 @@ import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+WORD_COUNT_TEXTS = 1_000_000  # training texts whose words are counted for the generator's extra words
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")  # punctuation around a word ('café,'), which SentencePiece keeps in it
 
 
@@ -171,7 +172,9 @@ class TokenGenStudent(Student):
             student.real_table.copy_(torch.from_numpy(np.array(targets.vocab_vectors, dtype=np.float32)))
             student.generator.requires_grad_(False)
             return student
-        words = training_words(teacher, targets.texts_of(Split.TRAIN), config.extra_words, read_words(config.words))
+        # NOTE: the commonest words of a very large corpus are found in its first texts
+        texts = targets.iter_texts(Split.TRAIN, limit=WORD_COUNT_TEXTS)
+        words = training_words(teacher, texts, config.extra_words, read_words(config.words))
         if not words:
             raise DistillError("the token generator found no words to learn from; give the corpus more text")
         ids = student.learnable_ids()
@@ -285,7 +288,7 @@ class GeneratorGraph(nn.Module):
 
 def token_weights(targets: Targets, ids: list[int], n_items: int) -> torch.Tensor:
     """(n_items,) loss weights: sqrt(1 + count in the training texts) for the tokens `ids`, then 1 for extra words."""
-    counts = np.bincount(targets.token_ids[targets.token_mask(Split.TRAIN)], minlength=max(ids) + 1)
+    counts = targets.token_id_counts(Split.TRAIN, minlength=max(ids) + 1)
     weights = np.ones(n_items, dtype=np.float32)
     weights[: len(ids)] = np.sqrt(1 + counts[ids])
     return torch.from_numpy(weights)
@@ -356,7 +359,7 @@ def read_words(path: str) -> list[str]:
     return words
 
 
-def training_words(teacher: Teacher, texts: Sequence[str], limit: int, extra: Sequence[str] = ()) -> list[str]:
+def training_words(teacher: Teacher, texts: Iterable[str], limit: int, extra: Sequence[str] = ()) -> list[str]:
     """Real words the vocabulary does not hold as one token: gensim's word lists and the corpus's commonest.
 
     Words are plain text, normalized as the teacher's tokenizer does (lower-cased for an uncased BERT).
