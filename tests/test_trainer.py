@@ -75,3 +75,13 @@ def test_short_runs_warm_up_for_a_third_and_long_runs_keep_their_fraction() -> N
     assert warmup_steps(0.05, 60) == 20
     assert warmup_steps(0.05, 1108) == 55  # the default transformer run, as before
     assert warmup_steps(0.0, 1) == 1
+
+
+def test_data_loading_workers_give_the_same_training(tiny_teacher: Teacher, targets: Targets, tmp_path: Path) -> None:
+    """Batches prepared in worker processes (the targets and tokenizer pickled to them) train exactly alike."""
+    results = []
+    for workers in (0, 2):
+        student = StaticStudent.from_teacher(tiny_teacher, targets, init="vocab")
+        config = TrainConfig(epochs=2, lr=2e-2, batch_size=32, workers=workers)
+        results.append(Trainer(student, targets, config, tmp_path / str(workers)).train().best_fidelity)
+    assert results[0] == pytest.approx(results[1], abs=1e-6)
