@@ -30,9 +30,11 @@ eval: $(INSTALLED) ## Compare teacher, students and the model2vec peer (after ma
 export: $(INSTALLED) ## Export every student of runs/default to ONNX fp32 + int8, parity-checked, into its export/
 	$(BIN)/distill export --run $(RUN)
 
-bench: $(INSTALLED) ## Measure runs/default now and print the headline figures (GROW=1: also train on ../shared text)
+bench: $(INSTALLED) ## Measure runs/default now and print the headline figures (GROW=1: also train on ../shared text; SCALE=1: also how extraction scales)
 	$(BIN)/python -m eval.bench --run $(RUN) $(if $(SHARED_STS),--sts $(SHARED_STS)) \
 		$(if $(GROW),--grow-on ../shared/data/corpus-reviews-speeches.txt)
+	$(if $(SCALE),$(BIN)/python -m eval.scale \
+		$(if $(wildcard ../shared/data/corpus-reviews-speeches.txt),--corpus ../shared/data/corpus-reviews-speeches.txt))
 
 test: $(INSTALLED) ## Run the tests
 	$(BIN)/pytest -q
