@@ -40,11 +40,21 @@ from distill.io import write_json
 from distill.st_modules import pooling_config
 from distill.teacher import DEFAULT_TEACHER, Pooling, resolve_teacher
 
-# Run one command and print its peak resident memory (the largest process it waited for) as its last line.
-_PEAK_RSS = """import resource, subprocess, sys
-status = subprocess.run(sys.argv[1:]).returncode
+# Run one command and print its peak resident memory (the largest process it waited for), and on Linux
+# its peak anonymous memory (RssAnon, sampled every 20 ms): resident memory also counts the pages of
+# the memory-mapped files it writes, which the kernel may drop, anonymous memory only what it holds.
+_PEAK_RSS = """import resource, subprocess, sys, time
+child, anon = subprocess.Popen(sys.argv[1:]), 0
+while child.poll() is None:
+    try:
+        with open(f"/proc/{child.pid}/status") as status:
+            anon = max([anon] + [int(line.split()[1]) for line in status if line.startswith("RssAnon:")])
+    except OSError:
+        pass
+    time.sleep(0.02)
 print("peak_rss", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True)
-sys.exit(status)
+print("peak_anon_kb", anon, flush=True)
+sys.exit(child.returncode)
 """
 _RSS_UNIT = 1 if sys.platform == "darwin" else 1024  # NOTE: ru_maxrss is in bytes on macOS, kilobytes on Linux
 _TARGETS_LINE = re.compile(r"^targets for (\d+) texts in (.+)$", re.MULTILINE)
@@ -66,6 +76,7 @@ class Extraction:
     stages: dict[str, float]  # seconds per stage, as the command printed them
     wall_s: float
     peak_rss_bytes: int
+    peak_anon_bytes: int  # 0 where /proc is missing
 
     def disk(self) -> dict[str, int]:
         """Bytes of each file of the targets folder, of the whole folder, and of the text store beside it."""
@@ -77,6 +88,7 @@ class Extraction:
     def as_json(self) -> dict[str, Any]:
         return {"command": " ".join(self.command), "texts": self.texts, "stages_s": self.stages,
                 "wall_s": round(self.wall_s, 2), "peak_rss_bytes": self.peak_rss_bytes,
+                "peak_anon_bytes": self.peak_anon_bytes,
                 "disk": self.disk()}  # fmt: skip
 
 
@@ -114,8 +126,9 @@ def run_targets(
                             f"--- stderr tail ---\n{tail}")  # fmt: skip
     stages = next(line for line in printed.splitlines() if line.startswith("stages: "))
     peak = next(line for line in printed.splitlines() if line.startswith("peak_rss "))
+    anon = next(line for line in printed.splitlines() if line.startswith("peak_anon_kb "))
     return Extraction(command, int(found.group(1)), Path(found.group(2)), _stage_seconds(stages), wall,
-                      int(peak.split()[1]) * _RSS_UNIT)  # fmt: skip
+                      int(peak.split()[1]) * _RSS_UNIT, int(anon.split()[1]) * 1024)  # fmt: skip
 
 
 def _relay(stream: IO[bytes]) -> str:
@@ -250,16 +263,19 @@ def memory(corpus: Path, teacher: Path, sizes: list[int], work: Path) -> list[Ex
 def print_memory(out: dict[str, Any]) -> None:
     click.echo(f"\n2. peak memory of one `distill targets --token-targets none`, {out['teacher']} on cpu")
     click.echo(f"   {'lines':>9} {'texts':>9} {'text store MB':>13} {'targets MB':>10} {'peak RSS MB':>11} "
-               f"{'targets s':>9} {'wall s':>7}")  # fmt: skip
+               f"{'peak anon MB':>12} {'targets s':>9} {'wall s':>7}")  # fmt: skip
     rows = list(out["runs"].items())
     for lines, run in rows:
         click.echo(f"   {int(lines):>9,} {run['texts']:>9,} {run['disk']['text_store'] / _MB:>13.1f} "
                    f"{run['disk']['targets'] / _MB:>10.1f} {run['peak_rss_bytes'] / _MB:>11.1f} "
+                   f"{run['peak_anon_bytes'] / _MB:>12.1f} "
                    f"{run['stages_s']['targets']:>9.1f} {run['wall_s']:>7.1f}")  # fmt: skip
     (small, first), (large, last) = rows[0], rows[-1]
     before, after = first["peak_rss_bytes"], last["peak_rss_bytes"]
+    anon = last["peak_anon_bytes"] - first["peak_anon_bytes"]
     click.echo(f"   {int(large) / int(small):.0f}x the lines: peak RSS x{after / before:.2f} "
-               f"({(after - before) / _MB:+.1f} MB)")  # fmt: skip
+               f"({(after - before) / _MB:+.1f} MB), peak anonymous memory {anon / _MB:+.1f} MB "
+               f"({anon / max(1, last['texts'] - first['texts']):.0f} bytes a text more)")  # fmt: skip
 
 
 def disk(
