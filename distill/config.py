@@ -15,7 +15,7 @@ from distill import distributed
 from distill.corpus import DEFAULT_CORPUS
 from distill.device import DEVICES, Placement
 from distill.errors import DistillError
-from distill.targets import TokenTargets
+from distill.targets import CHUNK_TEXTS, TokenTargets
 from distill.teacher import DEFAULT_TEACHER
 from distill.trainer import TrainConfig
 from students import student_class
@@ -46,6 +46,7 @@ class RunConfig:
     token_targets: str = "auto"  # auto, store, online or none: where the teacher's token vectors come from
     teacher_batch_size: int = 64  # texts a batch where the teacher embeds small sets (held-out review texts)
     teacher_batch_tokens: int | None = None  # padded tokens a batch in target extraction (default: by device)
+    chunk_texts: int = CHUNK_TEXTS  # texts a targets cache chunk: the unit of resuming and of sharing out by rank
     processes: int = 1  # processes on this machine (through torchrun); torchrun itself says it when it starts them
     train: dict[str, Any] = field(default_factory=dict)  # training settings shared by all students
     students: dict[str, dict[str, Any]] = field(default_factory=lambda: {"static": {}})
@@ -62,6 +63,8 @@ class RunConfig:
             raise DistillError(f"teacher-batch-size must be positive, not {self.teacher_batch_size}")
         if self.teacher_batch_tokens is not None and self.teacher_batch_tokens <= 0:
             raise DistillError(f"teacher-batch-tokens must be positive, not {self.teacher_batch_tokens}")
+        if self.chunk_texts <= 0:
+            raise DistillError(f"chunk-texts must be positive, not {self.chunk_texts}")
         if self.processes <= 0:
             raise DistillError(f"processes must be a positive whole number, not {self.processes}")
         if isinstance(self.token_targets, bool):  # NOTE: configs of earlier versions said true / false

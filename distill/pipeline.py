@@ -160,7 +160,8 @@ def targets_from_model(
     mode = token_targets_mode(teacher, texts, config)
     with watch.stage("targets"):
         targets = build_targets(teacher, texts, split, Path(config.cache_dir), token_vectors=mode is TokenTargets.STORE,
-                                batch_tokens=config.batch_tokens(teacher.placement), progress=progress)  # fmt: skip
+                                batch_tokens=config.batch_tokens(teacher.placement), chunk_texts=config.chunk_texts,
+                                progress=progress)  # fmt: skip
     targets.token_mode = mode
     return targets
 

@@ -219,12 +219,14 @@ def build_targets(
     *,
     token_vectors: bool = True,
     batch_tokens: int = 2048,
+    chunk_texts: int | None = None,
     progress: bool = False,
 ) -> Targets:
     """Compute (or reuse) the teacher's targets for `texts` under `cache_dir`, shared out over the ranks.
 
     `texts` may be a list (written to the cache as a text store first); `token_vectors`: keep
-    the token vectors in context (`store`), not only the token ids.
+    the token vectors in context (`store`), not only the token ids; `chunk_texts`: texts a chunk
+    (default CHUNK_TEXTS), the unit that ranks share out.
     """
     cache_dir = Path(cache_dir)
     here = distributed.group()
@@ -237,9 +239,10 @@ def build_targets(
             build_vocab_vectors(teacher, cache_dir, progress=progress)
         distributed.barrier()
         return Targets.open(root)
-    partial = root / "partial"
+    size = chunk_texts or CHUNK_TEXTS
+    partial = root / f"partial-{size}"  # NOTE: chunk files are named by their first text, so one folder a size
     partial.mkdir(parents=True, exist_ok=True)
-    chunks = range(0, len(store), CHUNK_TEXTS)
+    chunks = range(0, len(store), size)
     mine = distributed.shard(list(enumerate(chunks)), here)
     done = [c for c in chunks if (partial / f"{c:09d}.npz").is_file()]
     if done:
@@ -248,7 +251,7 @@ def build_targets(
     for number, first in mine:
         path = partial / f"{first:09d}.npz"
         if not path.is_file():
-            part = _extract_chunk(teacher, store[first : first + CHUNK_TEXTS], token_vectors, batch_tokens, show,
+            part = _extract_chunk(teacher, store[first : first + size], token_vectors, batch_tokens, show,
                                   desc=f"targets {number + 1}/{len(chunks)}")  # fmt: skip
             save_with(path, lambda tmp, part=part: _save_npz(tmp, part))
     if here.rank == here.world - 1:  # NOTE: the last rank, so rank 0 is not also the one that joins the chunks
@@ -262,7 +265,8 @@ def build_targets(
             "pooling": teacher.pooling.value, "normalize": teacher.normalize, "token_vectors": token_vectors,
             "prompt": teacher.prompt, "vocab_dir": _vocab_dir(cache_dir, teacher).name, "texts_dir": store.root.name,
         })  # fmt: skip
-        shutil.rmtree(partial, ignore_errors=True)
+        for leftover in root.glob("partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     distributed.barrier()
     return Targets.open(root)
 

@@ -46,7 +46,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_two_processes_make_the_same_targets_and_train_as_well_as_one(setup: tuple[Path, Path]) -> None:
     work, teacher = setup
     # NOTE: students that start far from the teacher, so training has something to agree on
-    (work / "students.toml").write_text('[static]\ninit = "vocab"\nlr = 0.05\n[transformer]\nlayers = [1]\n')
+    # and chunks of 128 texts, so that both processes extract some
+    settings = 'chunk-texts = 128\n[static]\ninit = "vocab"\nlr = 0.05\n[transformer]\nlayers = [1]\n'
+    (work / "students.toml").write_text(settings)
     common = ["run", "--config", str(work / "students.toml"), "--teacher", str(teacher), "--corpus",
               str(work / "corpus.txt"), "--device", "cpu", "--epochs", "3", "--token-targets", "store"]  # fmt: skip
     _run([*common, "--output", str(work / "one"), "--cache-dir", str(work / "cache-one")], work)
