@@ -171,11 +171,12 @@ def choose_token_targets(
 ) -> tuple[TokenTargets, str]:
     """The token-targets mode and why: `requested` unless it is `auto`.
 
-    NOTE (measured on 2 CPU cores, default teacher): reading a batch's token vectors from the
-    memory map costs about a millisecond, recomputing them costs a teacher forward pass (about a
-    third of a transformer student's step), so storing wins wherever the disk allows. On a GPU
-    the forward pass is cheap and a large corpus's vectors are not: there `online` takes over
-    when they would not fit.
+    NOTE (`python -m eval.trials token-targets`, 2 CPU cores, default teacher, batches of 32):
+    reading a batch's token vectors from the cache adds 2-3 ms, recomputing them takes 290-390 ms,
+    as long as a transformer student's whole step (310-360 ms): `online` doubles the step on a
+    CPU, so storing wins wherever the disk allows. On a GPU the forward pass is cheap next to a
+    large corpus's vectors on disk (not measured here: no GPU was lent), so `online` takes over
+    there when they would not fit.
     """
     requested = TokenTargets(requested)
     if requested is not TokenTargets.AUTO:

@@ -4,10 +4,13 @@ a few thousand sentences, and a real teacher of another family.
     python -m eval.trials layers [--limit 3000] [--layers "0,5;1,5;0,4;0,2,5;0,3,5"]
     python -m eval.trials epochs [--limit 3000] [--student static] [--epochs 1,2,6]
     python -m eval.trials distilbert-teacher OUT
+    python -m eval.trials token-targets [--run runs/default] [--batches 30]
 
 `layers` and `epochs` use the default teacher and the first `--limit` sentences of the default
 corpus (targets cached in `--cache-dir`); `distilbert-teacher` writes the default teacher's weights
-as a DistilBERT sentence-transformers folder (same vectors, another family) for `distill run --teacher OUT`.
+as a DistilBERT sentence-transformers folder (same vectors, another family) for `distill run --teacher OUT`;
+`token-targets` times, per batch of 32 training texts of a run, reading the stored token vectors against
+recomputing them with the teacher (`--token-targets online`), beside one transformer student step.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -90,6 +94,50 @@ def epochs(limit: int, kind: str, epoch_counts: str, cache_dir: str) -> None:
             result = Trainer(student, targets, config, Path(work)).train()
         click.echo(f"{kind}, {count} epoch(s): start {result.start_fidelity:.4f} -> validation "
                    f"{result.best_fidelity:.4f} (best epoch {result.best_epoch})")  # fmt: skip
+
+
+@main.command("token-targets")
+@click.option("--run", "run_dir", default="runs/default", show_default=True, help="A finished run with stored targets.")
+@click.option("--batches", default=30, show_default=True, help="Batches of 32 training texts to time.")
+def token_targets(run_dir: str, batches: int) -> None:
+    """Milliseconds a batch: token vectors read from the cache, recomputed by the teacher, and a training step."""
+    from distill.pipeline import open_run, run_teacher
+    from distill.targets import TokenTargets
+    from distill.trainer import TrainBatches
+
+    summary, targets = open_run(run_dir)
+    teacher = run_teacher(summary, "cpu")
+    student = TransformerStudent.from_teacher(teacher, targets)
+    rng = np.random.default_rng(0)
+    rows = [np.sort(rng.choice(targets.indices(Split.TRAIN), 32, replace=False)) for _ in range(batches)]
+    stored = TrainBatches(targets, student.text_encoder(), token_vectors=True)
+    bare = TrainBatches(targets, student.text_encoder(), token_vectors=False)
+    config = TrainConfig(**{**TransformerStudent.default_training, "epochs": 1})
+    with tempfile.TemporaryDirectory() as work:
+        trainer = Trainer(student, targets, config, Path(work), token_targets=TokenTargets.STORE, teacher=teacher)
+
+        def online(batch: np.ndarray) -> None:
+            ready = bare[batch]
+            teacher.token_vectors_on_device(ready["input_ids"], ready["attention_mask"])
+
+        def step(batch: np.ndarray) -> None:
+            loss = trainer._loss(stored[batch])
+            trainer.optimizer.zero_grad()
+            loss.backward()
+            trainer.optimizer.step()
+
+        ms = {name: _ms_a_batch(f, rows) for name, f in [("batch without token vectors", bare.__getitem__),
+              ("batch with stored token vectors", stored.__getitem__), ("batch + teacher recomputing them", online),
+              ("transformer student step (stored)", step)]}  # fmt: skip
+    for name, value in ms.items():
+        click.echo(f"{name:<36} {value:8.1f} ms")
+
+
+def _ms_a_batch(f: Any, batches: list[np.ndarray]) -> float:
+    started = time.perf_counter()
+    for batch in batches:
+        f(batch)
+    return (time.perf_counter() - started) / len(batches) * 1000
 
 
 @main.command("distilbert-teacher")
