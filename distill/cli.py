@@ -350,16 +350,22 @@ def _print_summary(summary: Any) -> None:
     click.echo(f"\nrun folder: {summary.run_dir}   texts: " + ", ".join(f"{k} {v}" for k, v in summary.texts.items())
                + f"   on {summary.device} {summary.precision}, {summary.processes} process(es), token targets "
                f"{summary.token_targets}")  # fmt: skip
-    click.echo(f"{'student':<12} {'test fidelity':>13} {'tokens':>7} {'reviews':>8} {'params':>11} {'size':>9} "
+    click.echo(f"{'student':<12} {'test fidelity':>13} {'tokens':>7} {'other':>7} {'params':>11} {'size':>9} "
                f"{'train s':>8}  path")  # fmt: skip
     for s in summary.students:
         tokens = "-" if s.test_token_fidelity is None else f"{s.test_token_fidelity:.4f}"
         click.echo(
-            f"{s.name:<12} {s.test_fidelity:>13.4f} {tokens:>7} {s.reviews_fidelity:>8.4f} {s.params:>11,} "
+            f"{s.name:<12} {s.test_fidelity:>13.4f} {tokens:>7} {s.other_domain_fidelity:>7.4f} {s.params:>11,} "
             f"{s.bytes / 2**20:>7.1f}MB {s.train_seconds:>8.1f}  {s.path}"
         )
         for key, value in s.metrics.items():
             click.echo(f"{'':<12} {key}: {value:.4f}")
+    if summary.students and summary.students[0].other_domain:
+        sets = list(summary.students[0].other_domain)
+        click.echo("other: mean fidelity on held-out text of other forms; by set:")
+        click.echo(f"{'':<12} " + " ".join(f"{name:>15}" for name in sets))
+        for s in summary.students:
+            click.echo(f"{s.name:<12} " + " ".join(f"{s.other_domain.get(name, float('nan')):>15.4f}" for name in sets))
     _print_stages(summary.stage_seconds)
     for line in (line for s in summary.students for line in s.warnings):
         click.secho(f"warning: {line}", fg="yellow", err=True)

@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from distill import distributed
 from distill.config import RunConfig
-from distill.corpus import Split, assign_splits, iter_corpus, review_texts
+from distill.corpus import Split, assign_splits, iter_corpus
 from distill.device import Placement
+from distill.domains import other_domain_texts
 from distill.errors import DistillError
 from distill.io import read_json, write_json
 from distill.targets import (
@@ -57,6 +59,8 @@ class StudentSummary:
     metrics: dict[str, float] = field(default_factory=dict)  # what a student measured of itself while built
     start_fidelity: float = float("nan")  # validation fidelity as built from the teacher, before training
     warnings: list[str] = field(default_factory=list)  # what the user should know about this student
+    other_domain: dict[str, float] = field(default_factory=dict)  # fidelity on each held-out set of other forms
+    other_domain_fidelity: float = float("nan")  # their mean, each set counted once
 
 
 @dataclass
@@ -221,8 +225,8 @@ def train_students(
     logger.info("training on %s%s", placement, f", {here.world} processes" if here.active else "")
     if here.is_main:
         test_texts, test_vectors = targets.texts_and_vectors(Split.TEST, TEST_TEXTS)
-        reviews = review_texts()
-        review_vectors = teacher.sentence_vectors(reviews, batch_size=config.teacher_batch_size)
+        others = {name: (texts, teacher.sentence_vectors(texts, batch_size=config.teacher_batch_size))
+                  for name, texts in other_domain_texts().items()}  # fmt: skip
     for name in config.students:
         cls = student_class(config.kind_of(name))
         train_config = config.train_config_for(name, cls.default_training)
@@ -242,12 +246,15 @@ def train_students(
             continue
         path = student.save(run_dir / "students" / name)
         test = fidelity(student, student.token_ids(test_texts), test_vectors) if test_texts else float("nan")
-        on_reviews = fidelity(student, student.token_ids(reviews), review_vectors)
+        on_others = {name: fidelity(student, student.token_ids(texts), vectors)
+                     for name, (texts, vectors) in others.items()}  # fmt: skip
         gives_tokens = hasattr(student, "forward_tokens")
         tokens = token_fidelity(student, targets, targets.indices(Split.TEST)[:TEST_TEXTS]) if gives_tokens else None
         summary.students.append(StudentSummary(
             name=name, path=str(path), params=student.num_parameters(), bytes=folder_bytes(path),
-            test_fidelity=test, reviews_fidelity=on_reviews, valid_fidelity=result.best_fidelity,
+            test_fidelity=test, reviews_fidelity=on_others.get("reviews", float("nan")),
+            valid_fidelity=result.best_fidelity, other_domain=on_others,
+            other_domain_fidelity=float(np.mean(list(on_others.values()))) if on_others else float("nan"),
             train_seconds=watch.seconds[f"train {name}"], epochs=result.epochs_run, test_token_fidelity=tokens,
             metrics=dict(getattr(student, "metrics", {})), start_fidelity=result.start_fidelity,
             warnings=warnings + student_warnings(name, result),
