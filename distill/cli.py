@@ -47,6 +47,9 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--processes", type=click.IntRange(min=1),
                      help="Processes on this machine (torch.distributed through torchrun: gloo on CPU, nccl on "
                      "CUDA, one GPU each) [default: 1]. Across machines, start `distill.cli` under torchrun instead."),
+        click.option("--augment", help="New text forms made from the training texts, comma-separated: spans (2-8 "
+                     "words: queries, titles), words (no punctuation, lower case), drop (a fifth of the words "
+                     "dropped), join (two texts as one) [default: as configs/default.toml says, else none]."),
         click.option("--token-targets", type=click.Choice(["auto", "store", "online", "none"]),
                      help="The teacher's token vectors: kept on disk (store), recomputed in the training loop "
                      "(online) or not used (none) [default: auto: store while they fit on disk, else online on "

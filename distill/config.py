@@ -12,6 +12,7 @@ import tomllib
 import torch
 
 from distill import distributed
+from distill.augment import parse as parse_augment
 from distill.corpus import DEFAULT_CORPUS
 from distill.device import DEVICES, Placement
 from distill.errors import DistillError
@@ -43,6 +44,7 @@ class RunConfig:
     split_seed: int = 0
     output: str = "runs/default"
     cache_dir: str = "runs/cache"
+    augment: list[str] | str = field(default_factory=list)  # new text forms from the training texts: spans, words, ...
     token_targets: str = "auto"  # auto, store, online or none: where the teacher's token vectors come from
     teacher_batch_size: int = 64  # texts a batch where the teacher embeds small sets (held-out review texts)
     teacher_batch_tokens: int | None = None  # padded tokens a batch in target extraction (default: by device)
@@ -67,6 +69,7 @@ class RunConfig:
             raise DistillError(f"chunk-texts must be positive, not {self.chunk_texts}")
         if self.processes <= 0:
             raise DistillError(f"processes must be a positive whole number, not {self.processes}")
+        self.augment = [a.value for a in parse_augment(self.augment)]
         if isinstance(self.token_targets, bool):  # NOTE: configs of earlier versions said true / false
             self.token_targets = "store" if self.token_targets else "none"
         if self.token_targets not in [t.value for t in TokenTargets]:

@@ -6,6 +6,7 @@ tests drive with a tiny in-memory teacher.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import time
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 
 from distill import distributed
+from distill.augment import augmented
+from distill.augment import parse as parse_augment
 from distill.config import RunConfig
 from distill.corpus import Split, assign_splits, iter_corpus
 from distill.device import Placement
@@ -34,7 +37,7 @@ from distill.targets import (
     targets_root,
 )
 from distill.teacher import Teacher, resolve_teacher
-from distill.textstore import TextStore, ingest
+from distill.textstore import TextStore, ingest, write_store
 from distill.trainer import Trainer, TrainResult, fidelity, token_fidelity
 from students import student_class
 
@@ -161,6 +164,7 @@ def targets_from_model(
     if not isinstance(texts, TextStore):
         texts = store_texts(texts, Path(config.cache_dir))
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
+    texts, split = with_augmented(texts, split, config)
     mode = token_targets_mode(teacher, texts, config)
     with watch.stage("targets"):
         targets = build_targets(teacher, texts, split, Path(config.cache_dir), token_vectors=mode is TokenTargets.STORE,
@@ -170,10 +174,40 @@ def targets_from_model(
     return targets
 
 
+def with_augmented(texts: TextStore, split: np.ndarray, config: RunConfig) -> tuple[TextStore, np.ndarray]:
+    """The corpus with `config.augment`'s new texts after it, all in the training split (rank 0 writes them)."""
+    kinds = parse_augment(config.augment)
+    if not kinds:
+        return texts, split
+    root = None
+    if distributed.group().is_main:
+        train = _Rows(texts, np.flatnonzero(split == Split.TRAIN))
+        new = augmented(train, kinds, config.split_seed)
+        root = write_store(itertools.chain(texts, new), Path(config.cache_dir)).root
+    store = TextStore.open(distributed.broadcast(root))
+    added = len(store) - len(texts)
+    logger.info("augment: %d new training texts (%s)", added, ", ".join(k.value for k in kinds))
+    return store, np.concatenate([split, np.full(added, Split.TRAIN, dtype=np.uint8)])
+
+
+class _Rows(Sequence[str]):
+    """The texts of a store at `index`, read one at a time."""
+
+    def __init__(self, texts: TextStore, index: np.ndarray) -> None:
+        self.texts, self.index = texts, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        return self.texts[int(self.index[i])]
+
+
 def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
     """Targets that an earlier `distill targets` built with these settings (with token vectors, if both exist)."""
     texts = load_store(config)
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
+    texts, split = with_augmented(texts, split, config)
     requested = TokenTargets(config.token_targets)
     kept = {TokenTargets.STORE: [True], TokenTargets.AUTO: [True, False]}.get(requested, [False])
     for token_vectors in kept:

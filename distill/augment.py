@@ -1,0 +1,66 @@
+"""New text forms made from the training texts, so students learn the teacher, not one corpus's style.
+
+Each augmentation turns a training text into another text the teacher then embeds like any
+other: a short span of it (a query or a title), the words alone (no punctuation, lower case:
+chat, search boxes), a few words dropped, or it and the next training text joined. They are
+added to the training split only, so validation and test stay the corpus as it was, and they are
+drawn from a hash of the text, so a run is the same for a seed and a corpus.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from enum import Enum
+
+import numpy as np
+
+from distill.errors import DistillError
+
+_PUNCTUATION = re.compile(r"[^\w\s']")
+
+
+class Augment(str, Enum):
+    SPANS = "spans"  # 2-8 consecutive words: a query, a title
+    WORDS = "words"  # lower case, punctuation gone
+    DROP = "drop"  # a fifth of the words dropped
+    JOIN = "join"  # the text and the next training text as one
+
+
+def parse(names: Sequence[str] | str) -> list[Augment]:
+    """Augmentations by name ("spans,words" or a list); an unknown name is a user's error."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    try:
+        return [Augment(n) for n in names]
+    except ValueError as e:
+        raise DistillError(f"augment: {e}; choose from {', '.join(a.value for a in Augment)}") from e
+
+
+def augmented(texts: Sequence[str], kinds: Sequence[Augment], seed: int = 0) -> Iterator[str]:
+    """For each kind and each text of `texts` (the training texts), one new text (none where it would be too short)."""
+    for kind in kinds:
+        for i, text in enumerate(texts):
+            rng = np.random.default_rng([seed, zlib.crc32(f"{kind.value}:{text}".encode())])
+            new = _make(kind, text, texts[(i + 1) % len(texts)], rng)
+            if new and new != text:
+                yield new
+
+
+def _make(kind: Augment, text: str, following: str, rng: np.random.Generator) -> str | None:
+    words = text.split()
+    if kind is Augment.SPANS:
+        if len(words) < 4:
+            return None
+        size = int(rng.integers(2, min(8, len(words) - 1) + 1))
+        start = int(rng.integers(0, len(words) - size + 1))
+        return " ".join(words[start : start + size]).strip(" ,;:")
+    if kind is Augment.WORDS:
+        return " ".join(_PUNCTUATION.sub(" ", text).lower().split())
+    if kind is Augment.DROP:
+        if len(words) < 5:
+            return None
+        keep = rng.random(len(words)) >= 0.2
+        return " ".join(w for w, k in zip(words, keep, strict=True) if k)
+    return f"{text} {following}"

@@ -1,0 +1,35 @@
+"""Augmented training texts: new forms, training split only, the same each run."""
+
+from pathlib import Path
+
+import pytest
+
+from distill.augment import Augment, augmented, parse
+from distill.config import RunConfig
+from distill.corpus import Split
+from distill.errors import DistillError
+from distill.pipeline import run_from_model
+from distill.teacher import Teacher
+
+TEXTS = ["The committee approved the new budget on Tuesday.", "Rain is expected, across the north.", "Short one."]
+
+
+def test_each_augmentation_makes_its_form() -> None:
+    spans = list(augmented(TEXTS, [Augment.SPANS]))
+    assert len(spans) == 2 and all(2 <= len(s.split()) <= 8 and s in " ".join(TEXTS) for s in spans)
+    assert list(augmented(TEXTS[1:2], [Augment.WORDS])) == ["rain is expected across the north"]
+    assert list(augmented(TEXTS[:2], [Augment.JOIN]))[0] == f"{TEXTS[0]} {TEXTS[1]}"
+    assert list(augmented(TEXTS, [Augment.SPANS, Augment.DROP])) == list(augmented(TEXTS, parse("spans,drop")))
+    with pytest.raises(DistillError, match="choose from spans, words, drop, join"):
+        parse("spans,typos")
+
+
+def test_augmented_texts_join_the_training_split_only(tiny_teacher: Teacher, corpus: list[str], tmp_path: Path) -> None:
+    config = RunConfig(output=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), augment="spans,words",
+                       train={"epochs": 1})  # fmt: skip
+    summary = run_from_model(tiny_teacher, corpus, config)
+    plain = RunConfig(output=str(tmp_path / "plain"), cache_dir=str(tmp_path / "cache"), train={"epochs": 1})
+    before = run_from_model(tiny_teacher, corpus, plain)
+    assert summary.texts["valid"] == before.texts["valid"] and summary.texts["test"] == before.texts["test"]
+    assert summary.texts["train"] > 1.8 * before.texts["train"]
+    assert Split.TRAIN.name.lower() in summary.texts
