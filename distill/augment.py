@@ -2,9 +2,11 @@
 
 Each augmentation turns a training text into another text the teacher then embeds like any
 other: a short span of it (a query or a title), the words alone (no punctuation, lower case:
-chat, search boxes), a few words dropped, or it and the next training text joined. They are
-added to the training split only, so validation and test stay the corpus as it was, and they are
-drawn from a hash of the text, so a run is the same for a seed and a corpus.
+chat, search boxes), a few words dropped, or it and the next training text joined. One more kind
+needs no text: bags of whole-word vocabulary tokens drawn uniformly, so that every row of a
+static table meets the teacher, not only the tokens the corpus happens to hold. They are added to
+the training split only, so validation and test stay the corpus as it was, and they are drawn
+from a hash of the text (or the seed), so a run is the same for a seed and a corpus.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Augment(str, Enum):
     WORDS = "words"  # lower case, punctuation gone
     DROP = "drop"  # a fifth of the words dropped
     JOIN = "join"  # the text and the next training text as one
+    BAGS = "bags"  # 3-10 whole-word vocabulary tokens drawn uniformly, one bag for every two training texts
 
 
 def parse(names: Sequence[str] | str) -> list[Augment]:
@@ -38,14 +41,36 @@ def parse(names: Sequence[str] | str) -> list[Augment]:
         raise DistillError(f"augment: {e}; choose from {', '.join(a.value for a in Augment)}") from e
 
 
-def augmented(texts: Sequence[str], kinds: Sequence[Augment], seed: int = 0) -> Iterator[str]:
-    """For each kind and each text of `texts` (the training texts), one new text (none where it would be too short)."""
+def augmented(
+    texts: Sequence[str], kinds: Sequence[Augment], seed: int = 0, words: Sequence[str] = ()
+) -> Iterator[str]:
+    """For each kind and each text of `texts` (the training texts), one new text (none where it would be too short).
+
+    `words`: the whole-word tokens of the teacher's vocabulary, which `bags` draws from.
+    """
     for kind in kinds:
+        if kind is Augment.BAGS:
+            yield from bags(words, len(texts) // 2, seed)
+            continue
         for i, text in enumerate(texts):
             rng = np.random.default_rng([seed, zlib.crc32(f"{kind.value}:{text}".encode())])
             new = _make(kind, text, texts[(i + 1) % len(texts)], rng)
             if new and new != text:
                 yield new
+
+
+def bags(words: Sequence[str], count: int, seed: int = 0) -> Iterator[str]:
+    """`count` texts of 3-10 of `words` drawn uniformly: data-free inputs that reach every word of a vocabulary."""
+    if not words:
+        raise DistillError("augment bags: the teacher's vocabulary has no whole-word tokens to draw from")
+    rng = np.random.default_rng([seed, 7])
+    for _ in range(count):
+        yield " ".join(words[int(i)] for i in rng.integers(0, len(words), int(rng.integers(3, 11))))
+
+
+def vocabulary_words(spellings: Sequence[object | None]) -> list[str]:
+    """The whole-word tokens of a vocabulary (a word's first piece, letters only), from `Speller.spellings()`."""
+    return [s.text for s in spellings if s is not None and s.word_start and s.text.isalpha()]
 
 
 def _make(kind: Augment, text: str, following: str, rng: np.random.Generator) -> str | None:

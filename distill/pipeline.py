@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from distill import distributed
-from distill.augment import augmented
+from distill.augment import Augment, augmented, vocabulary_words
 from distill.augment import parse as parse_augment
 from distill.config import RunConfig
 from distill.corpus import Split, assign_splits, iter_corpus
@@ -38,6 +38,7 @@ from distill.targets import (
 )
 from distill.teacher import Teacher, resolve_teacher
 from distill.textstore import TextStore, ingest, write_store
+from distill.tokens import Speller
 from distill.trainer import Trainer, TrainResult, fidelity, token_fidelity
 from students import student_class
 
@@ -164,7 +165,7 @@ def targets_from_model(
     if not isinstance(texts, TextStore):
         texts = store_texts(texts, Path(config.cache_dir))
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
-    texts, split = with_augmented(texts, split, config)
+    texts, split = with_augmented(texts, split, config, teacher)
     mode = token_targets_mode(teacher, texts, config)
     with watch.stage("targets"):
         targets = build_targets(teacher, texts, split, Path(config.cache_dir), token_vectors=mode is TokenTargets.STORE,
@@ -174,7 +175,9 @@ def targets_from_model(
     return targets
 
 
-def with_augmented(texts: TextStore, split: np.ndarray, config: RunConfig) -> tuple[TextStore, np.ndarray]:
+def with_augmented(
+    texts: TextStore, split: np.ndarray, config: RunConfig, teacher: Teacher
+) -> tuple[TextStore, np.ndarray]:
     """The corpus with `config.augment`'s new texts after it, all in the training split (rank 0 writes them)."""
     kinds = parse_augment(config.augment)
     if not kinds:
@@ -182,7 +185,10 @@ def with_augmented(texts: TextStore, split: np.ndarray, config: RunConfig) -> tu
     root = None
     if distributed.group().is_main:
         train = _Rows(texts, np.flatnonzero(split == Split.TRAIN))
-        new = augmented(train, kinds, config.split_seed)
+        words = (
+            vocabulary_words(Speller(teacher.tokenizer.backend_tokenizer).spellings()) if Augment.BAGS in kinds else []
+        )
+        new = augmented(train, kinds, config.split_seed, words)
         root = write_store(itertools.chain(texts, new), Path(config.cache_dir)).root
     store = TextStore.open(distributed.broadcast(root))
     added = len(store) - len(texts)
@@ -207,7 +213,7 @@ def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
     """Targets that an earlier `distill targets` built with these settings (with token vectors, if both exist)."""
     texts = load_store(config)
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
-    texts, split = with_augmented(texts, split, config)
+    texts, split = with_augmented(texts, split, config, teacher)
     requested = TokenTargets(config.token_targets)
     kept = {TokenTargets.STORE: [True], TokenTargets.AUTO: [True, False]}.get(requested, [False])
     for token_vectors in kept:

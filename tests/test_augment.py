@@ -33,3 +33,15 @@ def test_augmented_texts_join_the_training_split_only(tiny_teacher: Teacher, cor
     assert summary.texts["valid"] == before.texts["valid"] and summary.texts["test"] == before.texts["test"]
     assert summary.texts["train"] > 1.8 * before.texts["train"]
     assert Split.TRAIN.name.lower() in summary.texts
+
+
+def test_bags_draw_whole_words_of_the_vocabulary(tiny_teacher: Teacher) -> None:
+    from distill.augment import bags, vocabulary_words
+    from distill.tokens import Speller
+
+    words = vocabulary_words(Speller(tiny_teacher.tokenizer.backend_tokenizer).spellings())
+    assert len(words) > 10_000 and "the" in words and not any(w.startswith("##") for w in words)
+    drawn = list(bags(words, 50, seed=1))
+    assert drawn == list(bags(words, 50, seed=1)) and len(set(drawn)) == 50
+    assert all(3 <= len(b.split()) <= 10 and set(b.split()) <= set(words) for b in drawn)
+    assert len(list(augmented(TEXTS * 4, [Augment.BAGS], words=words))) == 6  # one bag for two training texts
