@@ -10,6 +10,7 @@ Spearman correlation of pairwise similarities.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -34,6 +35,42 @@ class FidelityEvaluator:
 
     def __call__(self, encode: Encode, same_space: bool = True) -> dict[str, float | None]:
         return fidelity_metrics(self.teacher_vectors, encode(self.texts), self.k, same_space)
+
+
+class DomainFidelityEvaluator:
+    """`__call__(encode) -> dict`: mean cosine to the teacher on each named set of texts, and their mean.
+
+    The sets are text of other forms than the training corpus (`distill.domains`): how well a
+    model holds up on text it was never trained on. Each set counts once in the mean, whatever
+    its size, as in the run's summary.json.
+    """
+
+    def __init__(self, sets: dict[str, Sequence[str]], teacher_vectors: dict[str, np.ndarray]) -> None:
+        self.sets = {name: list(texts) for name, texts in sets.items() if len(texts)}
+        self.teacher_vectors = {name: unit(teacher_vectors[name]) for name in self.sets}
+
+    def __call__(self, encode: Encode, same_space: bool = True) -> dict[str, Any]:
+        cosines = {name: cosine_mean(self.teacher_vectors[name], encode(texts)) if same_space else None
+                   for name, texts in self.sets.items()}  # fmt: skip
+        return domain_figures(cosines)
+
+    def of_teacher(self) -> dict[str, Any]:
+        """The teacher's own figures: 1 on every set by definition, as its vectors are the reference."""
+        return domain_figures(dict.fromkeys(self.sets, 1.0))
+
+
+def domain_figures(cosines: dict[str, float | None]) -> dict[str, Any]:
+    """`other_domain` (each set's mean cosine) and `other_domain_fidelity` (their mean; None if any is None)."""
+    values = list(cosines.values())
+    known = values and all(v is not None for v in values)
+    return {"other_domain": cosines, "other_domain_fidelity": float(np.mean(values)) if known else None}
+
+
+def cosine_mean(teacher: np.ndarray, model: np.ndarray) -> float | None:
+    """Mean cosine between each teacher vector and the model's for the same text; None if their dimensions differ."""
+    if teacher.shape[1] != model.shape[1]:
+        return None
+    return float((unit(teacher) * unit(model)).sum(axis=1).mean())
 
 
 def fidelity_metrics(

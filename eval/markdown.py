@@ -1,13 +1,13 @@
-"""`report.md`: the report as one readable table plus notes."""
+"""`report.md`: the report as one readable table, fidelity on other text forms, and notes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 K = 10
-COLUMNS = ["model", "params", "size MB", "int8 ONNX MB", "cosine", "cosine p5", f"top-{K} nbrs", "pairwise ρ",
-           f"x-recall@{K}", "SimLex", "WS-353", "analogy %", "probe %", "STS", "p50 ms", "b32 x", "b128 x",
-           "int8 ONNX b32 x"]  # fmt: skip
+COLUMNS = ["model", "params", "size MB", "int8 ONNX MB", "cosine", "other cos", "cosine p5", f"top-{K} nbrs",
+           "pairwise ρ", f"x-recall@{K}", "SimLex", "WS-353", "analogy %", "probe %", "STS", "p50 ms", "b32 x",
+           "b128 x", "int8 ONNX b32 x"]  # fmt: skip
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -19,7 +19,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"fidelity on the run's {report['data']['test_texts']} held-out test texts.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
     lines += ["| " + " | ".join(table_row(name, entry)) + " |" for name, entry in rows.items()]
-    return "\n".join([*lines, "", *notes(report, rows)]) + "\n"
+    return "\n".join([*lines, "", *other_domain_table(report, rows), *notes(report, rows)]) + "\n"
 
 
 def table_row(name: str, entry: dict[str, Any]) -> list[str]:
@@ -29,8 +29,8 @@ def table_row(name: str, entry: dict[str, Any]) -> list[str]:
     label = name if entry["role"] != "baseline" else f"{name} (peer)"
     return [
         label, f"{entry['params']:,}", _mb(entry["bytes"].get("saved")), _mb(entry["bytes"].get("onnx_int8")),
-        _num(test["cosine_mean"]), _num(test["cosine_p5"]), _num(test[f"neighbours_top{K}"]),
-        _num(test["pairwise_spearman"]), _num(test[f"cross_recall_at{K}"]),
+        _num(test["cosine_mean"]), _num(entry.get("other_domain_fidelity")), _num(test["cosine_p5"]),
+        _num(test[f"neighbours_top{K}"]), _num(test["pairwise_spearman"]), _num(test[f"cross_recall_at{K}"]),
         _num(tasks.get("simlex999"), 1), _num(tasks.get("wordsim353"), 1), _num(tasks.get("analogy"), 1),
         _num(tasks.get("polarity_probe"), 1), _num(tasks.get("sts"), 2),
         _num(reference["single_p50_ms"], 2), _num(reference["speedup"]["batch32_speedup"], 2),
@@ -39,12 +39,34 @@ def table_row(name: str, entry: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+def other_domain_table(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
+    """Mean cosine to the teacher on each held-out set of other text forms, one column a set; none in older reports."""
+    sets = report["data"].get("other_domain")
+    if not sets:
+        return []
+    columns = ["model", *(f"{name} ({count})" for name, count in sets.items()), "mean"]
+    lines = [
+        "## Other text forms (never trained on)",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for name, entry in rows.items():
+        label = name if entry["role"] != "baseline" else f"{name} (peer)"
+        cosines = [_num(entry.get("other_domain", {}).get(s)) for s in sets]
+        lines.append("| " + " | ".join([label, *cosines, _num(entry.get("other_domain_fidelity"))]) + " |")
+    return [*lines, ""]
+
+
 def notes(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
     out = ["## Notes", "",
            "- cosine: mean (and 5th percentile) cosine between the model's and the teacher's sentence vectors. "
            f"top-{K} nbrs: share of each text's {K} nearest test texts that model and teacher agree on. pairwise ρ: "
            "Spearman correlation of all pairwise similarities. x-recall@10: queries embedded by the model, documents "
            "by the teacher, recall of the teacher's own top 10 (what a student sees against a teacher-built index).",
+           "- other cos: mean cosine to the teacher on held-out text of other forms than the training corpus "
+           "(movie reviews, forum titles and sentences, chat; no student trains on them), each set counted once; "
+           "the teacher's is 1 by definition. The peer's vectors live in a space of their own, so it has no cosine.",
            "- Tasks (x 100): SimLex-999 and WordSim-353 Spearman (words embedded as one-word texts), Google analogy "
            "accuracy among the set's own words, logistic-regression probe on gensim's 200 polarity sentences "
            "(5 folds), STS Spearman" + (f" on `{report['data']['sts_file']}`." if report["data"]["sts_file"]

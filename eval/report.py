@@ -1,8 +1,10 @@
 """`distill eval`: the teacher, every student and the peer baseline on the same data, in one process.
 
-`evaluate_run` measures; `write_report` writes `report.json`, `report.md` and the plots into
-the run folder. Quality figures are deterministic (fixed data, fixed folds); speeds are taken
-with one thread count for every model and also given as ratios to the teacher timed beside them.
+`evaluate_run` measures, on the run's test split and on held-out text of other forms than the
+training corpus (`distill.domains`, which no student trains on); `write_report` writes
+`report.json`, `report.md` and the plots into the run folder. Quality figures are deterministic
+(fixed data, fixed folds); speeds are taken with one thread count for every model and also given
+as ratios to the teacher timed beside them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distill.corpus import Split
+from distill.domains import other_domain_texts
 from distill.errors import DistillError
 from distill.io import atomic_path, read_json, write_json
 from distill.pipeline import open_run, run_teacher
@@ -26,7 +29,7 @@ from distill.targets import Targets
 from distill.teacher import Teacher
 from distill.trainer import token_fidelity
 from eval import plots
-from eval.fidelity import FidelityEvaluator
+from eval.fidelity import DomainFidelityEvaluator, FidelityEvaluator
 from eval.latency import measure, with_ratios
 from eval.markdown import render_markdown
 from eval.models import Candidate, add_teacher_onnx, model2vec_candidate, student_candidates, teacher_candidate
@@ -62,7 +65,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, progress: bool 
     summary, targets = open_run(run_dir)
     teacher = run_teacher(summary, settings.device)
     return evaluate_from_model(teacher, targets, summary, Path(run_dir), settings, extra_texts=extra_texts, sts=sts,
-                               progress=progress)  # fmt: skip
+                               other_domain=other_domain_texts(), progress=progress)  # fmt: skip
 
 
 def evaluate_from_model(
@@ -74,15 +77,21 @@ def evaluate_from_model(
     *,
     extra_texts: list[str] | None = None,
     sts: STSEvaluator | None = None,
+    other_domain: dict[str, list[str]] | None = None,
     progress: bool = False,
 ) -> tuple[dict, dict]:
-    """The core of `evaluate_run`, on a teacher and targets already in memory."""
+    """The core of `evaluate_run`, on a teacher and targets already in memory.
+
+    `other_domain`: named sets of held-out text of other forms (`distill.domains.other_domain_texts()`).
+    """
     threads = settings.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     test_texts, test_vectors = targets.texts_and_vectors(Split.TEST)
     fidelity = {"test": FidelityEvaluator(test_texts, test_vectors)}
     if extra_texts:
         fidelity["text"] = FidelityEvaluator(extra_texts, teacher.sentence_vectors(extra_texts))
+    other_domain = {name: texts for name, texts in (other_domain or {}).items() if texts}
+    others = DomainFidelityEvaluator(other_domain, {n: teacher.sentence_vectors(t) for n, t in other_domain.items()})
     tasks: list[Any] = [WordSimilarityEvaluator(), AnalogyEvaluator(), PolarityProbe(), *([sts] if sts else [])]
     tokens = lambda student: token_fidelity(student, targets, targets.indices(Split.TEST))  # noqa: E731
     teacher_entry = teacher_candidate(teacher)
@@ -94,6 +103,8 @@ def evaluate_from_model(
     entries, word_vectors = {}, {}
     for candidate in tqdm(candidates, desc="eval", unit="model", disable=not progress):
         entries[candidate.name] = evaluate(candidate, fidelity, tasks, test_texts[: settings.latency_texts], settings)
+        entries[candidate.name].update(others.of_teacher() if candidate.role == "teacher"
+                                       else others(candidate.encode, candidate.same_space))  # fmt: skip
         word_vectors[candidate.name] = candidate.encode(plots.MAP_WORDS)
     teacher_speed = entries["teacher"]["latency"]["torch"]
     for entry in entries.values():
@@ -103,7 +114,8 @@ def evaluate_from_model(
         "machine": {"threads": threads, "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__},
         "data": {"test_texts": len(test_texts), "text_file": settings.text_file, "sts_file": settings.sts_file,
-                 "latency_texts": min(settings.latency_texts, len(test_texts))},
+                 "latency_texts": min(settings.latency_texts, len(test_texts)),
+                 "other_domain": {name: len(texts) for name, texts in other_domain.items()}},
         "settings": asdict(settings),
         "teacher": entries.pop("teacher"),
         "students": {c.name: entries[c.name] for c in candidates if c.role == "student"},

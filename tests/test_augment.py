@@ -18,7 +18,7 @@ def test_each_augmentation_makes_its_form() -> None:
     spans = list(augmented(TEXTS, [Augment.SPANS]))
     assert len(spans) == 2 and all(2 <= len(s.split()) <= 8 and s in " ".join(TEXTS) for s in spans)
     assert list(augmented(TEXTS[1:2], [Augment.WORDS])) == ["rain is expected across the north"]
-    assert list(augmented(TEXTS[:2], [Augment.JOIN]))[0] == f"{TEXTS[0]} {TEXTS[1]}"
+    assert next(iter(augmented(TEXTS[:2], [Augment.JOIN]))) == f"{TEXTS[0]} {TEXTS[1]}"
     assert list(augmented(TEXTS, [Augment.SPANS, Augment.DROP])) == list(augmented(TEXTS, parse("spans,drop")))
     with pytest.raises(DistillError, match="choose from spans, words, drop, join"):
         parse("spans,typos")

@@ -1,5 +1,6 @@
 import json
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,17 @@ from distill.errors import DistillError
 from distill.pipeline import run_from_model
 from distill.targets import Targets
 from distill.teacher import Teacher
-from eval.fidelity import cross_retrieval_recall, fidelity_metrics, neighbour_agreement, unit
+from eval.bench import headline, sts_gaps, sts_lines
+from eval.fidelity import (
+    DomainFidelityEvaluator,
+    cross_retrieval_recall,
+    fidelity_metrics,
+    neighbour_agreement,
+    unit,
+)
 from eval.plots import pareto_frontier
 from eval.report import EvalSettings, evaluate_from_model, read_texts, write_report
-from eval.tasks import AnalogyEvaluator, PolarityProbe, WordSimilarityEvaluator
+from eval.tasks import AnalogyEvaluator, PolarityProbe, STSEvaluator, WordSimilarityEvaluator
 
 RNG = np.random.default_rng(0)
 TEACHER = unit(RNG.normal(size=(300, 32)))
@@ -40,6 +48,21 @@ def test_a_rotated_space_keeps_its_geometry_but_not_the_teachers_axes() -> None:
     own = fidelity_metrics(TEACHER, rotated, same_space=False)
     assert own["cosine_mean"] is None and own["cross_recall_at10"] is None
     assert own["neighbours_top10"] == pytest.approx(1.0) and own["pairwise_spearman"] == pytest.approx(1.0)
+
+
+def test_other_domain_fidelity_is_a_mean_cosine_per_set_and_none_for_a_space_of_its_own() -> None:
+    sets = {"a": [f"a{i}" for i in range(100)], "b": [f"b{i}" for i in range(200)], "empty": []}
+    vectors = {"a": TEACHER[:100], "b": TEACHER[100:]}
+    evaluator = DomainFidelityEvaluator(sets, vectors)
+    rows = {t: i for i, t in enumerate(sets["a"] + sets["b"])}
+    same = evaluator(lambda texts: TEACHER[[rows[t] for t in texts]])
+    assert same["other_domain"] == pytest.approx({"a": 1.0, "b": 1.0}) and same["other_domain_fidelity"] == 1.0
+    # each set counts once in the mean, whatever its size: spoil only the small set
+    half = evaluator(lambda texts: TEACHER[[rows[t] for t in texts]] * (1 if texts[0][0] == "b" else -1))
+    assert half["other_domain"]["a"] == pytest.approx(-1.0) and half["other_domain_fidelity"] == pytest.approx(0.0)
+    own = evaluator(lambda texts: TEACHER[[rows[t] for t in texts]], same_space=False)
+    assert own == {"other_domain": {"a": None, "b": None}, "other_domain_fidelity": None}
+    assert evaluator.of_teacher() == {"other_domain": {"a": 1.0, "b": 1.0}, "other_domain_fidelity": 1.0}
 
 
 def test_neighbour_agreement_and_recall_degrade_with_noise() -> None:
@@ -124,6 +147,11 @@ def tiny_run(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.
     return Path(summary.run_dir), json.loads((Path(summary.run_dir) / "summary.json").read_text()), targets
 
 
+# Held-out text of other forms than the tiny corpus, as `distill.domains.other_domain_texts()` gives it.
+OTHER_DOMAIN = {
+    "chat": ["how are you today?", "what is your favourite film?", "i am fine thanks", "do you like music?"],
+    "titles": ["Space shuttle launch delayed", "Question about orbital mechanics", "Best violin for a beginner"],
+}
 QUICK = EvalSettings(latency_texts=16, singles=3, repeats=1, min_seconds=0, baseline=False, teacher_onnx=False)
 
 
@@ -131,7 +159,7 @@ def test_report_compares_teacher_and_students_on_every_section(tiny_teacher: Tea
     run_dir, summary, targets = tiny_run
     settings = EvalSettings(latency_texts=16, singles=3, repeats=1, min_seconds=0, baseline=False, teacher_onnx=True)
     report, words = evaluate_from_model(
-        tiny_teacher, targets, summary, run_dir, settings, extra_texts=targets.texts[:30]
+        tiny_teacher, targets, summary, run_dir, settings, extra_texts=targets.texts[:30], other_domain=OTHER_DOMAIN
     )
     teacher, static = report["teacher"], report["students"]["static"]
     # the teacher against its own cached targets: the harness itself must see no difference
@@ -152,6 +180,48 @@ def test_report_compares_teacher_and_students_on_every_section(tiny_teacher: Tea
     assert all(p.stat().st_size > 0 for p in written)
     assert (run_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert "| static |" in (run_dir / "report.md").read_text()
+
+
+def test_report_gives_fidelity_on_other_text_forms(tiny_teacher: Teacher, tiny_run: tuple, tmp_path: Path) -> None:
+    run_dir, summary, targets = tiny_run
+    report, words = evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK, other_domain=OTHER_DOMAIN)
+    assert report["data"]["other_domain"] == {"chat": 4, "titles": 3}
+    teacher, static = report["teacher"], report["students"]["static"]
+    assert teacher["other_domain"] == {"chat": 1.0, "titles": 1.0} and teacher["other_domain_fidelity"] == 1.0
+    assert set(static["other_domain"]) == {"chat", "titles"}
+    assert all(-1.0 <= c < 0.999 for c in static["other_domain"].values())  # a 1-epoch student is not the teacher
+    assert static["other_domain_fidelity"] == pytest.approx(np.mean(list(static["other_domain"].values())))
+    write_report(tmp_path, report, words)
+    markdown = (tmp_path / "report.md").read_text()
+    header = next(line for line in markdown.splitlines() if line.startswith("| model | params"))
+    assert "| cosine | other cos |" in header
+    assert "| model | chat (4) | titles (3) | mean |" in markdown
+    assert f"| static | {static['other_domain']['chat']:.4f} | {static['other_domain']['titles']:.4f} |" in markdown
+    assert json.loads((tmp_path / "report.json").read_text())["teacher"]["other_domain_fidelity"] == 1.0
+
+
+def test_bench_prints_held_out_fidelity_and_the_sts_gap_to_the_teacher(
+    tiny_teacher: Teacher, tiny_run: tuple, tmp_path: Path
+) -> None:
+    run_dir, summary, targets = tiny_run
+    sts = tmp_path / "sts.tsv"
+    pairs = zip(targets.texts[:40], targets.texts[1:41], strict=True)
+    sts.write_text("".join(f"{a}\t{b}\t{i % 5}\n" for i, (a, b) in enumerate(pairs)))
+    settings = replace(QUICK, sts_file=str(sts), text_file="other.txt")
+    report, _ = evaluate_from_model(tiny_teacher, targets, summary, run_dir, settings, extra_texts=targets.texts[:30],
+                                    sts=STSEvaluator(sts), other_domain=OTHER_DOMAIN)  # fmt: skip
+    lines = headline(report)
+    assert "the first 30 lines of other.txt" in lines[0] and "mean of chat, titles" in lines[0]
+    assert lines[1].split()[:5] == ["model", "cosine", "other", "cos", "file"]
+    teacher_row = next(line for line in lines if line.startswith("teacher "))
+    assert teacher_row.split()[1:4] == ["1.0000", "1.0000", "1.0000"]
+    gaps = sts_gaps(report)
+    assert gaps is not None and gaps["teacher"] == report["teacher"]["tasks"]["sts"]
+    static = gaps["students"]["static"]
+    assert static["gap_points"] == pytest.approx(gaps["teacher"] - report["students"]["static"]["tasks"]["sts"])
+    assert static["target_points"] == 4.0 and static["met"] == (static["gap_points"] <= 4.0)
+    assert any(line.split()[0] == "static" and "target within 4" in line for line in sts_lines(gaps))
+    assert sts_gaps({**report, "teacher": {**report["teacher"], "tasks": {}}}) is None
 
 
 def test_quality_figures_repeat_exactly(tiny_teacher: Teacher, tiny_run: tuple) -> None:
