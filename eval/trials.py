@@ -5,6 +5,7 @@ a few thousand sentences, and a real teacher of another family.
     python -m eval.trials epochs [--limit 3000] [--student static] [--epochs 1,2,6]
     python -m eval.trials distilbert-teacher OUT
     python -m eval.trials token-targets [--run runs/default] [--batches 30]
+    python -m eval.trials sts --sts ../shared/data/stsb-dev.tsv RUN [RUN ...]
 
 `layers` and `epochs` use the default teacher and the first `--limit` sentences of the default
 corpus (targets cached in `--cache-dir`); `distilbert-teacher` writes the default teacher's weights
@@ -138,6 +139,29 @@ def _ms_a_batch(f: Any, batches: list[np.ndarray]) -> float:
     for batch in batches:
         f(batch)
     return (time.perf_counter() - started) / len(batches) * 1000
+
+
+@main.command()
+@click.option("--sts", "sts_file", required=True, type=click.Path(dir_okay=False), help="An STS file (eval --sts).")
+@click.argument("runs", nargs=-1, required=True)
+def sts(sts_file: str, runs: tuple[str, ...]) -> None:
+    """STS Spearman (x100) of the first run's teacher and of every student of each run, and each one's gap."""
+    import students
+    from distill.pipeline import open_run, run_teacher
+    from eval.tasks import read_sts, sts_spearman
+
+    first, second, gold = read_sts(sts_file)
+    teacher = None
+    for run in runs:
+        summary, _ = open_run(run)
+        if teacher is None:
+            model = run_teacher(summary, "cpu")
+            teacher = sts_spearman(lambda texts, m=model: m.sentence_vectors(list(texts)), first, second, gold)
+            click.echo(f"{'teacher':<32} {teacher:6.2f}")
+        for entry in summary["students"]:
+            student = students.load(entry["path"])
+            score = sts_spearman(lambda texts, s=student: s.encode(list(texts)), first, second, gold)
+            click.echo(f"{run + ' ' + entry['name']:<32} {score:6.2f}  gap {teacher - score:5.2f}")
 
 
 @main.command("distilbert-teacher")
