@@ -320,7 +320,7 @@ def serve(model_dir: str, host: str, port: int, precision: str, threads: int | N
       distill serve --model runs/default/export/static --port 8000
       curl localhost:8000/v1/embeddings -H 'content-type: application/json' -d '{"input": ["a sentence"]}'
     """
-    from distill.serve import serve as run_server
+    from distill.runtime.serve import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     run_server(model_dir, host=host, port=port, precision=precision, threads=threads, model_name=model_name,
@@ -341,7 +341,7 @@ def serve(model_dir: str, host: str, port: int, precision: str, threads: int | N
 def embed(model_dir: str, input_path: str, output_path: str, precision: str, batch_size: int,
           threads: int | None) -> None:  # fmt: skip
     """Embed a file of texts with an exported student (row i of the output is text i of the input)."""
-    from distill.embed import embed_file
+    from distill.runtime.embed import embed_file
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     count, dim = embed_file(model_dir, input_path, output_path, precision=precision, batch_size=batch_size,

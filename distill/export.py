@@ -59,10 +59,6 @@ def export_run(run_dir: str | Path, *, check_texts: int = 512) -> dict[str, dict
         out = Path(run_dir) / EXPORT_DIR / entry["name"]
         results[entry["name"]] = export_student(student, out, name=entry["name"], texts=texts,
                                                 teacher_vectors=teacher_vectors)  # fmt: skip
-    from eval.report import add_exports
-
-    if add_exports(run_dir, results):
-        logger.info("added the parity figures to %s/report.json", run_dir)
     return results
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from distill.corpus import Split
 from distill.domains import other_domain_texts
 from distill.errors import DistillError
-from distill.io import atomic_path, read_json, write_json
+from distill.io import atomic_path, write_json
 from distill.pipeline import open_run, run_teacher
 from distill.targets import Targets
 from distill.teacher import Teacher
@@ -173,20 +173,3 @@ def write_report(run_dir: str | Path, report: dict[str, Any], word_vectors: dict
     with atomic_path(run_dir / REPORT_MD) as tmp:
         tmp.write_text(render_markdown(report), encoding="utf-8")
     return [*written, run_dir / REPORT_MD]
-
-
-def add_exports(run_dir: str | Path, parity: dict[str, dict[str, Any]]) -> bool:
-    """Put `distill export`'s parity figures and ONNX sizes into an existing report; False if there is none yet."""
-    run_dir = Path(run_dir)
-    if not (run_dir / REPORT_JSON).is_file():
-        return False
-    report = read_json(run_dir / REPORT_JSON)
-    for name, figures in parity.items():
-        if name in report["students"]:
-            entry = report["students"][name]
-            entry["details"]["export"] = figures
-            entry["bytes"].update({f"onnx_{precision}": size for precision, size in figures["bytes"].items()})
-    write_json(run_dir / REPORT_JSON, report)
-    with atomic_path(run_dir / REPORT_MD) as tmp:
-        tmp.write_text(render_markdown(report), encoding="utf-8")
-    return True

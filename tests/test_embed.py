@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from transformers import BertTokenizerFast
 
-import distill.embed
+import distill.runtime.embed
 from distill.cli import main
 from distill.runtime import OnnxEmbedder
 from tests.conftest import SENTENCES, export_tiny_static
@@ -66,9 +66,9 @@ def test_int8_is_close_to_fp32(export_dir: Path, expected: np.ndarray, tmp_path:
 
 
 def test_chunks_join_in_order(export_dir: Path, expected: np.ndarray, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(distill.embed, "CHUNK", 2)
+    monkeypatch.setattr(distill.runtime.embed, "CHUNK", 2)
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS))
-    count, dim = distill.embed.embed_file(export_dir, tmp_path / "texts.txt", tmp_path / "v.npy")
+    count, dim = distill.runtime.embed.embed_file(export_dir, tmp_path / "texts.txt", tmp_path / "v.npy")
     assert (count, dim) == (len(TEXTS), 16)
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
 
@@ -83,13 +83,13 @@ def test_a_failure_midway_leaves_no_output(export_dir: Path, tmp_path: Path, mon
             raise RuntimeError("interrupted")
         return encode(self, texts, batch_size)
 
-    monkeypatch.setattr(distill.embed, "CHUNK", 2)
+    monkeypatch.setattr(distill.runtime.embed, "CHUNK", 2)
     monkeypatch.setattr(OnnxEmbedder, "encode", fail_second_chunk)
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS))
     for suffix in (".npy", ".jsonl"):
         calls.clear()
         with pytest.raises(RuntimeError):
-            distill.embed.embed_file(export_dir, tmp_path / "texts.txt", tmp_path / f"out{suffix}")
+            distill.runtime.embed.embed_file(export_dir, tmp_path / "texts.txt", tmp_path / f"out{suffix}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]
 
 

@@ -112,6 +112,7 @@ for name in ("torch", "transformers", "sentence_transformers"):
     sys.modules[name] = None  # any import of these now fails
 import numpy as np
 from distill.runtime import OnnxEmbedder
+import distill.runtime.embed, distill.runtime.serve  # the whole production side imports without torch
 vectors = OnnxEmbedder(sys.argv[1], precision="int8", threads=1).encode(["The cat sat on the mat.", ""])
 np.save(sys.argv[2], vectors)
 assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules if sys.modules[m] is not None)
@@ -125,6 +126,13 @@ def test_runtime_embeds_without_torch(exported: tuple[Path, dict], tmp_path: Pat
     assert result.returncode == 0, result.stderr
     expected = OnnxEmbedder(out, precision="int8").encode(["The cat sat on the mat.", ""])
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
+
+
+def test_export_does_not_import_the_eval_suite() -> None:
+    """The layers go one way: eval uses export, export never eval (the import circle of issue 13)."""
+    code = "import sys, distill.export; assert not [m for m in sys.modules if m.split('.')[0] == 'eval'], 'eval'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr
 
 
 def test_token_generator_exports_its_generator_not_a_table(tiny_teacher: Teacher, tiny_targets: Targets,

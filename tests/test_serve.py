@@ -19,10 +19,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from transformers import BertTokenizerFast
 
-import distill.serve
+import distill.runtime.serve
 from distill.cli import main
 from distill.runtime import OnnxEmbedder
-from distill.serve import Batcher, create_app
+from distill.runtime.serve import Batcher, create_app
 from eval.loadtest import load_test
 from tests.conftest import SENTENCES, export_tiny_static
 
@@ -100,7 +100,7 @@ def test_an_empty_list_gets_empty_data(client: TestClient) -> None:
 def test_a_large_response_rendered_off_the_event_loop_is_the_same(
     client: TestClient, embedder: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(distill.serve, "INLINE_FLOATS", 10)
+    monkeypatch.setattr(distill.runtime.serve, "INLINE_FLOATS", 10)
     response = client.post("/v1/embeddings", json={"input": SENTENCES[:MAX_BATCH]})
     np.testing.assert_allclose(vectors_of(response), embedder.encode(SENTENCES[:MAX_BATCH]), atol=1e-6)
 

@@ -1,4 +1,4 @@
-"""Embed text with an exported student in production: numpy, onnxruntime and tokenizers, no torch.
+"""`OnnxEmbedder`: sentence vectors from an exported student with numpy, onnxruntime and tokenizers, no torch.
 
 An export folder (written by `distill export`) holds `model.onnx` (fp32), `model_int8.onnx`,
 `tokenizer.json` and `config.json`. The graph takes `input_ids` and `attention_mask` and returns

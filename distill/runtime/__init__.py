@@ -1,0 +1,33 @@
+"""The production side: embed text with an exported student using numpy, onnxruntime and tokenizers, no torch.
+
+    from distill.runtime import OnnxEmbedder
+
+    embedder = OnnxEmbedder("runs/default/export/static", threads=4)
+    vectors = embedder.encode(["a sentence", "another one"])  # (2, dim) float32, unit length
+
+`distill.runtime.embed` embeds files (`distill embed`) and `distill.runtime.serve` is the HTTP
+service (`distill serve`, with the `[serve]` extra). Nothing here imports torch, transformers or
+the training modules: `pip install distill-embeddings` (the `[runtime]` extra) is all it needs.
+"""
+
+from distill.runtime.embedder import (
+    CONFIG_FILE,
+    INPUT_NAMES,
+    MODEL_FILES,
+    OUTPUT_NAME,
+    TOKENIZER_FILE,
+    ExportConfig,
+    OnnxEmbedder,
+    pad,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "INPUT_NAMES",
+    "MODEL_FILES",
+    "OUTPUT_NAME",
+    "TOKENIZER_FILE",
+    "ExportConfig",
+    "OnnxEmbedder",
+    "pad",
+]
