@@ -268,21 +268,25 @@ def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
 def export(run_dir: str, check_texts: int, verbose: bool) -> None:
     """Export every student of a run to ONNX (fp32 and int8) in RUN/export/, checked against torch.
 
-    The fp32 graph must match the torch student to 1e-4 on held-out text, or nothing is written;
-    the int8 graph's agreement and fidelity loss are measured and added to the run's report.
+    The fp32 graph must match the torch student to 1e-4 on held-out text, or nothing is written. A
+    transformer's graph gets onnxruntime's fusions when the fused graph matches too. The int8 graph's
+    agreement and fidelity loss are measured into each folder's parity.json, which `distill eval` reads
+    (it also exports by itself whatever is missing or older than its student).
     """
     from distill.export import EXPORT_DIR, export_run
 
     _setup_logging(verbose)
     results = export_run(run_dir, check_texts=check_texts)
-    click.echo(f"\n{'student':<12} {'fp32 max diff':>13} {'int8 cos':>9} {'int8 loss':>9} {'fp32 MB':>8} "
-               f"{'int8 MB':>8}  folder")  # fmt: skip
+    click.echo(f"\n{'student':<12} {'fused':>5} {'fp32 max diff':>13} {'int8 cos':>9} {'int8 loss':>9} "
+               f"{'fp32 MB':>8} {'int8 MB':>8}  folder")  # fmt: skip
     for name, parity in results.items():
         loss = parity["int8"]["fidelity_loss"]
+        fused = "yes" if parity.get("fusion", {}).get("fused") else "no"
         click.echo(
-            f"{name:<12} {parity['fp32']['max_abs_difference']:>13.1e} {parity['int8']['mean_cosine_to_fp32']:>9.4f} "
-            f"{'-' if loss is None else f'{loss:.4f}':>9} {parity['bytes']['fp32'] / 2**20:>8.1f} "
-            f"{parity['bytes']['int8'] / 2**20:>8.1f}  {run_dir}/{EXPORT_DIR}/{name}"
+            f"{name:<12} {fused:>5} {parity['fp32']['max_abs_difference']:>13.1e} "
+            f"{parity['int8']['mean_cosine_to_fp32']:>9.4f} {'-' if loss is None else f'{loss:.4f}':>9} "
+            f"{parity['bytes']['fp32'] / 2**20:>8.1f} {parity['bytes']['int8'] / 2**20:>8.1f}  "
+            f"{run_dir}/{EXPORT_DIR}/{name}"
         )
 
 
@@ -310,21 +314,41 @@ _THREADS = click.option("--threads", type=click.IntRange(min=1),
               help="How long a request waits for others to join its batch (0: never).")  # fmt: skip
 @click.option("--model-name", help="The model name in responses [default: the student's name in config.json].")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="Log one line per request.")
+@click.option("--api-key", metavar="KEY",
+              help="Require 'Authorization: Bearer KEY' on every endpoint but GET /health [default: "
+              "$DISTILL_API_KEY, better than the flag, which shows in the process list; no key: open to "
+              "all].")  # fmt: skip
+@click.option("--graceful-timeout", type=click.IntRange(min=0), default=30, show_default=True,
+              help="On SIGTERM or SIGINT, seconds to let requests in flight finish before they are "
+              "cancelled.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes serving the one port, each with the model loaded and --threads threads "
+              "[default threads: the cores shared out]; each keeps its own /metrics.")  # fmt: skip
 @_user_errors
 def serve(model_dir: str, host: str, port: int, precision: str, threads: int | None, model_name: str | None,
-          access_log: bool, **limits: Any) -> None:  # fmt: skip
-    """Serve an exported student over HTTP: OpenAI-compatible POST /v1/embeddings and GET /health.
+          access_log: bool, api_key: str | None, **limits: Any) -> None:  # fmt: skip
+    """Serve an exported student over HTTP: OpenAI-compatible POST /v1/embeddings, GET /v1/models,
+    GET /metrics (Prometheus) and GET /health.
 
     \b
     Example:
-      distill serve --model runs/default/export/static --port 8000
-      curl localhost:8000/v1/embeddings -H 'content-type: application/json' -d '{"input": ["a sentence"]}'
+      DISTILL_API_KEY=secret distill serve --model runs/default/export/static --port 8000
+      curl localhost:8000/v1/embeddings -H 'authorization: Bearer secret' \\
+           -H 'content-type: application/json' -d '{"input": ["a sentence"]}'
     """
+    import os
+
     from distill.runtime.serve import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    run_server(model_dir, host=host, port=port, precision=precision, threads=threads, model_name=model_name,
-               access_log=access_log, **limits)  # fmt: skip
+    # NOTE: read here, not through click's envvar: click takes an empty variable for an unset one, which would
+    # leave the service open when a deployment meant to set a key and set nothing.
+    api_key = api_key if api_key is not None else os.environ.get("DISTILL_API_KEY")
+    try:
+        run_server(model_dir, host=host, port=port, precision=precision, threads=threads, model_name=model_name,
+                   access_log=access_log, api_key=api_key, **limits)  # fmt: skip
+    except KeyboardInterrupt:  # NOTE: while loading the model; once serving, uvicorn handles Ctrl+C itself
+        click.echo("stopped", err=True)
 
 
 @main.command()

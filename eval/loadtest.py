@@ -1,6 +1,7 @@
 """`python -m eval.loadtest`: requests/s and latency of `distill serve` on loopback, at several concurrency levels.
 
-The server runs in its own process, as in production; for each level, that many keep-alive
+The server runs in its own process, as in production (an API key required, given through the
+environment, and stopped with SIGTERM); for each level, that many keep-alive
 connections each send one-text requests back to back until `requests_per_level` requests are sent
 or `seconds_per_level` pass. Latency is measured by the client, so it includes HTTP and JSON on both
 sides; on a small machine the clients take CPU from the server too, so the figures are a floor on
@@ -13,6 +14,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -68,34 +72,46 @@ def load_test(
     if not clients or min(clients) <= 0 or requests_per_level <= 0 or seconds_per_level <= 0:
         raise DistillError("clients, requests_per_level and seconds_per_level must be positive")
     texts = list(texts or DEFAULT_TEXTS)
-    with running_server(model_dir, precision=precision, threads=threads, startup_seconds=startup_seconds) as url:
-        levels = [asyncio.run(_level(url, n, texts, requests_per_level, seconds_per_level)) for n in clients]
+    key = secrets.token_urlsafe(24)
+    with running_server(model_dir, precision=precision, threads=threads, startup_seconds=startup_seconds,
+                        api_key=key) as url:  # fmt: skip
+        levels = [asyncio.run(_level(url, key, n, texts, requests_per_level, seconds_per_level)) for n in clients]
     return {"model": str(model_dir), "precision": precision, "threads": threads, "levels": levels}
 
 
 @contextlib.contextmanager
 def running_server(
-    model_dir: str | Path, *, precision: str = "fp32", threads: int | None = None, startup_seconds: float = 120.0
-) -> Iterator[str]:
-    """Run `distill serve` in a subprocess on a free loopback port; yield its base URL once /health answers."""
+    model_dir: str | Path, *, precision: str = "fp32", threads: int | None = None, startup_seconds: float = 120.0,
+    api_key: str | None = None, stop_seconds: int = 10, workers: int = 1,
+) -> Iterator[str]:  # fmt: skip
+    """Run `distill serve` in a subprocess on a free loopback port; yield its base URL once /health answers.
+
+    On exit the server gets SIGTERM and `stop_seconds` to shut down gracefully; if it needs more, it is
+    killed and, unless the block raised already, DistillError says so.
+    """
     port = _free_port()
     command = [sys.executable, "-m", "distill.cli", "serve", "--model", str(model_dir), "--port", str(port),
-               "--precision", precision, "--no-access-log"]  # fmt: skip
+               "--precision", precision, "--no-access-log", "--graceful-timeout", str(stop_seconds // 2),
+               "--workers", str(workers)]  # fmt: skip
     if threads:
         command += ["--threads", str(threads)]
+    env = {key: value for key, value in os.environ.items() if key != "DISTILL_API_KEY"}
+    env.update({"DISTILL_API_KEY": api_key} if api_key else {})  # NOTE: not a flag, which `ps` would show
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_until_healthy(url, process, log, startup_seconds)
             yield url
         finally:
             process.terminate()
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=stop_seconds)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if process.returncode == -signal.SIGKILL:
+            raise DistillError(f"the server did not stop within {stop_seconds} s of SIGTERM")
 
 
 def _free_port() -> int:
@@ -118,9 +134,10 @@ def _wait_until_healthy(url: str, process: subprocess.Popen, log: Any, seconds: 
     raise DistillError(f"the server did not answer {url}/health within {seconds:.0f} s")
 
 
-async def _level(url: str, clients: int, texts: list[str], max_requests: int, seconds: float) -> dict[str, Any]:
+async def _level(url: str, api_key: str | None, clients: int, texts: list[str], max_requests: int,
+                 seconds: float) -> dict[str, Any]:  # fmt: skip
     """One concurrency level: `clients` connections sending one-text requests back to back."""
-    connections = [Connection(url) for _ in range(clients)]
+    connections = [Connection(url, api_key) for _ in range(clients)]
     await asyncio.gather(*(c.post("/v1/embeddings", {"input": texts[0]}) for c in connections))  # connect, warm up
     before = json.loads((await connections[0].request("GET", "/health"))[1])["batching"]
     latencies: list[float] = []
@@ -173,9 +190,10 @@ class Connection:
     measures the client rather than the server.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.auth = [("authorization", f"Bearer {api_key}")] if api_key else []
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._http = h11.Connection(h11.CLIENT)
 
@@ -189,7 +207,8 @@ class Connection:
             self._streams = await asyncio.open_connection(self.host, self.port)
             self._http = h11.Connection(h11.CLIENT)
         reader, writer = self._streams
-        headers = [("host", self.host), ("content-type", "application/json"), ("content-length", str(len(body)))]
+        headers = [("host", self.host), ("content-type", "application/json"), ("content-length", str(len(body))),
+                   *self.auth]  # fmt: skip
         writer.write(self._http.send(h11.Request(method=method, target=path, headers=headers))
                      + self._http.send(h11.Data(data=body)) + self._http.send(h11.EndOfMessage()))  # fmt: skip
         status, chunks = 0, []

@@ -9,6 +9,11 @@ into one model call (up to `batch_size` texts), runs it in a worker thread so th
 accepting requests, and hands each request its own rows. Requests that arrive while a call runs form
 the next batch, so batches grow with load and a lone request never waits.
 
+Beside it: `GET /v1/models` (OpenAI's list of the one model served), `GET /metrics` (Prometheus text)
+and `GET /health`. With an API key, every request but `GET /health` needs `Authorization: Bearer <key>`,
+checked before anything else is done for it. On SIGTERM or SIGINT uvicorn stops accepting, lets the
+requests in flight finish, and the batcher answers everything queued before the process exits.
+
 Errors have OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 
 NOTE: `max_wait_ms` (wait that long after the first request for others) defaults to 0: on a static
@@ -21,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -35,9 +42,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from distill.errors import DistillError
+from distill.runtime.batcher import Batcher
+from distill.runtime.guards import ApiError, BearerAuth, BodyLimit, check_api_key
+from distill.runtime.metrics import Metrics, Observe, prometheus_text
 
 logger = logging.getLogger(__name__)
 
@@ -67,133 +76,6 @@ class EmbeddingRequest(BaseModel):
     user: str | None = None
 
 
-class ApiError(Exception):
-    """A request the service refuses, answered as `{"error": {...}}` with `status`."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error") -> None:  # fmt: skip
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
-    def response(self) -> JSONResponse:
-        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": error}, status_code=self.status)
-
-
-@dataclass
-class BatchStats:
-    """Counters of the batching worker: `encode_calls` < `requests` means requests were served together."""
-
-    requests: int = 0
-    texts: int = 0
-    encode_calls: int = 0
-    largest_batch: int = 0  # the most texts one encode call took
-
-
-@dataclass
-class _Pending:
-    texts: list[str]
-    future: asyncio.Future[tuple[np.ndarray, int]]
-
-
-class Batcher:
-    """Joins concurrent requests into few `work(texts) -> (vectors, token counts)` calls on a worker thread."""
-
-    def __init__(
-        self, work: Callable[[list[str]], tuple[np.ndarray, list[int]]], *, batch_size: int = 64,
-        max_wait_ms: float = 0.0,
-    ) -> None:  # fmt: skip
-        self.work, self.batch_size, self.max_wait_ms = work, batch_size, max_wait_ms
-        self.stats = BatchStats()
-        self._pending: deque[_Pending] = deque()
-        self._arrived = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start the worker on the running event loop."""
-        self._arrived = asyncio.Event()  # NOTE: a fresh one per loop: an Event binds to the first loop it waits on
-        self._worker = asyncio.get_running_loop().create_task(self._run(), name="embedding-batcher")
-
-    async def stop(self) -> None:
-        """Stop the worker and fail the requests still waiting."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-        while self._pending:
-            pending = self._pending.popleft()
-            if not pending.future.done():
-                pending.future.set_exception(ApiError(503, "the server is shutting down", kind="server_error"))
-
-    @property
-    def running(self) -> bool:
-        return self._worker is not None and not self._worker.done()
-
-    async def submit(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        """(len(texts), dim) vectors and their total token count, once the worker has run their batch."""
-        if not self.running:  # NOTE: without the worker (an app run without its lifespan) it would wait forever
-            raise ApiError(503, "the embedding worker is not running", kind="server_error")
-        future: asyncio.Future[tuple[np.ndarray, int]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(texts, future))
-        self._arrived.set()
-        return await future
-
-    async def _run(self) -> None:
-        """The worker loop, until cancelled; a failed batch fails only its own requests."""
-        while True:
-            await self._wait(None)
-            batch = await self._gather()
-            try:
-                await self._process(batch)
-            except Exception as e:
-                logger.exception("embedding a batch of %d requests failed", len(batch))
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(e)
-
-    async def _wait(self, timeout: float | None) -> bool:
-        """Whether a request is pending, after waiting up to `timeout` seconds for one (None: forever)."""
-        self._arrived.clear()
-        if self._pending or (timeout is not None and timeout <= 0):
-            return bool(self._pending)
-        try:
-            await asyncio.wait_for(self._arrived.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    async def _gather(self) -> list[_Pending]:
-        """Whole requests, oldest first, until `batch_size` texts or `max_wait_ms` after the first one."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_ms / 1000
-        batch: list[_Pending] = []
-        count = 0
-        while count < self.batch_size:
-            if not self._pending and not await self._wait(deadline - loop.time()):
-                break
-            pending = self._pending.popleft()
-            if not pending.future.cancelled():  # the client went away while it waited
-                batch.append(pending)
-                count += len(pending.texts)
-        return batch
-
-    async def _process(self, batch: list[_Pending]) -> None:
-        if not batch:
-            return
-        texts = [text for pending in batch for text in pending.texts]
-        vectors, tokens = await asyncio.to_thread(self.work, texts)  # (len(texts), dim)
-        self.stats.requests += len(batch)
-        self.stats.texts += len(texts)
-        self.stats.encode_calls += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(texts))
-        start = 0
-        for pending in batch:
-            stop = start + len(pending.texts)
-            if not pending.future.done():
-                pending.future.set_result((vectors[start:stop], sum(tokens[start:stop])))
-            start = stop
-
-
 def create_app(
     embedder: Embedder,
     *,
@@ -203,15 +85,20 @@ def create_app(
     max_wait_ms: float = 0,
     batch_size: int = 64,
     max_body_bytes: int | None = None,
+    api_key: str | None = None,
+    graceful_timeout: float | None = 30,
 ) -> FastAPI:
-    """The service for `embedder`: `POST /v1/embeddings` and `GET /health`.
+    """The service for `embedder`: `POST /v1/embeddings`, `GET /v1/models`, `GET /metrics` and `GET /health`.
 
     A request may hold at most `max_batch` texts of at most `max_text_chars` characters each (413
     otherwise); an empty list gets an empty `data` list. `max_body_bytes` caps the declared size of a
     request body (default: what `max_batch` texts of `max_text_chars` JSON-escaped characters can take).
+    With `api_key`, every request but `GET /health` needs `Authorization: Bearer <api_key>` (401 otherwise).
+    At shutdown the batcher has `graceful_timeout` seconds to answer what is queued.
     """
     if min(max_batch, max_text_chars, batch_size) <= 0 or max_wait_ms < 0:
         raise DistillError("max_batch, max_text_chars and batch_size must be positive and max_wait_ms not negative")
+    check_api_key(api_key)
     # NOTE: JSON may escape one character as up to 12 bytes (a surrogate pair of \uXXXX escapes).
     max_body_bytes = max_body_bytes or max_batch * (12 * max_text_chars + 16) + (1 << 16)
 
@@ -225,20 +112,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start()
         yield
-        await batcher.stop()
+        await batcher.stop(graceful_timeout)  # NOTE: uvicorn runs this after the requests in flight have finished
 
     app = FastAPI(title="distill-embeddings", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.metrics = batcher, Metrics()
+    # NOTE: the last middleware added runs first: count every answer, then check the key, then the body size.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if api_key is not None:
+        app.add_middleware(BearerAuth, key=api_key)
+    app.add_middleware(Observe, metrics=app.state.metrics)
     _add_error_handlers(app)
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        """Liveness (503 if the batching worker is not running), the model served and the batching counters."""
-        status = "ok" if batcher.running else "down"
-        return JSONResponse({"status": status, "model": model_name, "dim": embedder.dim,
-                             "precision": embedder.precision, "batching": asdict(batcher.stats)},
-                            status_code=200 if batcher.running else 503)  # fmt: skip
+    _add_info_routes(app, embedder, model_name)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Response:
@@ -260,6 +144,42 @@ def create_app(
         return Response(content, media_type="application/json")
 
     return app
+
+
+def _add_info_routes(app: FastAPI, embedder: Embedder, model_name: str) -> None:
+    """`GET /health`, `/v1/models`, `/v1/models/{id}` and `/metrics`."""
+    batcher: Batcher = app.state.batcher
+    # NOTE: `created` is when this server loaded the model: an export records no date of its own.
+    card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "distill-embeddings"}
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Liveness (503 if the batching worker is not running), the model served and the batching counters."""
+        status = "ok" if batcher.running else "down"
+        return JSONResponse({"status": status, "model": model_name, "dim": embedder.dim,
+                             "precision": embedder.precision, "batching": asdict(batcher.stats)},
+                            status_code=200 if batcher.running else 503)  # fmt: skip
+
+    @app.get("/v1/models")
+    async def models() -> JSONResponse:
+        """The one model this server has, in OpenAI's list format."""
+        return JSONResponse({"object": "list", "data": [card]})
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str) -> JSONResponse:
+        """The model named `model_id`, if it is the one served (404 otherwise)."""
+        if model_id != model_name:
+            raise ApiError(404, f"the model '{model_id}' does not exist; this server has '{model_name}'",
+                           param="model", code="model_not_found")  # fmt: skip
+        return JSONResponse(card)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Counters, histograms and a gauge in Prometheus' text exposition format (version 0.0.4)."""
+        return Response(
+            prometheus_text(app.state.metrics, batcher.stats, batcher.batch_sizes),
+            media_type="text/plain; version=0.0.4",
+        )
 
 
 def _check_request(body: EmbeddingRequest, texts: list[str], *, dim: int, max_batch: int, max_text_chars: int) -> None:
@@ -330,20 +250,14 @@ def _validation_error(errors: Sequence[Any]) -> ApiError:
                     code="invalid_value")  # fmt: skip
 
 
-class BodyLimit:
-    """ASGI middleware: refuse a request whose declared Content-Length is over `max_bytes` with a 413."""
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > self.max_bytes:
-                error = ApiError(413, f"the request body is over {self.max_bytes} bytes", code="body_too_large")
-                await error.response()(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+SETTINGS_VARIABLE = "DISTILL_SERVE_SETTINGS"  # how `serve(workers=N)` hands its settings to each worker process
 
 
 def serve(
@@ -355,17 +269,55 @@ def serve(
     threads: int | None = None,
     model_name: str | None = None,
     access_log: bool = True,
+    api_key: str | None = None,
+    graceful_timeout: int = 30,
+    workers: int = 1,
     **limits: Any,
 ) -> None:
-    """Load the export in `model_dir` and serve it with uvicorn until interrupted.
+    """Load the export in `model_dir` and serve it with uvicorn until SIGTERM or SIGINT.
 
     `limits` are `create_app`'s keyword arguments (max_batch, max_text_chars, max_wait_ms, batch_size).
+    At a signal uvicorn stops accepting and waits up to `graceful_timeout` seconds for the requests in
+    flight; those still running then are cancelled. With `workers` > 1, uvicorn starts that many
+    processes on the one port, each loading the model (`app_from_environment`), with `threads` each
+    (default: the cores shared out among them).
     """
+    check_api_key(api_key)  # NOTE: before the model loads, so a bad key fails at once
+    if workers < 1:
+        raise DistillError(f"workers must be at least 1, not {workers}")
     import uvicorn
 
     from distill.runtime import OnnxEmbedder
 
-    embedder = OnnxEmbedder(model_dir, precision=precision, threads=threads)
-    app = create_app(embedder, model_name=model_name or embedder.config.name, **limits)
-    logger.info("serving %s (%s, %d dimensions) on http://%s:%d", model_dir, precision, embedder.dim, host, port)
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+    threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+    embedder = OnnxEmbedder(model_dir, precision=precision, threads=threads)  # NOTE: a bad folder fails here, once
+    settings = {"model_dir": str(model_dir), "precision": precision, "threads": threads, "api_key": api_key,
+                "model_name": model_name or embedder.config.name, "graceful_timeout": graceful_timeout,
+                **limits}  # fmt: skip
+    if api_key is None and not _is_loopback(host):
+        logger.warning("warning: no API key is set and %s is not a loopback address: anyone who reaches this port "
+                       "can use it (set DISTILL_API_KEY)", host)  # fmt: skip
+    logger.info("serving %s (%s, %d dimensions) on http://%s:%d%s", model_dir, precision, embedder.dim, host, port,
+                f" with {workers} worker processes of {threads} threads" if workers > 1 else "")  # fmt: skip
+    options = {"host": host, "port": port, "access_log": access_log, "log_level": "info",
+               "timeout_graceful_shutdown": graceful_timeout}  # fmt: skip
+    if workers == 1:
+        uvicorn.run(_app(embedder, settings), **options)
+        return
+    del embedder
+    os.environ[SETTINGS_VARIABLE] = json.dumps(settings)
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one uvicorn worker process of `serve(workers=N)`, from the settings it left in the environment."""
+    from distill.runtime import OnnxEmbedder
+
+    settings = json.loads(os.environ[SETTINGS_VARIABLE])
+    embedder = OnnxEmbedder(settings["model_dir"], precision=settings["precision"], threads=settings["threads"])
+    return _app(embedder, settings)
+
+
+def _app(embedder: Embedder, settings: dict[str, Any]) -> FastAPI:
+    limits = {k: v for k, v in settings.items() if k not in ("model_dir", "precision", "threads")}
+    return create_app(embedder, **limits)
