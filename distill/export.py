@@ -4,6 +4,8 @@ An export folder holds what production needs and nothing else (read by `distill.
 
     model.onnx        fp32: (input_ids, attention_mask) -> pooled, L2-normalised sentence_vectors
     model_int8.onnx   the same after onnxruntime's dynamic int8 quantisation
+                      (the static student's two: a lookup on flat token ids, its table in int8 for
+                      the second; see `distill.static_export`)
     tokenizer.json    the student's tokenizer (truncation to max_length built in)
     config.json       dim, pooling, normalisation, max length, special tokens, teacher, version
     parity.json       what the checks below measured
@@ -34,7 +36,9 @@ from distill.corpus import Split
 from distill.errors import DistillError
 from distill.io import atomic_dir, write_json
 from distill.runtime import INPUT_NAMES, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
+from distill.static_export import export_static
 from students.base import Student
+from students.static import StaticStudent
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,8 @@ FP32_TOLERANCE = 1e-4
 INT8_WARN_LOSS = 0.01
 OPSET = 17
 EXPORT_DIR = "export"
+PARITY_FILE = "parity.json"
+EXPORT_FORMAT = 2  # 2: transformer graphs fused; an export of an older format is re-made by `distill eval`
 EDGE_TEXTS = ["", "a", "word " * 2000]  # empty, one token, far past any max length
 
 
@@ -75,19 +81,32 @@ def export_student(
     `texts` are held-out texts for the checks; `teacher_vectors` (len(texts), dim), when given,
     let the check report each precision's fidelity to the teacher. Raises DistillError (and
     writes nothing) when the fp32 graph disagrees with torch by more than `FP32_TOLERANCE`.
+    A student with attention has onnxruntime's transformer fusions applied to its fp32 graph,
+    checked against torch again; a fused graph that fails the check is dropped, with a warning.
     """
     if not texts:
         raise DistillError("the parity check needs held-out texts; got none")
     student = student.eval()
+    texts = [*texts, *EDGE_TEXTS]
+    expected = student.encode(texts)
     with atomic_dir(Path(directory)) as tmp:
         fp32, int8 = tmp / MODEL_FILES["fp32"], tmp / MODEL_FILES["int8"]
-        export_onnx(student, fp32)
-        quantize(fp32, int8)
+        lookup = isinstance(student, StaticStudent)  # a table lookup: its own fp32 and int8 graphs, flat inputs
+        if lookup:
+            export_static(student, fp32, int8)
+        else:
+            export_onnx(student, fp32)
         student.tokenizer.save(str(tmp / TOKENIZER_FILE))
         export_config(student, name).write(tmp / "config.json")
-        parity = check_parity(student, tmp, [*texts, *EDGE_TEXTS], teacher_vectors)
+        traced = fp32_difference(student, tmp, texts, expected)
+        fusion = fuse(student, tmp, texts, expected) if student.attention_shape() else {"fused": False}
+        if not lookup:
+            quantize(fp32, int8, fused=fusion["fused"])
+        parity = check_parity(tmp, texts, expected, teacher_vectors)
+        parity["fp32"]["traced_max_abs_difference"] = traced
+        parity["fusion"] = fusion
         parity["bytes"] = {precision: (tmp / file).stat().st_size for precision, file in MODEL_FILES.items()}
-        write_json(tmp / "parity.json", parity)
+        write_json(tmp / PARITY_FILE, parity)
     if parity["int8"]["fidelity_loss"] is not None and parity["int8"]["fidelity_loss"] > INT8_WARN_LOSS:
         logger.warning("%s: int8 loses %.4f fidelity to the teacher (more than %.2f); ship fp32 if that matters",
                        name, parity["int8"]["fidelity_loss"], INT8_WARN_LOSS)  # fmt: skip
@@ -112,30 +131,76 @@ def export_onnx(student: Student, path: Path) -> None:
     onnx.checker.check_model(str(path))
 
 
-def quantize(fp32: Path, int8: Path) -> None:
+def fuse(student: Student, directory: Path, texts: Sequence[str], expected: np.ndarray) -> dict[str, Any]:
+    """Replace the fp32 graph in `directory` by onnxruntime's fused transformer graph when it still matches torch.
+
+    The fusions (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization) are pattern
+    matches on the traced graph: on BERT-like layers they apply, on others some or none do. The
+    fused graph must agree with `expected` (the torch student) to `FP32_TOLERANCE` like the traced
+    one; if it does not, or no fusion applied, the traced graph stays and the figures say so.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads, hidden = student.attention_shape()
+    fp32 = directory / MODEL_FILES["fp32"]
+    traced = directory / "traced.onnx"
+    fp32.rename(traced)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # NOTE: the optimizer logs every fusion pass at INFO on the root
+    try:
+        model = optimize_model(str(traced), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+        ops = {op: n for op, n in model.get_fused_operator_statistics().items() if n}
+        model.save_model_to_file(str(fp32))
+    except Exception as e:  # NOTE: the optimizer's pattern matching can fail on a graph it does not know
+        logger.warning("%s: onnxruntime's transformer fusions failed (%s); the unfused graph is kept", student.kind, e)
+        ops = {}
+    finally:
+        root.setLevel(level)
+    if ops:
+        try:
+            difference = fp32_difference(student, directory, texts, expected, raise_above=False)
+        except Exception as e:  # NOTE: a wrongly matched pattern can give a graph onnxruntime refuses to run
+            logger.warning("%s: the fused graph does not run (%s); the unfused graph is kept", student.kind,
+                           str(e).splitlines()[0][:200])  # fmt: skip
+            difference = float("inf")
+        if difference <= FP32_TOLERANCE:
+            traced.unlink()
+            logger.info("%s: fused %s; fp32 max |diff| to torch %.1e", student.kind,
+                        ", ".join(f"{n} {op}" for op, n in ops.items()), difference)  # fmt: skip
+            return {"fused": True, "ops": ops, "max_abs_difference": difference}
+        if difference < float("inf"):
+            logger.warning("%s: the fused graph differs from torch by %.1e (limit %.0e); the unfused graph is kept",
+                           student.kind, difference, FP32_TOLERANCE)  # fmt: skip
+    fp32.unlink(missing_ok=True)
+    traced.rename(fp32)
+    return {"fused": False, "ops": ops}
+
+
+def quantize(fp32: Path, int8: Path, *, fused: bool = False) -> None:
     """Dynamic int8 quantisation (weights int8, activations quantised at run time) with onnxruntime's tools.
 
     NOTE: onnxruntime's pre-processing (graph optimisation, shape inference) first: on the
     transformer student it turns a 1.5x speed-up into about 1.9x. Symbolic shape inference
     cannot follow the traced attention mask, so only ONNX's own shape inference runs. Weights
     are quantised per output channel: on the transformer student that cut the int8 fidelity
-    loss from 0.017 to 0.004 for about the same speed (512 test texts, 2 threads).
+    loss from 0.017 to 0.004 for about the same speed (512 test texts, 2 threads). A fused graph
+    holds onnxruntime's own operators, which ONNX's shape inference does not know: it is not
+    optimised again, and tensors of unknown type are taken to be float.
     """
     root = logging.getLogger()
     level = root.level
     # NOTE: onnxruntime's quantizer logs a line per skipped tensor on the root logger; quiet it for the call.
     root.setLevel(max(level, logging.WARNING))
     try:
-        _quantize(fp32, int8)
+        with tempfile.TemporaryDirectory(dir=int8.parent) as work:
+            prepared = Path(work) / "prepared.onnx"
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True, skip_optimization=fused)
+            options = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else None
+            quantize_dynamic(str(prepared), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options=options)  # fmt: skip
     finally:
         root.setLevel(level)
-
-
-def _quantize(fp32: Path, int8: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=int8.parent) as work:
-        prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(str(prepared), str(int8), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def export_config(student: Student, name: str) -> ExportConfig:
@@ -150,23 +215,35 @@ def export_config(student: Student, name: str) -> ExportConfig:
         teacher=student.config.teacher,
         version=version("distill-embeddings"),
         prompt=student.config.prompt,
+        inputs="flat" if isinstance(student, StaticStudent) else "padded",
     )
 
 
-def check_parity(
-    student: Student, directory: Path, texts: Sequence[str], teacher_vectors: np.ndarray | None
-) -> dict[str, Any]:
-    """fp32 against torch (must agree), int8 against fp32 and the teacher (measured)."""
-    expected = student.encode(texts)
-    fp32 = OnnxEmbedder(directory, precision="fp32").encode(texts)
-    int8 = OnnxEmbedder(directory, precision="int8").encode(texts)
-    difference = float(np.abs(fp32 - expected).max())
-    if not difference <= FP32_TOLERANCE:
+def fp32_difference(
+    student: Student, directory: Path, texts: Sequence[str], expected: np.ndarray, *, raise_above: bool = True
+) -> float:
+    """Max absolute difference of the fp32 graph in `directory` to the torch vectors `expected`.
+
+    Raises DistillError above `FP32_TOLERANCE` unless `raise_above` is False.
+    """
+    vectors = OnnxEmbedder(directory, precision="fp32").encode(texts)
+    difference = float(np.abs(vectors - expected).max())
+    if raise_above and not difference <= FP32_TOLERANCE:
         raise DistillError(f"the ONNX export of {student.kind!r} differs from the torch student by {difference:.2e} "
                            f"(limit {FP32_TOLERANCE:.0e}); nothing was written")  # fmt: skip
+    return difference
+
+
+def check_parity(
+    directory: Path, texts: Sequence[str], expected: np.ndarray, teacher_vectors: np.ndarray | None
+) -> dict[str, Any]:
+    """The figures of the final graphs: fp32 against torch (`expected`), int8 against fp32 and the teacher."""
+    fp32 = OnnxEmbedder(directory, precision="fp32").encode(texts)
+    int8 = OnnxEmbedder(directory, precision="int8").encode(texts)
     result: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
         "texts": len(texts),
-        "fp32": {"max_abs_difference": difference, "tolerance": FP32_TOLERANCE},
+        "fp32": {"max_abs_difference": float(np.abs(fp32 - expected).max()), "tolerance": FP32_TOLERANCE},
         "int8": {"mean_cosine_to_fp32": mean_cosine(int8, expected), "min_cosine_to_fp32": min_cosine(int8, expected),
                  "fidelity": None, "fidelity_loss": None},
     }  # fmt: skip

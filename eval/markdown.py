@@ -8,6 +8,8 @@ K = 10
 COLUMNS = ["model", "params", "size MB", "int8 ONNX MB", "cosine", "other cos", "cosine p5", f"top-{K} nbrs",
            "pairwise ρ", f"x-recall@{K}", "SimLex", "WS-353", "analogy %", "probe %", "STS", "p50 ms", "b32 x",
            "b128 x", "int8 ONNX b32 x"]  # fmt: skip
+SPEED_COLUMNS = ["model", "backend", "file MB", "test cosine", "p50 ms", "b32 texts/s", "b32 x", "b128 x"]
+BACKENDS = {"torch": "torch", "numpy": "numpy (its own encoder)", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -19,12 +21,12 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"fidelity on the run's {report['data']['test_texts']} held-out test texts.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
     lines += ["| " + " | ".join(table_row(name, entry)) + " |" for name, entry in rows.items()]
-    return "\n".join([*lines, "", *other_domain_table(report, rows), *notes(report, rows)]) + "\n"
+    return "\n".join([*lines, "", *speed_table(rows), *other_domain_table(report, rows), *notes(report, rows)]) + "\n"
 
 
 def table_row(name: str, entry: dict[str, Any]) -> list[str]:
     test, tasks = entry["fidelity"]["test"], entry["tasks"]
-    reference = next(iter(entry["latency"].values()))
+    reference = entry["latency"][reference_backend(entry)]
     int8 = entry["latency"].get("onnx_int8")
     label = name if entry["role"] != "baseline" else f"{name} (peer)"
     return [
@@ -37,6 +39,29 @@ def table_row(name: str, entry: dict[str, Any]) -> list[str]:
         _num(reference["speedup"]["batch128_speedup"], 2),
         _num(int8["speedup"]["batch32_speedup"], 2) if int8 else "-",
     ]  # fmt: skip
+
+
+def reference_backend(entry: dict[str, Any]) -> str:
+    """The backend of a model's own row: torch, or a peer's own encoder."""
+    return "torch" if "torch" in entry["latency"] else next(b for b in entry["latency"] if not b.startswith("onnx"))
+
+
+def speed_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per model and backend, every speed a ratio to the teacher on torch (whose row is 1.00)."""
+    lines = ["## Speed by backend", "", "| " + " | ".join(SPEED_COLUMNS) + " |", "|" + "---|" * len(SPEED_COLUMNS)]
+    for name, entry in rows.items():
+        label = name if entry["role"] != "baseline" else f"{name} (peer)"
+        for backend in sorted(entry["latency"], key=lambda b: (b.startswith("onnx"), b)):
+            figures, speedup = entry["latency"][backend], entry["latency"][backend]["speedup"]
+            size = entry["bytes"].get(backend) if backend.startswith("onnx") else entry["bytes"].get("saved")
+            cosine = (entry["fidelity"]["test"] if backend == reference_backend(entry)
+                      else entry.get("fidelity_by_backend", {}).get(backend, {})).get("cosine_mean")  # fmt: skip
+            lines.append("| " + " | ".join([
+                label, BACKENDS.get(backend, backend), _mb(size), _num(cosine), _num(figures["single_p50_ms"], 2),
+                f"{figures['batch32_texts_per_s']:,.0f}", _num(speedup["batch32_speedup"], 2),
+                _num(speedup["batch128_speedup"], 2),
+            ]) + " |")  # fmt: skip
+    return [*lines, ""]
 
 
 def other_domain_table(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -72,8 +97,9 @@ def notes(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
            "(5 folds), STS Spearman" + (f" on `{report['data']['sts_file']}`." if report["data"]["sts_file"]
                                         else ": no STS file given (`--sts FILE`)."),
            f"- Speed: p50 is one text at a time; b32 x / b128 x are texts/s at batch 32 / 128 over "
-           f"{report['data']['latency_texts']} test texts, as a ratio to the teacher's (torch) in the same run; "
-           "a student's figures are for torch, the peer's for its own numpy encoder."]  # fmt: skip
+           f"{report['data']['latency_texts']} test texts, as a ratio to the teacher's on torch in the same run "
+           "(the teacher's torch row is 1.00). In the first table a model's figures are for torch (the peer's "
+           "for its own numpy encoder), int8 ONNX b32 x for its int8 file; 'Speed by backend' has all."]  # fmt: skip
     out.append("- king - man + woman = " + ", ".join(f"{name}: {e['tasks']['analogy_example']}"
                                                      for name, e in rows.items()) + ".")  # fmt: skip
     for name, entry in rows.items():
@@ -93,11 +119,10 @@ def notes(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
             f"{name} {e['latency']['onnx_int8']['batch32_texts_per_s'] / teacher_int8['batch32_texts_per_s']:.2f}x"
             for name, e in report["students"].items() if "onnx_int8" in e["latency"]
         )  # fmt: skip
-        out.append(f"- Against the teacher's own int8 ONNX export at batch 32 (like with like): {against}.")
+        if against:
+            out.append(f"- Against the teacher's own int8 ONNX export at batch 32 (like with like): {against}.")
     for name, entry in report["baselines"].items():
         out.append(f"- {name} (peer baseline): {entry['details'].get('settings', '')}.")
-    if not any("onnx_int8" in e["latency"] for e in rows.values()):
-        out.append("- ONNX speeds appear after `make export` and another `make eval`.")
     out += ["", "![fidelity against throughput](pareto.png)", "", "![size](size.png)", "",
             "![words as each model places them](words.png)"]  # fmt: skip
     return out
@@ -108,8 +133,11 @@ def _export_notes(name: str, entry: dict[str, Any]) -> list[str]:
     if not export:
         return []
     int8 = export["int8"]
-    line = (f"- {name} ONNX: fp32 max |diff| to torch {export['fp32']['max_abs_difference']:.1e}; int8 mean cosine to "
-            f"fp32 {int8['mean_cosine_to_fp32']:.4f}")  # fmt: skip
+    fusion = export.get("fusion", {})
+    ops = ", ".join(f"{n} {op}" for op, n in fusion.get("ops", {}).items())
+    fused = f" (fused: {ops})" if fusion.get("fused") else ""
+    line = (f"- {name} ONNX{fused}: fp32 max |diff| to torch {export['fp32']['max_abs_difference']:.1e}; int8 mean "
+            f"cosine to fp32 {int8['mean_cosine_to_fp32']:.4f}")  # fmt: skip
     if int8["fidelity_loss"] is not None:
         line += f", fidelity {int8['fidelity']:.4f} (loss {int8['fidelity_loss']:.4f})"
     by_backend = entry.get("fidelity_by_backend", {})

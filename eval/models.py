@@ -19,7 +19,7 @@ import torch
 import students
 from distill.corpus import Split
 from distill.errors import DistillError
-from distill.export import EXPORT_DIR, export_student
+from distill.export import EXPORT_DIR, EXPORT_FORMAT, PARITY_FILE, export_student
 from distill.io import atomic_dir, read_json
 from distill.pipeline import folder_bytes
 from distill.runtime import MODEL_FILES, OnnxEmbedder
@@ -69,7 +69,7 @@ def add_teacher_onnx(
     it (to 1e-5 in the tests; the export's parity check holds it to 1e-4 again). Without this an
     ONNX student would only be compared with a torch teacher, which flatters the student.
     """
-    if not (cache / "parity.json").is_file():
+    if export_is_stale(cache):
         try:
             every_layer = list(range(teacher.model.config.num_hidden_layers))
             copy = TransformerStudent.from_teacher(teacher, targets, layers=every_layer)
@@ -80,35 +80,50 @@ def add_teacher_onnx(
         texts, vectors = targets.texts_and_vectors(Split.TEST, 256)
         logger.info("exporting the teacher to ONNX once, for the comparison (cached in %s)", cache)
         export_student(copy, cache, name="teacher", texts=texts, teacher_vectors=vectors)
-    for precision, file in MODEL_FILES.items():
-        candidate.backends[f"onnx_{precision}"] = OnnxEmbedder(cache, precision=precision, threads=threads).encode
-        candidate.details[f"onnx_{precision}_bytes"] = (cache / file).stat().st_size
-    candidate.details["export"] = read_json(cache / "parity.json")
+    add_onnx_backends(candidate, cache, threads)
 
 
-def student_candidates(summary: dict[str, Any], run_dir: Path, token_fidelity: Callable[[Any], float],
+def student_candidates(summary: dict[str, Any], run_dir: Path, targets: Targets, token_fidelity: Callable[[Any], float],
                        threads: int | None, device: torch.device | None = None) -> list[Candidate]:  # fmt: skip
-    """Every student of a run (torch on `device`), with its ONNX exports when `distill export` has written them."""
+    """Every student of a run (torch on `device`) with its ONNX exports, made first where missing or stale."""
     out = []
     for entry in summary["students"]:
-        student = students.load(entry["path"]).to(device or "cpu")
-        backends: dict[str, BatchEncode] = {"torch": student.encode}
-        details: dict[str, Any] = {"kind": student.kind, "path": entry["path"]}
+        student = students.load(entry["path"])
         export = run_dir / EXPORT_DIR / entry["name"]
-        if (export / "parity.json").is_file():
-            for precision, file in MODEL_FILES.items():
-                embedder = OnnxEmbedder(export, precision=precision, threads=threads)
-                backends[f"onnx_{precision}"] = embedder.encode
-                details[f"onnx_{precision}_bytes"] = (export / file).stat().st_size
-            details["export"] = read_json(export / "parity.json")
+        if export_is_stale(export, Path(entry["path"])):
+            logger.info("exporting %s to ONNX (its export is missing or older than the student)", entry["name"])
+            texts, vectors = targets.texts_and_vectors(Split.TEST, 512)
+            export_student(student, export, name=entry["name"], texts=texts, teacher_vectors=vectors)
+        student = student.to(device or "cpu")
         gives_tokens = hasattr(student, "forward_tokens")
-        out.append(Candidate(
+        candidate = Candidate(
             name=entry["name"], role="student", params=student.num_parameters(),
-            bytes=folder_bytes(Path(entry["path"])),
-            backends=backends, token_fidelity=(lambda s=student: token_fidelity(s)) if gives_tokens else None,
-            details=details,
-        ))  # fmt: skip
+            bytes=folder_bytes(Path(entry["path"])), backends={"torch": student.encode},
+            token_fidelity=(lambda s=student: token_fidelity(s)) if gives_tokens else None,
+            details={"kind": student.kind, "path": entry["path"]},
+        )  # fmt: skip
+        add_onnx_backends(candidate, export, threads)
+        out.append(candidate)
     return out
+
+
+def export_is_stale(export: Path, student: Path | None = None) -> bool:
+    """Whether `export` has to be (re)made: missing, of an older export format, or older than the student's files."""
+    parity = export / PARITY_FILE
+    if not parity.is_file() or read_json(parity).get("format", 1) < EXPORT_FORMAT:
+        return True
+    if student is None:
+        return False
+    newest = max((f.stat().st_mtime for f in student.rglob("*") if f.is_file()), default=0.0)
+    return newest > parity.stat().st_mtime
+
+
+def add_onnx_backends(candidate: Candidate, export: Path, threads: int | None) -> None:
+    """The export's fp32 and int8 graphs as `onnx_fp32` / `onnx_int8` backends, with their sizes and parity figures."""
+    for precision, file in MODEL_FILES.items():
+        candidate.backends[f"onnx_{precision}"] = OnnxEmbedder(export, precision=precision, threads=threads).encode
+        candidate.details[f"onnx_{precision}_bytes"] = (export / file).stat().st_size
+    candidate.details["export"] = read_json(export / PARITY_FILE)
 
 
 def model2vec_candidate(teacher: Teacher, cache: Path) -> Candidate | None:

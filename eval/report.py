@@ -97,7 +97,10 @@ def evaluate_from_model(
     teacher_entry = teacher_candidate(teacher)
     if settings.teacher_onnx:
         add_teacher_onnx(teacher_entry, teacher, targets, run_dir / "baseline" / "teacher-onnx", threads)
-    candidates = [teacher_entry, *student_candidates(summary, run_dir, tokens, threads, teacher.placement.device)]
+    candidates = [
+        teacher_entry,
+        *student_candidates(summary, run_dir, targets, tokens, threads, teacher.placement.device),
+    ]
     if settings.baseline and (baseline := model2vec_candidate(teacher, run_dir / "baseline" / "model2vec")):
         candidates.append(baseline)
     entries, word_vectors = {}, {}

@@ -136,6 +136,11 @@ class Student(nn.Module):
         """What `distill export` traces into ONNX: the student itself, unless it has a smaller equivalent form."""
         return self
 
+    def attention_shape(self) -> tuple[int, int] | None:
+        """(attention heads, hidden size) of a student made of transformer layers, for `distill export`'s
+        graph fusions; None for a student without attention."""
+        return None
+
     def state_to_save(self) -> dict[str, torch.Tensor] | None:
         """The weights for `model.safetensors`; None when `save_extra` writes that file itself."""
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}

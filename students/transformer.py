@@ -157,6 +157,10 @@ class TransformerStudent(Student):
         module.encoder.set_attn_implementation("eager")
         return module
 
+    def attention_shape(self) -> tuple[int, int]:
+        config = self.encoder.config
+        return int(config.num_attention_heads), int(config.hidden_size)
+
     def state_to_save(self) -> None:
         """Nothing for the base file: `save_extra` writes the encoder with transformers' `save_pretrained`."""
         return None

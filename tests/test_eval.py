@@ -1,4 +1,5 @@
 import json
+import os
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -179,7 +180,29 @@ def test_report_compares_teacher_and_students_on_every_section(tiny_teacher: Tea
     assert {p.name for p in written} == {"report.json", "report.md", "pareto.png", "size.png", "words.png"}
     assert all(p.stat().st_size > 0 for p in written)
     assert (run_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| static |" in (run_dir / "report.md").read_text()
+    # never exported before: the eval made the exports, so every student has ONNX rows, each labelled
+    assert (run_dir / "export" / "static" / "parity.json").is_file()
+    assert {"torch", "onnx_fp32", "onnx_int8"} <= set(static["latency"])
+    markdown = (run_dir / "report.md").read_text()
+    assert "| static |" in markdown
+    assert markdown.count("| teacher | torch | ") == 1
+    assert "| teacher | torch | " in markdown and "| 1.00 | 1.00 |" in markdown.split("| teacher | torch | ")[1][:120]
+    for backend in ("ONNX fp32", "ONNX int8"):
+        assert f"| static | {backend} |" in markdown and f"| teacher | {backend} |" in markdown
+    assert "(like with like): ." not in markdown
+
+
+def test_the_eval_re_exports_a_student_newer_than_its_export(tiny_teacher: Teacher, tiny_run: tuple) -> None:
+    run_dir, summary, targets = tiny_run
+    export = run_dir / "export" / "static"
+    evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK)  # exports what is missing
+    made = (export / "parity.json").stat().st_mtime_ns
+    evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK)
+    assert (export / "parity.json").stat().st_mtime_ns == made  # up to date: kept
+    weights = Path(summary["students"][0]["path"]) / "model.safetensors"
+    os.utime(weights, ns=(made + 10**9, made + 10**9))  # the student retrained after its export
+    evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK)
+    assert (export / "parity.json").stat().st_mtime_ns > made
 
 
 def test_report_gives_fidelity_on_other_text_forms(tiny_teacher: Teacher, tiny_run: tuple, tmp_path: Path) -> None:

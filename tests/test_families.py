@@ -14,6 +14,7 @@ import students
 from distill.cli import main
 from distill.corpus import assign_splits
 from distill.errors import DistillError
+from distill.export import export_student
 from distill.targets import Targets, build_targets
 from distill.teacher import Teacher
 from students.layer_subset import SUPPORTED_FAMILIES, default_layers
@@ -53,6 +54,22 @@ def test_all_layers_reproduce_the_teacher_and_reload_everywhere(
     assert type(AutoModel.from_pretrained(str(path))) is type(teacher.model)
     st = SentenceTransformer(str(path), device="cpu").encode(TEXTS)
     np.testing.assert_allclose(st, student.encode(TEXTS), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SUPPORTED_FAMILIES)
+def test_every_family_exports_fused_where_the_fusions_apply(
+    name: str, teachers: dict[str, Teacher], corpus: list[str], tmp_path: Path
+) -> None:
+    """onnxruntime's transformer fusions on each family's graph: kept only when the fused graph matches torch."""
+    teacher = teachers[name]
+    student = TransformerStudent.from_teacher(teacher, _targets(teacher, corpus, tmp_path / "cache"), layers=[0, 2])
+    parity = export_student(student, tmp_path / "export", name="transformer", texts=TEXTS)
+    assert parity["fp32"]["max_abs_difference"] <= 1e-4 and parity["fp32"]["traced_max_abs_difference"] <= 1e-4
+    if name in ("bert", "roberta", "xlm-roberta", "distilbert", "electra"):  # the BERT attention pattern
+        assert parity["fusion"]["fused"] and parity["fusion"]["ops"]["Attention"] == 2
+    if parity["fusion"]["fused"]:
+        assert parity["fusion"]["max_abs_difference"] <= 1e-4
+    assert parity["int8"]["mean_cosine_to_fp32"] > 0.99
 
 
 @pytest.mark.parametrize("name", SUPPORTED_FAMILIES)

@@ -1,0 +1,129 @@
+"""`python -m eval.fusion`: a transformer student's ONNX graphs, traced against fused, fp32 and int8, timed
+beside the torch teacher on short texts and on test sentences.
+
+    python -m eval.fusion [--run runs/default] [--student transformer] [--threads 2] [--rounds 7]
+
+Each graph is built here from the run's student, as `distill export` would build it with and without
+onnxruntime's transformer fusions, and int8 three ways: from the traced graph (the recipe before
+fusion), from the fused graph with every operator onnxruntime quantises (Attention becomes
+QAttention), and from the fused graph with only its MatMuls quantised. Speeds are texts/s at batch
+32, the median of `--rounds` passes taken in turn (so drift on a shared machine hits all alike), and
+a ratio to the torch teacher measured in the same rounds. Short texts are the held-out forum titles
+and chat lines of `distill.domains` (a few words each); sentences are the run's test split.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import click
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+import students
+from distill.corpus import Split
+from distill.domains import other_domain_texts
+from distill.export import export_config, export_onnx, mean_cosine
+from distill.pipeline import open_run, run_teacher
+from distill.runtime import MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder
+
+Encode = Callable[[Sequence[str], int], np.ndarray]
+
+
+def build_variants(student: students.Student, name: str, work: Path) -> dict[str, Path]:
+    """One export folder per graph variant (each holding it as its fp32 `model.onnx`)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads, hidden = student.attention_shape()
+    traced = work / "traced.onnx"
+    export_onnx(student, traced)
+    fused = work / "fused.onnx"
+    optimize_model(str(traced), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0).save_model_to_file(
+        str(fused)
+    )
+    graphs = {"traced fp32": traced, "fused fp32": fused}
+    prepared = work / "traced-prepared.onnx"
+    quant_pre_process(str(traced), str(prepared), skip_symbolic_shape=True)
+    graphs["traced int8"] = work / "traced-int8.onnx"
+    quantize_dynamic(str(prepared), str(graphs["traced int8"]), weight_type=QuantType.QInt8, per_channel=True)
+    float_default = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    for label, ops in (("fused int8", None), ("fused int8 (MatMul only)", ["MatMul"])):
+        graphs[label] = work / f"{label.replace(' ', '-').replace('(', '').replace(')', '')}.onnx"
+        quantize_dynamic(str(fused), str(graphs[label]), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=ops, extra_options=float_default)  # fmt: skip
+    folders = {}
+    for label, graph in graphs.items():
+        folder = work / label.replace(" ", "_").replace("(", "").replace(")", "")
+        folder.mkdir()
+        shutil.copy(graph, folder / MODEL_FILES["fp32"])
+        student.tokenizer.save(str(folder / TOKENIZER_FILE))
+        export_config(student, name).write(folder / "config.json")
+        folders[label] = folder
+    return folders
+
+
+def texts_per_second(encoders: dict[str, Encode], texts: Sequence[str], rounds: int) -> dict[str, float]:
+    """Median texts/s at batch 32 of each encoder over `rounds` passes, the encoders taking turns in each round."""
+    times: dict[str, list[float]] = {label: [] for label in encoders}
+    for encode in encoders.values():
+        encode(texts[:64], 32)  # warm-up
+    for _ in range(rounds):
+        for label, encode in encoders.items():
+            start = time.perf_counter()
+            encode(texts, 32)
+            times[label].append(time.perf_counter() - start)
+    return {label: len(texts) / statistics.median(t) for label, t in times.items()}
+
+
+@click.command()
+@click.option("--run", "run_dir", default="runs/default", show_default=True, help="A finished run.")
+@click.option("--student", "name", default="transformer", show_default=True, help="The transformer student's name.")
+@click.option("--threads", default=2, show_default=True, help="torch and onnxruntime threads.")
+@click.option("--rounds", default=7, show_default=True, help="Timed passes per encoder and text set.")
+@click.option("--texts", "count", default=512, show_default=True, help="Texts per set.")
+def main(run_dir: str, name: str, threads: int, rounds: int, count: int) -> None:
+    """Traced against fused ONNX graphs of a transformer student, beside the torch teacher."""
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger().setLevel(logging.ERROR)  # NOTE: onnxruntime's optimizer and quantizer log on the root
+    torch.set_num_threads(threads)
+    summary, targets = open_run(run_dir)
+    entry = next(s for s in summary["students"] if s["name"] == name)
+    student = students.load(entry["path"]).eval()
+    teacher = run_teacher(summary, "cpu")
+    other = other_domain_texts()
+    short = [t for key in ("forum titles", "chat") for t in other.get(key, [])][:count]
+    sentences, _ = targets.texts_and_vectors(Split.TEST, count)
+    with tempfile.TemporaryDirectory() as work:
+        folders = build_variants(student, name, Path(work))
+        embedders = {label: OnnxEmbedder(f, threads=threads) for label, f in folders.items()}
+        encoders: dict[str, Encode] = {"torch teacher": teacher.sentence_vectors, "torch student": student.encode}
+        encoders.update({label: e.encode for label, e in embedders.items()})
+        reference = student.encode(sentences)
+        cosines = {label: mean_cosine(e.encode(sentences), reference) for label, e in embedders.items()}
+        speeds = {kind: texts_per_second(encoders, texts, rounds) for kind, texts in
+                  (("short", short), ("sentences", sentences))}  # fmt: skip
+    tokens = {kind: np.mean([len(x) for x in student.token_ids(texts)]) for kind, texts in
+              (("short", short), ("sentences", sentences))}  # fmt: skip
+    click.echo(f"{run_dir} {name}: {threads} threads, batch 32, median of {rounds} rounds; short texts: "
+               f"{len(short)} ({tokens['short']:.1f} tokens), sentences: {len(sentences)} "
+               f"({tokens['sentences']:.1f} tokens)")  # fmt: skip
+    click.echo(f"{'graph':<26} {'cos to torch':>12} {'short/s':>9} {'x teacher':>9} {'sent/s':>9} {'x teacher':>9}")
+    for label in encoders:
+        cos = f"{cosines[label]:.5f}" if label in cosines else "-"
+        row = [f"{speeds[k][label]:>9,.0f} {speeds[k][label] / speeds[k]['torch teacher']:>9.2f}" for k in speeds]
+        click.echo(f"{label:<26} {cos:>12} {' '.join(row)}")
+    gain = {k: speeds[k]["fused fp32"] / speeds[k]["traced fp32"] for k in speeds}
+    click.echo(f"fused fp32 / traced fp32: short x{gain['short']:.2f}, sentences x{gain['sentences']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
