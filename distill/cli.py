@@ -263,20 +263,24 @@ def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
 @click.option("--run", "run_dir", default="runs/default", show_default=True, type=click.Path(file_okay=False),
               help="The run folder whose students to export (made by `distill run`).")  # fmt: skip
 @click.option("--check-texts", default=512, show_default=True, help="Held-out test texts for the parity check.")
+@click.option("--fuse/--no-fuse", default=False, show_default=True,
+              help="Apply onnxruntime's transformer fusions (Attention, SkipLayerNormalization...) to "
+              "transformer graphs, kept when they still match torch: for GPU providers (on the CPU they ran "
+              "no faster).")  # fmt: skip
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @_user_errors
-def export(run_dir: str, check_texts: int, verbose: bool) -> None:
+def export(run_dir: str, check_texts: int, fuse: bool, verbose: bool) -> None:
     """Export every student of a run to ONNX (fp32 and int8) in RUN/export/, checked against torch.
 
-    The fp32 graph must match the torch student to 1e-4 on held-out text, or nothing is written. A
-    transformer's graph gets onnxruntime's fusions when the fused graph matches too. The int8 graph's
-    agreement and fidelity loss are measured into each folder's parity.json, which `distill eval` reads
+    The fp32 graph must match the torch student to 1e-4 on held-out text, or nothing is written.
+    With --fuse a transformer's graph gets onnxruntime's fusions when the fused graph matches too. The
+    int8 graph's agreement and fidelity loss are measured into each folder's parity.json, which `distill eval` reads
     (it also exports by itself whatever is missing or older than its student).
     """
     from distill.export import EXPORT_DIR, export_run
 
     _setup_logging(verbose)
-    results = export_run(run_dir, check_texts=check_texts)
+    results = export_run(run_dir, check_texts=check_texts, fuse=fuse)
     click.echo(f"\n{'student':<12} {'fused':>5} {'fp32 max diff':>13} {'int8 cos':>9} {'int8 loss':>9} "
                f"{'fp32 MB':>8} {'int8 MB':>8}  folder")  # fmt: skip
     for name, parity in results.items():

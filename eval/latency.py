@@ -10,9 +10,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from distill.runtime import OnnxEmbedder
 
 BatchEncode = Callable[[Sequence[str], int], np.ndarray]  # (texts, batch_size) -> (n, dim)
 BATCH_SIZES = (32, 128)
@@ -41,13 +45,31 @@ def measure(
     out["single_p95_ms"] = float(np.percentile(times, 95))
     for batch_size in BATCH_SIZES:
         encode(texts[:batch_size], batch_size)
-        passes: list[float] = []
-        while len(passes) < repeats or sum(passes) < min_seconds:
-            start = time.perf_counter()
-            encode(texts, batch_size)
-            passes.append(time.perf_counter() - start)
-        out[f"batch{batch_size}_texts_per_s"] = len(texts) / statistics.median(passes)
+        run = partial(encode, texts, batch_size)
+        out[f"batch{batch_size}_texts_per_s"] = texts_per_s(run, len(texts), repeats=repeats, min_seconds=min_seconds)
     return out
+
+
+def tokenizer_throughput(
+    embedder: OnnxEmbedder, texts: Sequence[str], *, repeats: int = 3, min_seconds: float = 1.0
+) -> float:
+    """Texts/s of the runtime's tokenizer call alone on `texts` (`OnnxEmbedder.encodings`, as `encode` makes it).
+
+    Every `encode` starts with that call, so this is the limit of the export's throughput on the
+    same texts: a static student's lookup is close to it. Timed as `measure` times a batch size.
+    """
+    embedder.encodings(texts[:8])
+    return texts_per_s(partial(embedder.encodings, texts), len(texts), repeats=repeats, min_seconds=min_seconds)
+
+
+def texts_per_s(run: Callable[[], Any], texts: int, *, repeats: int = 3, min_seconds: float = 1.0) -> float:
+    """`texts` over the median time of a call to `run`, called at least `repeats` times and `min_seconds` long."""
+    passes: list[float] = []
+    while len(passes) < repeats or sum(passes) < min_seconds:
+        start = time.perf_counter()
+        run()
+        passes.append(time.perf_counter() - start)
+    return texts / statistics.median(passes)
 
 
 def ratios(latency: dict[str, float], teacher: dict[str, float]) -> dict[str, float]:

@@ -6,21 +6,28 @@ a few thousand sentences, and a real teacher of another family.
     python -m eval.trials distilbert-teacher OUT
     python -m eval.trials token-targets [--run runs/default] [--batches 30]
     python -m eval.trials sts --sts ../shared/data/stsb-dev.tsv RUN [RUN ...]
+    python -m eval.trials static-runtime [--run runs/default] [--texts 2000] [--threads 2] [--batch-size 128]
 
 `layers` and `epochs` use the default teacher and the first `--limit` sentences of the default
 corpus (targets cached in `--cache-dir`); `distilbert-teacher` writes the default teacher's weights
 as a DistilBERT sentence-transformers folder (same vectors, another family) for `distill run --teacher OUT`;
 `token-targets` times, per batch of 32 training texts of a run, reading the stored token vectors against
-recomputing them with the teacher (`--token-targets online`), beside one transformer student step.
+recomputing them with the teacher (`--token-targets online`), beside one transformer student step;
+`static-runtime` times the static student's ONNX runtime (flat fp32 and int8 graphs, and the padded graph
+it had before) beside its tokenizer alone, model2vec and the torch teacher, alternated in one process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,7 @@ import numpy as np
 
 from distill.config import RunConfig
 from distill.corpus import Split
+from distill.io import read_json
 from distill.pipeline import Stopwatch, load_teacher, prepare
 from distill.targets import Targets
 from distill.teacher import Teacher, resolve_teacher
@@ -162,6 +170,95 @@ def sts(sts_file: str, runs: tuple[str, ...]) -> None:
             student = students.load(entry["path"])
             score = sts_spearman(lambda texts, s=student: s.encode(list(texts)), first, second, gold)
             click.echo(f"{run + ' ' + entry['name']:<32} {score:6.2f}  gap {teacher - score:5.2f}")
+
+
+@main.command("static-runtime")
+@click.option("--run", "run_dir", default="runs/default", show_default=True, help="A run with a static student.")
+@click.option("--texts", "count", default=2000, show_default=True, help="Test texts of the run to encode.")
+@click.option("--threads", default=2, show_default=True, help="torch, onnxruntime and tokenizer threads.")
+@click.option("--batch-size", default=128, show_default=True, help="Texts per model call (every encoder).")
+@click.option("--rounds", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Passes over the texts by each encoder, alternated.")  # fmt: skip
+@click.option("--teacher-rounds", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Of those, passes by the (slow) teacher.")  # fmt: skip
+def static_runtime(run_dir: str, count: int, threads: int, batch_size: int, rounds: int, teacher_rounds: int) -> None:
+    """Texts/s of the static student's ONNX runtime beside its tokenizer alone, model2vec and the teacher."""
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # NOTE: the tokenizers' thread pool, before its first use
+    import torch
+
+    from distill.pipeline import open_run, run_teacher
+
+    torch.set_num_threads(threads)
+    summary, targets = open_run(run_dir)
+    texts, _ = targets.texts_and_vectors(Split.TEST, count)
+    with tempfile.TemporaryDirectory() as work:
+        encoders, parity = _static_encoders(summary, Path(work), texts, threads, batch_size)
+        baseline = Path(run_dir) / "baseline" / "model2vec"
+        if (baseline / "model.safetensors").is_file():
+            from model2vec import StaticModel
+
+            model2vec = StaticModel.from_pretrained(str(baseline))
+            encoders["model2vec (numpy)"] = lambda: model2vec.encode(texts, batch_size=batch_size)
+        teacher = run_teacher(summary, "cpu")
+        encoders["teacher (torch)"] = lambda: teacher.sentence_vectors(texts, batch_size)
+        seconds = _alternate(encoders, rounds, skip_after={"teacher (torch)": teacher_rounds})
+    speed = {name: len(texts) / float(np.median(times)) for name, times in seconds.items()}
+    click.echo(f"{len(texts)} test texts of {run_dir}, {threads} threads, batch {batch_size}, median of {rounds} "
+               f"alternated passes ({teacher_rounds} for the teacher)")  # fmt: skip
+    click.echo(f"{'':34} {'texts/s':>9} {'x teacher':>10} {'of tokenizer':>13}")
+    for name, value in speed.items():
+        click.echo(f"{name:34} {value:9.0f} {value / speed['teacher (torch)']:10.1f} "
+                   f"{value / speed['tokenizer alone']:13.3f}")  # fmt: skip
+    click.echo(f"int8 against fp32: mean cosine {parity['int8']['mean_cosine_to_fp32']:.6f}, "
+               f"min {parity['int8']['min_cosine_to_fp32']:.6f}; fp32 against torch: max |difference| "
+               f"{parity['fp32']['max_abs_difference']:.1e} ({parity['texts']} texts)")  # fmt: skip
+
+
+def _static_encoders(
+    summary: dict[str, Any], work: Path, texts: list[str], threads: int, batch_size: int
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """The run's static student exported to `work` as today's flat graphs and as the padded graph it had
+    before; a pass over `texts` by each, and by the tokenizer alone, with the export's parity figures."""
+    import students
+    from distill.export import export_config, export_onnx, export_student
+    from distill.runtime import OnnxEmbedder
+
+    entry = next((e for e in summary["students"] if read_json(Path(e["path"]) / "student.json")["kind"] == "static"),
+                 None)  # fmt: skip
+    if entry is None:
+        raise click.ClickException("the run has no static student")
+    student = students.load(entry["path"])
+    parity = export_student(student, work / "flat", name=entry["name"], texts=texts[:256])
+    padded = work / "padded"
+    padded.mkdir()
+    export_onnx(student, padded / "model.onnx")
+    student.tokenizer.save(str(padded / "tokenizer.json"))
+    dataclasses.replace(export_config(student, entry["name"]), inputs="padded").write(padded / "config.json")
+    fp32, int8 = (OnnxEmbedder(work / "flat", precision=p, threads=threads) for p in ("fp32", "int8"))
+    before = OnnxEmbedder(padded, threads=threads)
+    encoders: dict[str, Callable[[], Any]] = {
+        "tokenizer alone": lambda: fp32.encodings(texts),  # the call `encode` makes first
+        "static ONNX fp32 (flat)": lambda: fp32.encode(texts, batch_size),
+        "static ONNX int8 (flat)": lambda: int8.encode(texts, batch_size),
+        "static ONNX fp32 (padded, before)": lambda: before.encode(texts, batch_size),
+    }
+    return encoders, parity
+
+
+def _alternate(runs: dict[str, Callable[[], Any]], rounds: int, skip_after: dict[str, int]) -> dict[str, list[float]]:
+    """Seconds of each call in `rounds` rounds, every round in a new random order (a run in `skip_after` stops after
+    that many rounds), so that a shared machine's slow moments fall on all of them alike."""
+    for run in runs.values():
+        run()  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    order = random.Random(0)
+    for round_ in range(rounds):
+        for name in order.sample(list(runs), len(runs)):
+            if round_ < skip_after.get(name, rounds):
+                started = time.perf_counter()
+                runs[name]()
+                seconds[name].append(time.perf_counter() - started)
+    return seconds
 
 
 @main.command("distilbert-teacher")

@@ -74,6 +74,7 @@ def test_export_folder_has_what_production_needs(saved: Path, exported: tuple[Pa
     assert config["name"] == "mine" and config["kind"] == student.kind and config["dim"] == student.dim
     assert config["normalize"] is True and config["max_length"] == student.config.max_length
     assert config["add_special_tokens"] == student.special_tokens and config["teacher"] == "tiny"
+    assert config["inputs"] == ("flat" if student.kind == "static" else "padded")  # a table lookup takes flat ids
     assert {p.name for p in out.iterdir()} >= {"model.onnx", "model_int8.onnx", "tokenizer.json", "parity.json"}
 
 

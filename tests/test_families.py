@@ -63,7 +63,7 @@ def test_every_family_exports_fused_where_the_fusions_apply(
     """onnxruntime's transformer fusions on each family's graph: kept only when the fused graph matches torch."""
     teacher = teachers[name]
     student = TransformerStudent.from_teacher(teacher, _targets(teacher, corpus, tmp_path / "cache"), layers=[0, 2])
-    parity = export_student(student, tmp_path / "export", name="transformer", texts=TEXTS)
+    parity = export_student(student, tmp_path / "export", name="transformer", texts=TEXTS, fuse=True)
     assert parity["fp32"]["max_abs_difference"] <= 1e-4 and parity["fp32"]["traced_max_abs_difference"] <= 1e-4
     if name in ("bert", "roberta", "xlm-roberta", "distilbert", "electra"):  # the BERT attention pattern
         assert parity["fusion"]["fused"] and parity["fusion"]["ops"]["Attention"] == 2

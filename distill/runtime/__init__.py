@@ -12,22 +12,28 @@ the training modules: `pip install distill-embeddings` (the `[runtime]` extra) i
 
 from distill.runtime.embedder import (
     CONFIG_FILE,
+    FLAT_INPUT_NAMES,
     INPUT_NAMES,
+    INPUTS,
     MODEL_FILES,
     OUTPUT_NAME,
     TOKENIZER_FILE,
     ExportConfig,
     OnnxEmbedder,
+    flatten,
     pad,
 )
 
 __all__ = [
     "CONFIG_FILE",
+    "FLAT_INPUT_NAMES",
+    "INPUTS",
     "INPUT_NAMES",
     "MODEL_FILES",
     "OUTPUT_NAME",
     "TOKENIZER_FILE",
     "ExportConfig",
     "OnnxEmbedder",
+    "flatten",
     "pad",
 ]
