@@ -44,6 +44,10 @@ class StaticConfig(StudentConfig):
     shrinkage: float = 2.0  # pseudo-count pulling a rare token's context mean towards its vector alone
     factored: bool = True  # train through TableFactors (shared map, per-token weights, residual), then fold
     residual_lr: float = 0.1  # the residual rows' learning rate, as a fraction of the shared one
+    # Whether each text gets the teacher's special tokens ([CLS] / [SEP], <s> / </s>) and their rows. A teacher's
+    # mean pooling counts them, so they carry 2 / (n + 2) of a short text's vector. False for students saved before
+    # (the field's default); `from_teacher` makes new ones with True unless told otherwise.
+    specials: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,12 +60,15 @@ class StaticConfig(StudentConfig):
 class StaticStudent(Student):
     kind = "static"
     config_class = StaticConfig
-    special_tokens = False  # NOTE: as sentence-transformers' StaticEmbedding tokenizes
 
     def __init__(self, config: StaticConfig, tokenizer: Tokenizer) -> None:
         super().__init__(config, tokenizer)
         self.embedding = nn.Embedding(config.vocab_size, config.dim)
         self.factors: TableFactors | None = None
+
+    @property
+    def special_tokens(self) -> bool:  # type: ignore[override]
+        return self.config.specials
 
     default_training: ClassVar[dict[str, Any]] = {"lr": 1e-2, "epochs": 10, "batch_size": 256, "patience": 2}
 
@@ -72,6 +79,7 @@ class StaticStudent(Student):
     @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> StaticStudent:
         check_fits(teacher.tokenizer.backend_tokenizer, teacher.vocab_size, teacher.name)
+        options.setdefault("specials", True)
         config = cls.config_from_teacher(teacher, targets, vocab_size=teacher.vocab_size, **options)
         student = cls(config, teacher.tokenizer.backend_tokenizer)
         if config.init == "vocab" or targets.token_mode is TokenTargets.NONE:
@@ -79,7 +87,9 @@ class StaticStudent(Student):
                 logger.info("static init: each token's vector alone (--token-targets none keeps no token vectors)")
             student.init_table(targets.vocab_vectors)
             return student
-        special = np.array(teacher.tokenizer.all_special_ids)  # the student never sees [CLS] / [SEP]
+        # NOTE: the special tokens the student never sees keep their vectors alone (pad, mask, and all without specials)
+        added = set(student.token_ids([""])[0]) if config.specials else set()
+        special = np.array([i for i in teacher.tokenizer.all_special_ids if i not in added], dtype=np.int64)
         stored = targets.token_vectors is not None
         blocks = stored_blocks(targets, special) if stored else teacher_blocks(teacher, targets, special)
         to_sentence_space = sentence_space(teacher, teacher.token_dim, config.dim)
@@ -116,7 +126,13 @@ class StaticStudent(Student):
             self.factors = None
 
     def save_extra(self, path: Path) -> None:
-        """Lay the folder out so `sentence_transformers.SentenceTransformer(path)` loads it too."""
+        """Lay the folder out so `sentence_transformers.SentenceTransformer(path)` loads it too, without specials.
+
+        NOTE: sentence-transformers' StaticEmbedding never adds special tokens, so it would give a student
+        with `specials` other vectors than its own: such a folder gets no sentence-transformers modules.
+        """
+        if self.config.specials:
+            return
         write_json(path / "modules.json", [
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"},
             {"idx": 1, "name": "1", "path": "1_Normalize", "type": "sentence_transformers.models.Normalize"},

@@ -31,8 +31,12 @@ def test_encode_gives_normalised_float32_in_input_order(static: StaticStudent) -
     np.testing.assert_allclose(vectors[2], static.encode([SENTENCES[2]])[0], atol=1e-6)
 
 
-def test_empty_text_gives_a_zero_vector_not_a_crash(static: StaticStudent) -> None:
-    assert not static.encode([""]).any()
+def test_empty_text_gives_a_zero_vector_without_specials_and_theirs_with(
+    tiny_teacher: Teacher, tiny_targets: Targets
+) -> None:
+    assert not StaticStudent.from_teacher(tiny_teacher, tiny_targets, specials=False).encode([""]).any()
+    with_specials = StaticStudent.from_teacher(tiny_teacher, tiny_targets).encode([""])  # [CLS] [SEP], as the teacher
+    np.testing.assert_allclose(np.linalg.norm(with_specials), 1.0, atol=1e-5)
 
 
 def test_save_load_round_trip_is_exact(static: StaticStudent, tmp_path: Path) -> None:
@@ -43,10 +47,30 @@ def test_save_load_round_trip_is_exact(static: StaticStudent, tmp_path: Path) ->
     np.testing.assert_array_equal(loaded.encode(SENTENCES), static.encode(SENTENCES))
 
 
-def test_sentence_transformers_loads_the_saved_static_student(static: StaticStudent, tmp_path: Path) -> None:
-    path = static.save(tmp_path / "static")
-    model = SentenceTransformer(str(path), device="cpu")
-    np.testing.assert_allclose(model.encode(SENTENCES), static.encode(SENTENCES), atol=1e-5)
+def test_sentence_transformers_loads_a_saved_static_student_without_specials(
+    tiny_teacher: Teacher, tiny_targets: Targets, tmp_path: Path
+) -> None:
+    plain = StaticStudent.from_teacher(tiny_teacher, tiny_targets, specials=False)
+    model = SentenceTransformer(str(plain.save(tmp_path / "plain")), device="cpu")
+    np.testing.assert_allclose(model.encode(SENTENCES), plain.encode(SENTENCES), atol=1e-5)
+    # with specials, StaticEmbedding (which never adds them) would give other vectors: no modules for it
+    assert not (StaticStudent.from_teacher(tiny_teacher, tiny_targets).save(tmp_path / "s") / "modules.json").exists()
+
+
+def test_specials_give_the_teachers_special_tokens_rows_from_context(
+    tiny_teacher: Teacher, tiny_targets: Targets
+) -> None:
+    """A new student counts [CLS] / [SEP] as the teacher's mean pooling does; an old one (no field) does not."""
+    student = StaticStudent.from_teacher(tiny_teacher, tiny_targets)
+    cls_id, sep_id = tiny_teacher.tokenizer.cls_token_id, tiny_teacher.tokenizer.sep_token_id
+    ids = student.token_ids(SENTENCES[:1])[0]
+    assert student.config.specials and (ids[0], ids[-1]) == (cls_id, sep_id)
+    plain = StaticStudent.from_teacher(tiny_teacher, tiny_targets, specials=False)
+    assert not set(plain.token_ids(SENTENCES[:1])[0]) & {cls_id, sep_id}
+    assert not np.allclose(
+        student.embedding.weight[cls_id].detach().numpy(), plain.embedding.weight[cls_id].detach().numpy()
+    )
+    assert StaticConfig(dim=8).specials is False  # what a student saved before the field reads as
 
 
 def test_context_table_averages_a_tokens_vectors_in_context() -> None:
@@ -82,7 +106,10 @@ def test_every_tokenizer_kind_starts_close_to_the_teacher_and_trains(
     teacher = family_teacher(family, corpus)
     targets = build_targets(teacher, corpus, assign_splits(corpus), tmp_path / "cache")
     student = StaticStudent.from_teacher(teacher, targets)
-    assert not set(student.token_ids(SENTENCES)[0]) & set(teacher.tokenizer.all_special_ids)
+    specials = set(student.token_ids([""])[0])  # [CLS] / [SEP] or <s> / </s>, as the teacher adds them
+    assert (
+        len(specials) == 2 and set(student.token_ids(SENTENCES)[0]) & set(teacher.tokenizer.all_special_ids) == specials
+    )
     start = _start_fidelity(student, targets)
     assert start > 0.95  # the context init; each token's vector alone gives about 0.85 here
     result = Trainer(student, targets, TrainConfig(epochs=1, batch_size=32, lr=1e-2), tmp_path / "run").train()
