@@ -1,0 +1,325 @@
+"""Task heads on a frozen student: a classifier trained on the sentence vectors a model gives.
+
+The model (a saved student, its ONNX export, or a teacher) stays frozen: texts are embedded once and a
+small torch head learns the labels from the vectors, a single Linear (logistic regression) by default or
+a one-hidden-layer MLP. A head folder holds `head.json` (labels, sizes, the model it was trained on,
+its validation metrics) and `head.safetensors`:
+
+    texts, labels = read_labelled("train.csv", "text", "label")
+    encode, about = encoder_for("runs/default/students/static")
+    head = train_classifier(encode(texts), labels, model="runs/default/students/static")
+    head.save("heads/topic")
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import accuracy_score, f1_score
+from torch import nn
+
+from distill.errors import DistillError
+from distill.io import atomic_dir, read_json, write_json
+
+logger = logging.getLogger(__name__)
+
+HEAD_CONFIG = "head.json"
+HEAD_WEIGHTS = "head.safetensors"
+FORMAT_VERSION = 1
+Encode = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, dim) float32 sentence vectors
+_READERS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+def read_labelled(
+    path: str | Path, text_column: str = "text", label_column: str = "label"
+) -> tuple[list[str], list[str]]:
+    """Texts and their labels (as strings) from a .csv, .jsonl or .parquet file; a user's mistake is a DistillError."""
+    frame = _read_table(Path(path))
+    missing = [c for c in (text_column, label_column) if c not in frame.columns]
+    if missing:
+        raise DistillError(f"{str(path)!r} has no column {', '.join(map(repr, missing))}; its columns are "
+                           f"{', '.join(map(repr, map(str, frame.columns)))}")  # fmt: skip
+    texts, labels = frame[text_column], frame[label_column]
+    unlabelled = np.flatnonzero(labels.isna().to_numpy())
+    if len(unlabelled):
+        raise DistillError(f"{str(path)!r}: {len(unlabelled)} rows have no {label_column!r} (first: row "
+                           f"{unlabelled[0] + 1}); label them or drop them")  # fmt: skip
+    empty = np.flatnonzero([not isinstance(t, str) or not t.strip() for t in texts])
+    if len(empty):
+        raise DistillError(f"{str(path)!r}: {len(empty)} rows have an empty {text_column!r} (first: row "
+                           f"{empty[0] + 1}); fill them in or drop them")  # fmt: skip
+    labels = [str(x) for x in labels]
+    if len(set(labels)) < 2:
+        raise DistillError(f"{str(path)!r}: a classifier needs at least 2 classes in {label_column!r}; found "
+                           f"{len(set(labels))} ({', '.join(map(repr, sorted(set(labels))))})")  # fmt: skip
+    return list(texts), labels
+
+
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise DistillError(f"labelled data {str(path)!r} does not exist")
+    if path.suffix.lower() not in _READERS:
+        raise DistillError(f"labelled data {str(path)!r}: unsupported file type; use .csv, .jsonl or .parquet")
+    kind = _READERS[path.suffix.lower()]
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[""])
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False)
+        else:
+            frame = pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame()
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise DistillError(f"labelled data {str(path)!r} cannot be read as {kind}: {str(e).splitlines()[0]}") from e
+    if frame.empty:
+        raise DistillError(f"labelled data {str(path)!r} is empty")
+    return frame
+
+
+def encoder_for(model: str) -> tuple[Encode, str]:
+    """The frozen encode function of `model` and a description of it.
+
+    `model` is a saved student folder (`student.json`), an export folder (`config.json` and
+    `model.onnx`), or else a teacher's folder or Hugging Face name.
+    """
+    from distill.runtime.embedder import CONFIG_FILE, MODEL_FILES, ExportConfig
+    from students.base import CONFIG_FILE as STUDENT_CONFIG
+
+    path = Path(model)
+    if (path / STUDENT_CONFIG).is_file():
+        import students
+
+        student = students.load(path)
+        return student.encode, f"{student.kind} student {model}"
+    if (path / CONFIG_FILE).is_file() and (path / MODEL_FILES["fp32"]).is_file():
+        from distill.runtime.embedder import OnnxEmbedder
+
+        kind = ExportConfig.read(path / CONFIG_FILE).kind
+        return OnnxEmbedder(path).encode, f"{kind} export {model}"
+    from distill.teacher import Teacher
+
+    return Teacher.load(model).sentence_vectors, f"teacher {model}"
+
+
+@dataclass
+class HeadConfig:
+    """What `head.json` holds: enough to rebuild the head and to know what it expects as input."""
+
+    labels: list[str]
+    dim: int  # the sentence vectors' dimension, the head's input
+    hidden: int = 0  # 0: a single Linear (logistic regression); else one hidden layer this wide
+    model: str = ""  # the model whose vectors it was trained on
+    encoder: str = ""  # what that model was (a student, an export, a teacher)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise DistillError(f"a head needs at least 2 distinct labels, not {self.labels!r}")
+        if self.dim <= 0 or self.hidden < 0:
+            raise DistillError(f"head dim ({self.dim}) must be positive and hidden ({self.hidden}) not negative")
+
+    @property
+    def kind(self) -> str:
+        return "mlp" if self.hidden else "linear"
+
+
+class ClassifierHead(nn.Module):
+    """(batch, dim) sentence vectors -> (batch, classes) logits."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        classes = len(config.labels)
+        if config.hidden:
+            hidden = [nn.Linear(config.dim, config.hidden), nn.GELU()]
+            self.layers = nn.Sequential(*hidden, nn.Linear(config.hidden, classes))  # (batch, classes)
+        else:
+            self.layers = nn.Sequential(nn.Linear(config.dim, classes))  # logistic regression
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config.labels
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.layers(vectors)
+
+    @torch.inference_mode()
+    def predict(self, vectors: np.ndarray) -> list[str]:
+        """The label of each row of `vectors` (n, dim)."""
+        if vectors.ndim != 2 or vectors.shape[1] != self.config.dim:
+            raise DistillError(f"the head takes {self.config.dim}-dim vectors; the model gives {vectors.shape[-1]}: "
+                               f"use the model it was trained on ({self.config.model})")  # fmt: skip
+        was_training = self.training
+        self.eval()
+        logits = self(torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)))
+        self.train(was_training)
+        return [self.labels[i] for i in logits.argmax(dim=1).tolist()]
+
+    def save(self, path: str | Path) -> Path:
+        """Write `head.json` and `head.safetensors` to `path` atomically."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            config = dataclasses.asdict(self.config)
+            write_json(tmp / HEAD_CONFIG, {"format": FORMAT_VERSION, "kind": self.config.kind, "config": config})
+            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / HEAD_WEIGHTS))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassifierHead:
+        path = Path(path)
+        if not (path / HEAD_CONFIG).is_file() or not (path / HEAD_WEIGHTS).is_file():
+            raise DistillError(f"{str(path)!r} is not a head folder (no {HEAD_CONFIG} and {HEAD_WEIGHTS} in it); "
+                               "make one with `distill head train`")  # fmt: skip
+        try:
+            config = HeadConfig(**read_json(path / HEAD_CONFIG)["config"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DistillError(f"{str(path / HEAD_CONFIG)!r} is not a valid head config ({e})") from e
+        head = cls(config)
+        head.load_state_dict(load_file(str(path / HEAD_WEIGHTS)))
+        return head.eval()
+
+
+@dataclass
+class HeadTrainConfig:
+    """How a head is trained on frozen vectors."""
+
+    hidden: int = 0
+    seed: int = 0
+    valid_fraction: float = 0.1  # held out per class (stratified) for early stopping
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    epochs: int = 300
+    patience: int = 30  # epochs without a better validation macro-F1 (or, at equal F1, 0.1% lower loss) before stopping
+    batch_size: int = 1024  # the whole training set in one step when it is smaller
+    balanced: bool = True  # weight each class by inverse frequency, so a rare class counts as much as a common one
+
+    def __post_init__(self) -> None:
+        if not 0 < self.valid_fraction < 1:
+            raise DistillError(f"valid_fraction must be between 0 and 1, not {self.valid_fraction}")
+        if min(self.epochs, self.patience, self.batch_size) < 1 or self.hidden < 0 or self.lr <= 0:
+            raise DistillError("epochs, patience, batch size and lr must be positive and hidden not negative")
+
+
+def stratified_split(label_ids: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) indices with about `fraction` of each class in valid (at least one of a class that has two)."""
+    rng = np.random.default_rng(seed)
+    train, valid = [], []
+    for c in np.unique(label_ids):
+        index = rng.permutation(np.flatnonzero(label_ids == c))
+        take = max(1, round(len(index) * fraction)) if len(index) > 1 else 0
+        valid.append(index[:take])
+        train.append(index[take:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(valid))
+
+
+def class_weights(label_ids: np.ndarray, classes: int) -> np.ndarray:
+    """Inverse-frequency weights, n / (classes * count): 1 for every class when they are balanced."""
+    counts = np.bincount(label_ids, minlength=classes).astype(np.float64)
+    return np.where(counts > 0, len(label_ids) / (classes * np.maximum(counts, 1)), 0.0)
+
+
+def train_classifier(
+    vectors: np.ndarray, labels: Sequence[str], config: HeadTrainConfig | None = None, *, model: str = "",
+    encoder: str = "",
+) -> ClassifierHead:  # fmt: skip
+    """A head trained on frozen (n, dim) `vectors`, the one of best validation macro-F1; its metrics in its config."""
+    config = config or HeadTrainConfig()
+    names, label_ids = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+    if len(names) < 2:
+        raise DistillError(f"a classifier needs at least 2 classes; found {len(names)}")
+    if len(vectors) != len(label_ids):
+        raise DistillError(f"{len(vectors)} vectors but {len(label_ids)} labels")
+    train, valid = stratified_split(label_ids, config.valid_fraction, config.seed)
+    if not len(valid):  # NOTE: every class has a single example: nothing to hold out, so stop on training F1
+        logger.warning("every class has one example: no validation split, early stopping on the training set")
+        valid = train
+    x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))  # (n, dim)
+    y = torch.from_numpy(label_ids.astype(np.int64))
+    weights = class_weights(label_ids[train], len(names)) if config.balanced else np.ones(len(names))
+    head_config = HeadConfig(labels=[str(n) for n in names], dim=x.shape[1], hidden=config.hidden, model=model,
+                             encoder=encoder)  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        head = ClassifierHead(head_config)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+    best_epoch, best_state = _fit(head, loss_fn, x, y, train, valid, config)
+    head.load_state_dict(best_state)
+    with torch.no_grad():
+        valid_predictions = head.eval()(x[valid]).argmax(dim=1).numpy()
+    head.config.metrics = {
+        "valid_macro_f1": float(f1_score(label_ids[valid], valid_predictions, average="macro", zero_division=0)),
+        "valid_accuracy": float(accuracy_score(label_ids[valid], valid_predictions)),
+        "best_epoch": best_epoch,
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "class_counts": {str(n): int(c) for n, c in zip(names, np.bincount(label_ids), strict=True)},
+        "class_weights": {str(n): round(float(w), 6) for n, w in zip(names, weights, strict=True)},
+    }
+    logger.info("head: %d classes, best epoch %d, validation macro-F1 %.4f", len(names), best_epoch,
+                head.config.metrics["valid_macro_f1"])  # fmt: skip
+    return head
+
+
+def _fit(
+    head: ClassifierHead, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, train: np.ndarray, valid: np.ndarray,
+    config: HeadTrainConfig,
+) -> tuple[int, dict[str, torch.Tensor]]:  # fmt: skip
+    """AdamW with early stopping; the best epoch and its weights (epoch 0: the head as built)."""
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_index = torch.from_numpy(train)
+    best = (-1.0, float("inf"))  # (macro-F1, loss): higher F1 wins, then lower loss
+    best_epoch, best_state, waited = 0, copy.deepcopy(head.state_dict()), 0
+    for epoch in range(1, config.epochs + 1):
+        head.train()
+        order = train_index[torch.randperm(len(train_index), generator=generator)]
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            loss = loss_fn(head(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        score = _validate(head, loss_fn, x[valid], y[valid])
+        if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1] * (1 - 1e-3)):
+            best, best_epoch, best_state, waited = score, epoch, copy.deepcopy(head.state_dict()), 0
+        else:
+            waited += 1
+            if waited >= config.patience:
+                break
+    return best_epoch, best_state
+
+
+@torch.no_grad()
+def _validate(head: ClassifierHead, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    head.eval()
+    logits = head(x)  # (n_valid, classes)
+    f1 = f1_score(y.numpy(), logits.argmax(dim=1).numpy(), average="macro", zero_division=0)
+    return float(f1), float(loss_fn(logits, y))
+
+
+def evaluate_head(head_dir: str | Path | ClassifierHead, encode: Encode, texts: Sequence[str],
+                  labels: Sequence[str]) -> dict[str, float]:  # fmt: skip
+    """{"accuracy", "macro_f1", "n"} of the head on `texts` embedded with `encode` (labels it never saw count wrong)."""
+    head = head_dir if isinstance(head_dir, ClassifierHead) else ClassifierHead.load(head_dir)
+    unknown = sorted(set(labels) - set(head.labels))
+    if unknown:
+        logger.warning("labels the head was not trained on (always counted wrong): %s", ", ".join(unknown))
+    predictions = head.predict(encode(texts))
+    labels = [str(x) for x in labels]
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)),
+        "n": len(labels),
+    }
