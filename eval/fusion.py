@@ -3,13 +3,13 @@ beside the torch teacher on short texts and on test sentences.
 
     python -m eval.fusion [--run runs/default] [--student transformer] [--threads 2] [--rounds 7]
 
-Each graph is built here from the run's student, as `distill export` would build it with and without
-onnxruntime's transformer fusions, and int8 three ways: from the traced graph (the recipe before
-fusion), from the fused graph with every operator onnxruntime quantises (Attention becomes
-QAttention), and from the fused graph with only its MatMuls quantised. Speeds are texts/s at batch
-32, the median of `--rounds` passes taken in turn (so drift on a shared machine hits all alike), and
-a ratio to the torch teacher measured in the same rounds. Short texts are the held-out forum titles
-and chat lines of `distill.domains` (a few words each); sentences are the run's test split.
+Each graph is built here from the run's student as `distill export` builds it without and with
+`--fuse` (fp32 and int8; the fused int8 has Attention as QAttention), and one more way `distill
+export` does not ship: the fused graph with only its MatMuls quantised. Speeds are texts/s at batch
+32, the median of `--rounds` passes taken in turn in a new random order each round (so drift on a
+shared machine hits all alike), and a ratio to the torch teacher measured in the same rounds. Short
+texts are the held-out forum titles and chat lines of `distill.domains` (a few words each);
+sentences are the run's test split.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import logging
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import click
@@ -27,61 +27,47 @@ import numpy as np
 import onnx
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import students
 from distill.corpus import Split
 from distill.domains import other_domain_texts
-from distill.export import export_config, export_onnx, mean_cosine
+from distill.export import export_config, export_onnx, fuse_graph, mean_cosine, quantize, quiet_root_logger
 from distill.pipeline import open_run, run_teacher
 from distill.runtime import MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder
+from eval.latency import alternate
 
 Encode = Callable[[Sequence[str], int], np.ndarray]
 
 
-def build_variants(student: students.Student, name: str, work: Path) -> dict[str, Path]:
-    """One export folder per graph variant (each holding it as its fp32 `model.onnx`)."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    heads, hidden = student.attention_shape()
-    traced = work / "traced.onnx"
-    export_onnx(student, traced)
-    fused = work / "fused.onnx"
-    optimize_model(str(traced), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0).save_model_to_file(
-        str(fused)
-    )
-    graphs = {"traced fp32": traced, "fused fp32": fused}
-    prepared = work / "traced-prepared.onnx"
-    quant_pre_process(str(traced), str(prepared), skip_symbolic_shape=True)
-    graphs["traced int8"] = work / "traced-int8.onnx"
-    quantize_dynamic(str(prepared), str(graphs["traced int8"]), weight_type=QuantType.QInt8, per_channel=True)
-    float_default = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-    for label, ops in (("fused int8", None), ("fused int8 (MatMul only)", ["MatMul"])):
-        graphs[label] = work / f"{label.replace(' ', '-').replace('(', '').replace(')', '')}.onnx"
-        quantize_dynamic(str(fused), str(graphs[label]), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=ops, extra_options=float_default)  # fmt: skip
-    folders = {}
-    for label, graph in graphs.items():
-        folder = work / label.replace(" ", "_").replace("(", "").replace(")", "")
+def build_variants(
+    student: students.Student, name: str, work: Path, texts: Sequence[str], expected: np.ndarray
+) -> dict[str, Path]:
+    """One export folder per graph variant, each holding it as its fp32 `model.onnx`, made as `distill export`
+    makes it (`texts` and the torch student's `expected` vectors for the fused graph's parity check)."""
+    folders = {label: work / label.replace(" ", "_") for label in
+               ("traced fp32", "fused fp32", "traced int8", "fused int8", "fused int8 MatMul only")}  # fmt: skip
+    for folder in folders.values():
         folder.mkdir()
-        shutil.copy(graph, folder / MODEL_FILES["fp32"])
         student.tokenizer.save(str(folder / TOKENIZER_FILE))
         export_config(student, name).write(folder / "config.json")
-        folders[label] = folder
+    model = {label: folder / MODEL_FILES["fp32"] for label, folder in folders.items()}
+    export_onnx(student, model["traced fp32"])
+    shutil.copy(model["traced fp32"], model["fused fp32"])
+    if not fuse_graph(student, folders["fused fp32"], texts, expected)["fused"]:
+        raise click.ClickException(f"no transformer fusion applies to {name}'s graph (or it fails its parity check)")
+    quantize(model["traced fp32"], model["traced int8"])
+    quantize(model["fused fp32"], model["fused int8"], fused=True)
+    with quiet_root_logger():  # NOTE: a recipe `distill export` does not ship: only the MatMuls quantised
+        quantize_dynamic(str(model["fused fp32"]), str(model["fused int8 MatMul only"]), weight_type=QuantType.QInt8,
+                         per_channel=True, op_types_to_quantize=["MatMul"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
     return folders
 
 
 def texts_per_second(encoders: dict[str, Encode], texts: Sequence[str], rounds: int) -> dict[str, float]:
     """Median texts/s at batch 32 of each encoder over `rounds` passes, the encoders taking turns in each round."""
-    times: dict[str, list[float]] = {label: [] for label in encoders}
-    for encode in encoders.values():
-        encode(texts[:64], 32)  # warm-up
-    for _ in range(rounds):
-        for label, encode in encoders.items():
-            start = time.perf_counter()
-            encode(texts, 32)
-            times[label].append(time.perf_counter() - start)
-    return {label: len(texts) / statistics.median(t) for label, t in times.items()}
+    seconds = alternate({label: partial(encode, texts, 32) for label, encode in encoders.items()}, rounds)
+    return {label: len(texts) / statistics.median(t) for label, t in seconds.items()}
 
 
 @click.command()
@@ -103,11 +89,11 @@ def main(run_dir: str, name: str, threads: int, rounds: int, count: int) -> None
     short = [t for key in ("forum titles", "chat") for t in other.get(key, [])][:count]
     sentences, _ = targets.texts_and_vectors(Split.TEST, count)
     with tempfile.TemporaryDirectory() as work:
-        folders = build_variants(student, name, Path(work))
+        reference = student.encode(sentences)
+        folders = build_variants(student, name, Path(work), sentences, reference)
         embedders = {label: OnnxEmbedder(f, threads=threads) for label, f in folders.items()}
         encoders: dict[str, Encode] = {"torch teacher": teacher.sentence_vectors, "torch student": student.encode}
         encoders.update({label: e.encode for label, e in embedders.items()})
-        reference = student.encode(sentences)
         cosines = {label: mean_cosine(e.encode(sentences), reference) for label, e in embedders.items()}
         speeds = {kind: texts_per_second(encoders, texts, rounds) for kind, texts in
                   (("short", short), ("sentences", sentences))}  # fmt: skip

@@ -7,6 +7,7 @@ absolute times drift on a shared machine, ratios much less.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -84,3 +85,21 @@ def ratios(latency: dict[str, float], teacher: dict[str, float]) -> dict[str, fl
 def with_ratios(latency: dict[str, dict[str, float]], teacher: dict[str, float]) -> dict[str, Any]:
     """Each backend's figures (torch, onnx_fp32, ...) with its speed-ups over the teacher added."""
     return {backend: {**figures, "speedup": ratios(figures, teacher)} for backend, figures in latency.items()}
+
+
+def alternate(
+    runs: dict[str, Callable[[], Any]], rounds: int, skip_after: dict[str, int] | None = None
+) -> dict[str, list[float]]:
+    """Seconds of each call in `rounds` rounds, every round in a new random order (a run in `skip_after` stops after
+    that many rounds), so that a shared machine's slow moments fall on all of them alike."""
+    for run in runs.values():
+        run()  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    order = random.Random(0)
+    for round_ in range(rounds):
+        for name in order.sample(list(runs), len(runs)):
+            if round_ < (skip_after or {}).get(name, rounds):
+                started = time.perf_counter()
+                runs[name]()
+                seconds[name].append(time.perf_counter() - started)
+    return seconds

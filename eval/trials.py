@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -41,6 +40,7 @@ from distill.pipeline import Stopwatch, load_teacher, prepare
 from distill.targets import Targets
 from distill.teacher import Teacher, resolve_teacher
 from distill.trainer import TrainConfig, Trainer, fidelity
+from eval.latency import alternate
 from students import Student, student_class
 from students.transformer import TransformerStudent
 
@@ -201,7 +201,7 @@ def static_runtime(run_dir: str, count: int, threads: int, batch_size: int, roun
             encoders["model2vec (numpy)"] = lambda: model2vec.encode(texts, batch_size=batch_size)
         teacher = run_teacher(summary, "cpu")
         encoders["teacher (torch)"] = lambda: teacher.sentence_vectors(texts, batch_size)
-        seconds = _alternate(encoders, rounds, skip_after={"teacher (torch)": teacher_rounds})
+        seconds = alternate(encoders, rounds, skip_after={"teacher (torch)": teacher_rounds})
     speed = {name: len(texts) / float(np.median(times)) for name, times in seconds.items()}
     click.echo(f"{len(texts)} test texts of {run_dir}, {threads} threads, batch {batch_size}, median of {rounds} "
                f"alternated passes ({teacher_rounds} for the teacher)")  # fmt: skip
@@ -243,22 +243,6 @@ def _static_encoders(
         "static ONNX fp32 (padded, before)": lambda: before.encode(texts, batch_size),
     }
     return encoders, parity
-
-
-def _alternate(runs: dict[str, Callable[[], Any]], rounds: int, skip_after: dict[str, int]) -> dict[str, list[float]]:
-    """Seconds of each call in `rounds` rounds, every round in a new random order (a run in `skip_after` stops after
-    that many rounds), so that a shared machine's slow moments fall on all of them alike."""
-    for run in runs.values():
-        run()  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    order = random.Random(0)
-    for round_ in range(rounds):
-        for name in order.sample(list(runs), len(runs)):
-            if round_ < skip_after.get(name, rounds):
-                started = time.perf_counter()
-                runs[name]()
-                seconds[name].append(time.perf_counter() - started)
-    return seconds
 
 
 @main.command("distilbert-teacher")
