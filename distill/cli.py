@@ -379,23 +379,37 @@ def embed(model_dir: str, input_path: str, output_path: str, precision: str, bat
 
 @main.group()
 def head() -> None:
-    """Task heads on a frozen student: train a classifier on its vectors, then measure it."""
+    """Task heads on a frozen student: train a classifier on its vectors (or a tagger on its token vectors), then
+    measure it."""
 
 
 _HEAD_DATA = click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-                          help="Labelled texts: a .csv, .jsonl or .parquet file (text and label columns).")  # fmt: skip
+                          help="Labelled texts: a .csv, .jsonl or .parquet file (text and label columns). A tokens "
+                          "head's: a .conll file (a word and its tag per line, the tag last; a blank line between "
+                          "sentences) or a .jsonl / .parquet file (word-list and tag-list columns).")  # fmt: skip
 _TEXT_COLUMN = click.option("--text-column", default="text", show_default=True, help="Column holding the text.")
 _LABEL_COLUMN = click.option("--label-column", default="label", show_default=True, help="Column holding the label.")
+_WORDS_COLUMN = click.option("--words-column", default="tokens", show_default=True,
+                             help="Tokens task, .jsonl / .parquet: the column of each sentence's words.")  # fmt: skip
+_TAGS_COLUMN = click.option("--tags-column", default="tags", show_default=True,
+                            help="Tokens task, .jsonl / .parquet: the column of each sentence's tags, one per "
+                            "word (BIO / IOB2 like B-PER I-PER O, or plain).")  # fmt: skip
 _VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 
 
 @head.command("train")
 @click.option("--model", default="sentence-transformers/all-MiniLM-L6-v2", show_default=True,
               help="The frozen model whose vectors the head learns from: a saved student folder, an export "
-              "folder (from `distill export`) or a teacher's folder or Hugging Face name.")  # fmt: skip
+              "folder (from `distill export`) or a teacher's folder or Hugging Face name; for --task tokens a "
+              "transformer student or a teacher (token vectors in context).")  # fmt: skip
 @_HEAD_DATA
+@click.option("--task", type=click.Choice(["classify", "tokens"]), default="classify", show_default=True,
+              help="classify: a label per text, from its sentence vector; tokens: a tag per word (NER, chunking), "
+              "from the vector in context of the word's first sub-token.")  # fmt: skip
 @_TEXT_COLUMN
 @_LABEL_COLUMN
+@_WORDS_COLUMN
+@_TAGS_COLUMN
 @click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
               help="Head folder to write (head.json and head.safetensors).")  # fmt: skip
 @click.option("--hidden", type=click.IntRange(min=0), default=0, show_default=True,
@@ -403,18 +417,24 @@ _VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Log debug detail.
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation split and training.")
 @_VERBOSE
 @_user_errors
-def head_train(model: str, data_path: str, text_column: str, label_column: str, output_dir: str, hidden: int,
-               seed: int, verbose: bool) -> None:  # fmt: skip
-    """Train a classification head on the frozen model's sentence vectors of a labelled file.
+def head_train(model: str, data_path: str, task: str, text_column: str, label_column: str, words_column: str,
+               tags_column: str, output_dir: str, hidden: int, seed: int, verbose: bool) -> None:  # fmt: skip
+    """Train a classification head on the frozen model's sentence vectors of a labelled file (or a tagger).
 
     A stratified tenth of the data is held out; training stops when its macro-F1 stops improving, and
     classes are weighted by inverse frequency. Prints the validation metrics as one JSON object.
+    With --task tokens, a tagger on token vectors: a tenth of the sentences is held out and training
+    stops when their entity F1 stops improving.
     """
     import json
 
     from distill.heads import HeadTrainConfig, encoder_for, read_labelled, train_classifier
 
     _setup_logging(verbose)
+    if task == "tokens":
+        config = HeadTrainConfig(hidden=hidden, seed=seed)
+        click.echo(json.dumps(_train_tagger(model, data_path, words_column, tags_column, output_dir, config)))
+        return
     texts, labels = read_labelled(data_path, text_column, label_column)
     encode, about = encoder_for(model)
     trained = train_classifier(encode(texts), labels, HeadTrainConfig(hidden=hidden, seed=seed), model=model,
@@ -426,6 +446,20 @@ def head_train(model: str, data_path: str, text_column: str, label_column: str, 
                            "valid_accuracy": metrics["valid_accuracy"]}))  # fmt: skip
 
 
+def _train_tagger(model: str, data_path: str, words_column: str, tags_column: str, output_dir: str,
+                  config: Any) -> dict[str, Any]:  # fmt: skip
+    """`head train --task tokens`: train and save a tagger; what it prints."""
+    from distill.tagging import read_tagged, token_encoder_for, train_tagger
+
+    sentences, tags = read_tagged(data_path, words_column, tags_column)
+    encode, about = token_encoder_for(model, progress=True)
+    trained = train_tagger(encode(sentences), tags, config, model=model, encoder=about)
+    trained.save(output_dir)
+    metrics = trained.config.metrics
+    return {"head": output_dir, "model": model, "task": "tokens", "tags": len(trained.labels),
+            "valid_entity_f1": metrics["valid_entity_f1"], "valid_accuracy": metrics["valid_accuracy"]}  # fmt: skip
+
+
 @head.command("eval")
 @click.option("--head", "head_dir", required=True, type=click.Path(file_okay=False),
               help="A head folder written by `distill head train`.")  # fmt: skip
@@ -433,17 +467,30 @@ def head_train(model: str, data_path: str, text_column: str, label_column: str, 
 @click.option("--model", help="The model to embed the texts with [default: the one the head was trained on].")
 @_TEXT_COLUMN
 @_LABEL_COLUMN
+@_WORDS_COLUMN
+@_TAGS_COLUMN
 @_VERBOSE
 @_user_errors
 def head_eval(head_dir: str, data_path: str, model: str | None, text_column: str, label_column: str,
-              verbose: bool) -> None:  # fmt: skip
-    """Measure a head on a labelled file: prints {"accuracy", "macro_f1", "n"} as one JSON object."""
+              words_column: str, tags_column: str, verbose: bool) -> None:  # fmt: skip
+    """Measure a head on a labelled file: prints {"accuracy", "macro_f1", "n"} as one JSON object.
+
+    A tokens head (`head train --task tokens`) reads a tagged file and prints {"entity_f1", "accuracy"
+    (of words), "n" (sentences), "tokens" (words)}.
+    """
     import json
 
     from distill.heads import ClassifierHead, encoder_for, evaluate_head, read_labelled
 
     _setup_logging(verbose)
     trained = ClassifierHead.load(head_dir)
+    if trained.config.task == "tokens":
+        from distill.tagging import evaluate_tagger, read_tagged, token_encoder_for
+
+        sentences, tags = read_tagged(data_path, words_column, tags_column)
+        encode, _ = token_encoder_for(model or trained.config.model, progress=True)
+        click.echo(json.dumps(evaluate_tagger(trained, encode, sentences, tags)))
+        return
     texts, labels = read_labelled(data_path, text_column, label_column)
     encode, _ = encoder_for(model or trained.config.model)
     click.echo(json.dumps(evaluate_head(trained, encode, texts, labels)))

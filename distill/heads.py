@@ -1,5 +1,7 @@
 """Task heads on a frozen student: a classifier trained on the sentence vectors a model gives.
 
+(The `tokens` task, a tagger on token vectors in context, is `distill.tagging`; it shares this head and its training.)
+
 The model (a saved student, its ONNX export, or a teacher) stays frozen: texts are embedded once and a
 small torch head learns the labels from the vectors, a single Linear (logistic regression) by default or
 a one-hidden-layer MLP. A head folder holds `head.json` (labels, sizes, the model it was trained on,
@@ -13,10 +15,12 @@ its validation metrics) and `head.safetensors`:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,8 @@ HEAD_CONFIG = "head.json"
 HEAD_WEIGHTS = "head.safetensors"
 FORMAT_VERSION = 1
 Encode = Callable[[Sequence[str]], np.ndarray]  # texts -> (n, dim) float32 sentence vectors
+Score = Callable[[np.ndarray], float]  # predicted class ids of the validation rows -> a score, higher is better
+TASKS = ("classify", "tokens")  # a label per text (sentence vectors), or a tag per word (token vectors)
 _READERS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 
 
@@ -43,7 +49,7 @@ def read_labelled(
     path: str | Path, text_column: str = "text", label_column: str = "label"
 ) -> tuple[list[str], list[str]]:
     """Texts and their labels (as strings) from a .csv, .jsonl or .parquet file; a user's mistake is a DistillError."""
-    frame = _read_table(Path(path))
+    frame = read_table(Path(path))
     missing = [c for c in (text_column, label_column) if c not in frame.columns]
     if missing:
         raise DistillError(f"{str(path)!r} has no column {', '.join(map(repr, missing))}; its columns are "
@@ -64,7 +70,8 @@ def read_labelled(
     return list(texts), labels
 
 
-def _read_table(path: Path) -> Any:
+def read_table(path: Path) -> Any:
+    """A .csv, .jsonl or .parquet file as a pandas DataFrame; a missing, empty or unreadable file is a DistillError."""
     import pandas as pd
 
     if not path.is_file():
@@ -110,7 +117,19 @@ def encoder_for(model: str) -> tuple[Encode, str]:
         return OnnxEmbedder(path).encode, f"{kind} export {model}"
     from distill.teacher import Teacher
 
+    _check_model_path(model)
     return Teacher.load(model).sentence_vectors, f"teacher {model}"
+
+
+def _check_model_path(model: str) -> None:
+    """Refuse a local path that is no model, in words that name every kind (a hub name passes)."""
+    path = Path(model).expanduser()
+    kinds = "a saved student folder (student.json), an export folder (config.json and model.onnx) or a teacher"
+    if path.is_dir() and not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+        raise DistillError(f"{model!r} is not a model folder: the model must be {kinds}")
+    looks_local = model.startswith((".", "/", "~")) or (len(path.parts) > 1 and path.parent.is_dir())
+    if not path.exists() and looks_local:
+        raise DistillError(f"model {model!r} does not exist: it must be {kinds}'s folder or hub name")
 
 
 @dataclass
@@ -118,8 +137,9 @@ class HeadConfig:
     """What `head.json` holds: enough to rebuild the head and to know what it expects as input."""
 
     labels: list[str]
-    dim: int  # the sentence vectors' dimension, the head's input
+    dim: int  # the input vectors' dimension: sentence vectors, or token vectors for a tokens head
     hidden: int = 0  # 0: a single Linear (logistic regression); else one hidden layer this wide
+    task: str = "classify"  # one of TASKS; a head.json written before tokens heads has none: classify
     model: str = ""  # the model whose vectors it was trained on
     encoder: str = ""  # what that model was (a student, an export, a teacher)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -129,6 +149,8 @@ class HeadConfig:
             raise DistillError(f"a head needs at least 2 distinct labels, not {self.labels!r}")
         if self.dim <= 0 or self.hidden < 0:
             raise DistillError(f"head dim ({self.dim}) must be positive and hidden ({self.hidden}) not negative")
+        if self.task not in TASKS:
+            raise DistillError(f"unknown head task {self.task!r}; choose from: {', '.join(TASKS)}")
 
     @property
     def kind(self) -> str:
@@ -136,7 +158,7 @@ class HeadConfig:
 
 
 class ClassifierHead(nn.Module):
-    """(batch, dim) sentence vectors -> (batch, classes) logits."""
+    """(batch, dim) sentence vectors (token vectors for a tokens head) -> (batch, classes) logits."""
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
@@ -201,7 +223,7 @@ class HeadTrainConfig:
     lr: float = 1e-2
     weight_decay: float = 1e-4
     epochs: int = 300
-    patience: int = 30  # epochs without a better validation macro-F1 (or, at equal F1, 0.1% lower loss) before stopping
+    patience: int = 30  # epochs without a better validation score (or, at an equal one, 0.1% lower loss)
     batch_size: int = 1024  # the whole training set in one step when it is smaller
     balanced: bool = True  # weight each class by inverse frequency, so a rare class counts as much as a common one
 
@@ -245,42 +267,81 @@ def train_classifier(
     if not len(valid):  # NOTE: every class has a single example: nothing to hold out, so stop on training F1
         logger.warning("every class has one example: no validation split, early stopping on the training set")
         valid = train
+    head = fit_head(vectors, label_ids, [str(n) for n in names], train, valid, config, model=model, encoder=encoder)
+    with torch.no_grad():
+        valid_predictions = head(torch.from_numpy(np.ascontiguousarray(vectors[valid], dtype=np.float32)))
+    valid_predictions = valid_predictions.argmax(dim=1).numpy()
+    head.config.metrics = {
+        "valid_macro_f1": float(f1_score(label_ids[valid], valid_predictions, average="macro", zero_division=0)),
+        "valid_accuracy": float(accuracy_score(label_ids[valid], valid_predictions)),
+        **head.config.metrics,
+    }
+    logger.info("head: %d classes, best epoch %d, validation macro-F1 %.4f", len(names),
+                head.config.metrics["best_epoch"], head.config.metrics["valid_macro_f1"])  # fmt: skip
+    return head
+
+
+def fit_head(
+    vectors: np.ndarray, label_ids: np.ndarray, labels: Sequence[str], train: np.ndarray, valid: np.ndarray,
+    config: HeadTrainConfig, *, score: Score | None = None, task: str = "classify", model: str = "", encoder: str = "",
+) -> ClassifierHead:  # fmt: skip
+    """A head over `labels` trained on the `train` rows of (n, dim) `vectors`, whose classes are `label_ids` (n,).
+
+    The head kept is the one of the epoch whose predictions for the `valid` rows `score` best (default: their
+    macro-F1). Its metrics hold the best epoch, the row counts and the class counts and weights; the caller adds
+    its own validation figures.
+    """
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))  # (n, dim)
     y = torch.from_numpy(label_ids.astype(np.int64))
-    weights = class_weights(label_ids[train], len(names)) if config.balanced else np.ones(len(names))
-    head_config = HeadConfig(labels=[str(n) for n in names], dim=x.shape[1], hidden=config.hidden, model=model,
+    classes = len(labels)
+    weights = class_weights(label_ids[train], classes) if config.balanced else np.ones(classes)
+    head_config = HeadConfig(labels=list(labels), dim=x.shape[1], hidden=config.hidden, task=task, model=model,
                              encoder=encoder)  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         head = ClassifierHead(head_config)
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
-    best_epoch, best_state = _fit(head, loss_fn, x, y, train, valid, config)
+    if score is None:
+        score = functools.partial(_macro_f1, label_ids[valid])
+    with one_thread():
+        best_epoch, best_state = _fit(head, loss_fn, x, y, train, valid, config, score)
     head.load_state_dict(best_state)
-    with torch.no_grad():
-        valid_predictions = head.eval()(x[valid]).argmax(dim=1).numpy()
+    head.eval()
     head.config.metrics = {
-        "valid_macro_f1": float(f1_score(label_ids[valid], valid_predictions, average="macro", zero_division=0)),
-        "valid_accuracy": float(accuracy_score(label_ids[valid], valid_predictions)),
         "best_epoch": best_epoch,
         "n_train": len(train),
         "n_valid": len(valid),
-        "class_counts": {str(n): int(c) for n, c in zip(names, np.bincount(label_ids), strict=True)},
-        "class_weights": {str(n): round(float(w), 6) for n, w in zip(names, weights, strict=True)},
+        "class_counts": {n: int(c) for n, c in zip(labels, np.bincount(label_ids, minlength=classes), strict=True)},
+        "class_weights": {n: round(float(w), 6) for n, w in zip(labels, weights, strict=True)},
     }
-    logger.info("head: %d classes, best epoch %d, validation macro-F1 %.4f", len(names), best_epoch,
-                head.config.metrics["valid_macro_f1"])  # fmt: skip
     return head
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for a while. NOTE: a head's matrices are tiny: a second thread only waits for the first,
+    and on a busy 2-core machine training a head took 10x longer with two threads than with one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    return float(f1_score(truth, predicted, average="macro", zero_division=0))
 
 
 def _fit(
     head: ClassifierHead, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, train: np.ndarray, valid: np.ndarray,
-    config: HeadTrainConfig,
+    config: HeadTrainConfig, score: Score,
 ) -> tuple[int, dict[str, torch.Tensor]]:  # fmt: skip
-    """AdamW with early stopping; the best epoch and its weights (epoch 0: the head as built)."""
+    """AdamW with early stopping on `score`; the best epoch and its weights (epoch 0: the head as built)."""
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     train_index = torch.from_numpy(train)
-    best = (-1.0, float("inf"))  # (macro-F1, loss): higher F1 wins, then lower loss
+    best = (-1.0, float("inf"))  # (score, loss): higher score wins, then lower loss
     best_epoch, best_state, waited = 0, copy.deepcopy(head.state_dict()), 0
     for epoch in range(1, config.epochs + 1):
         head.train()
@@ -291,9 +352,12 @@ def _fit(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        score = _validate(head, loss_fn, x[valid], y[valid])
-        if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1] * (1 - 1e-3)):
-            best, best_epoch, best_state, waited = score, epoch, copy.deepcopy(head.state_dict()), 0
+        result = _validate(head, loss_fn, x[valid], y[valid], score)
+        # NOTE: at an equal score a 0.1% lower validation loss counts as better and resets the patience. So a
+        # head on separable data trains all its epochs (cheap: a few ms each), but stopping on the score alone
+        # stopped too early: 94.54% against 96.26% test accuracy for the teacher's head on SNIPS intents.
+        if result[0] > best[0] or (result[0] == best[0] and result[1] < best[1] * (1 - 1e-3)):
+            best, best_epoch, best_state, waited = result, epoch, copy.deepcopy(head.state_dict()), 0
         else:
             waited += 1
             if waited >= config.patience:
@@ -302,17 +366,19 @@ def _fit(
 
 
 @torch.no_grad()
-def _validate(head: ClassifierHead, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def _validate(head: ClassifierHead, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              score: Score) -> tuple[float, float]:  # fmt: skip
     head.eval()
     logits = head(x)  # (n_valid, classes)
-    f1 = f1_score(y.numpy(), logits.argmax(dim=1).numpy(), average="macro", zero_division=0)
-    return float(f1), float(loss_fn(logits, y))
+    return float(score(logits.argmax(dim=1).numpy())), float(loss_fn(logits, y))
 
 
 def evaluate_head(head_dir: str | Path | ClassifierHead, encode: Encode, texts: Sequence[str],
                   labels: Sequence[str]) -> dict[str, float]:  # fmt: skip
     """{"accuracy", "macro_f1", "n"} of the head on `texts` embedded with `encode` (labels it never saw count wrong)."""
     head = head_dir if isinstance(head_dir, ClassifierHead) else ClassifierHead.load(head_dir)
+    if head.config.task != "classify":
+        raise DistillError(f"this is a {head.config.task} head; measure it with distill.tagging.evaluate_tagger")
     unknown = sorted(set(labels) - set(head.labels))
     if unknown:
         logger.warning("labels the head was not trained on (always counted wrong): %s", ", ".join(unknown))
