@@ -332,7 +332,7 @@ _THREADS = click.option("--threads", type=click.IntRange(min=1),
 def serve(model_dir: str, host: str, port: int, precision: str, threads: int | None, model_name: str | None,
           access_log: bool, api_key: str | None, **limits: Any) -> None:  # fmt: skip
     """Serve an exported student over HTTP: OpenAI-compatible POST /v1/embeddings, GET /v1/models,
-    GET /metrics (Prometheus) and GET /health.
+    GET /metrics (Prometheus) and GET /health; with a head (`distill head export`), POST /v1/classify too.
 
     \b
     Example:
@@ -494,6 +494,43 @@ def head_eval(head_dir: str, data_path: str, model: str | None, text_column: str
     texts, labels = read_labelled(data_path, text_column, label_column)
     encode, _ = encoder_for(model or trained.config.model)
     click.echo(json.dumps(evaluate_head(trained, encode, texts, labels)))
+
+
+@head.command("export")
+@click.option("--head", "head_dir", required=True, type=click.Path(file_okay=False),
+              help="A head folder written by `distill head train`.")  # fmt: skip
+@click.option("--model", help="The model to join the head to: a saved student folder, an export folder or a "
+              "teacher's folder or name [default: the one the head was trained on].")  # fmt: skip
+@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
+              help="Export folder to write: model.onnx and model_int8.onnx ending in the head, head.json, "
+              "config.json, tokenizer.json, parity.json.")  # fmt: skip
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Texts for the parity check: a .txt file (one text a line) or a .csv, .jsonl or .parquet "
+              "file (labels not needed).")  # fmt: skip
+@click.option("--text-column", default="text", show_default=True, help="Column holding the text in a table.")
+@click.option("--check-texts", type=click.IntRange(min=1), default=256, show_default=True,
+              help="How many texts of --data (the first) the parity check uses.")  # fmt: skip
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@_user_errors
+def head_export(head_dir: str, model: str | None, output_dir: str, data_path: str, text_column: str,
+                check_texts: int, verbose: bool) -> None:  # fmt: skip
+    """Join a head to its model in one ONNX graph per precision, with label probabilities out.
+
+    The graphs keep the model's sentence_vectors output and add probabilities (batch, classes). The
+    fp32 probabilities must match torch's to 1e-4 on the check texts, or nothing is written; int8's
+    agreement is measured into parity.json. Prints the parity figures as one JSON object. Serve the folder
+    with `distill serve` (POST /v1/classify) or load it with distill.runtime.OnnxClassifier.
+    """
+    import json
+
+    from distill.head_export import export_head, read_texts
+
+    _setup_logging(verbose)
+    texts = read_texts(data_path, text_column, limit=check_texts)
+    parity = export_head(head_dir, model, output_dir, texts=texts)
+    figures = parity["head"]
+    click.echo(json.dumps({"export": output_dir, "labels": figures["labels"], "texts": figures["texts"],
+                           "fp32": figures["fp32"], "int8": figures["int8"]}))  # fmt: skip
 
 
 def _print_summary(summary: Any) -> None:

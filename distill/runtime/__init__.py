@@ -5,11 +5,15 @@
     embedder = OnnxEmbedder("runs/default/export/static", threads=4)
     vectors = embedder.encode(["a sentence", "another one"])  # (2, dim) float32, unit length
 
+`OnnxClassifier` does the same for an export with a classification head (`distill head export`)
+and gives label probabilities too.
+
 `distill.runtime.embed` embeds files (`distill embed`) and `distill.runtime.serve` is the HTTP
 service (`distill serve`, with the `[serve]` extra). Nothing here imports torch, transformers or
 the training modules: `pip install distill-embeddings` (the `[runtime]` extra) is all it needs.
 """
 
+from distill.runtime.classifier import HEAD_FILE, PROBABILITIES, OnnxClassifier
 from distill.runtime.embedder import (
     CONFIG_FILE,
     FLAT_INPUT_NAMES,
@@ -27,12 +31,15 @@ from distill.runtime.embedder import (
 __all__ = [
     "CONFIG_FILE",
     "FLAT_INPUT_NAMES",
+    "HEAD_FILE",
     "INPUTS",
     "INPUT_NAMES",
     "MODEL_FILES",
     "OUTPUT_NAME",
+    "PROBABILITIES",
     "TOKENIZER_FILE",
     "ExportConfig",
+    "OnnxClassifier",
     "OnnxEmbedder",
     "flatten",
     "pad",

@@ -17,6 +17,7 @@ Install with `pip install 'distill-embeddings[runtime]'`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -133,26 +134,45 @@ class OnnxEmbedder:
 
     def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
         """`encode` for texts already tokenized by `token_ids` (a caller that also counts tokens tokenizes once)."""
+        return self.outputs_ids(ids, [OUTPUT_NAME], batch_size)[0]
+
+    def outputs_ids(self, ids: Sequence[Sequence[int]], names: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
+        """The graph's outputs `names`, each (len(ids), width) float32 in the order of `ids`, one session run a batch.
+
+        Batched by length (least padding) for a padded graph, in order for a flat one.
+        """
         if batch_size <= 0:
             raise DistillError(f"batch_size must be positive, not {batch_size}")
         if self.config.inputs == "flat":  # no padding: any order costs the same
             order = np.arange(len(ids))
         else:
             order = np.argsort([-len(x) for x in ids], kind="stable")
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        out = [np.zeros((len(ids), self.output_width(name)), dtype=np.float32) for name in names]
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            out[index] = self.run([ids[i] for i in index])
+            for rows, values in zip(out, self.session.run(list(names), self.feeds([ids[i] for i in index])),
+                                    strict=True):  # fmt: skip
+                rows[index] = values
         return out
+
+    def output_width(self, name: str) -> int:
+        """The second dimension of the graph's output `name`."""
+        return self.dim if name == OUTPUT_NAME else self.widths[name]
+
+    @functools.cached_property
+    def widths(self) -> dict[str, int]:
+        return {o.name: o.shape[1] for o in self.session.get_outputs()}
 
     def run(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         """(batch, dim) vectors for one batch of token id lists (already truncated)."""
-        if self.config.inputs == "flat":
-            inputs = dict(zip(FLAT_INPUT_NAMES, flatten(ids), strict=True))
-        else:
-            inputs = dict(zip(INPUT_NAMES, pad(ids), strict=True))
-        (vectors,) = self.session.run([OUTPUT_NAME], inputs)
+        (vectors,) = self.session.run([OUTPUT_NAME], self.feeds(ids))
         return vectors.astype(np.float32, copy=False)
+
+    def feeds(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """The graph's inputs for one batch of token id lists: padded, or flat with offsets."""
+        if self.config.inputs == "flat":
+            return dict(zip(FLAT_INPUT_NAMES, flatten(ids), strict=True))
+        return dict(zip(INPUT_NAMES, pad(ids), strict=True))
 
 
 def pad(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:

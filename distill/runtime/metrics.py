@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from distill.runtime.serve import BatchStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds
-ENDPOINTS = ("/health", "/metrics", "/v1/embeddings", "/v1/models")  # metric labels; any other path is "other"
+# metric labels; any other path is "other"
+ENDPOINTS = ("/health", "/metrics", "/v1/classify", "/v1/embeddings", "/v1/models")
 
 
 class Histogram:

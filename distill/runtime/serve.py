@@ -9,6 +9,9 @@ into one model call (up to `batch_size` texts), runs it in a worker thread so th
 accepting requests, and hands each request its own rows. Requests that arrive while a call runs form
 the next batch, so batches grow with load and a lone request never waits.
 
+An export with a classification head (`distill head export`) also answers `POST /v1/classify`: each
+text's label and the probabilities of every label, through the same batcher.
+
 Beside it: `GET /v1/models` (OpenAI's list of the one model served), `GET /metrics` (Prometheus text)
 and `GET /health`. With an API key, every request but `GET /health` needs `Authorization: Bearer <key>`,
 checked before anything else is done for it. On SIGTERM or SIGINT uvicorn stops accepting, lets the
@@ -34,7 +37,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -47,6 +50,9 @@ from distill.errors import DistillError
 from distill.runtime.batcher import Batcher
 from distill.runtime.guards import ApiError, BearerAuth, BodyLimit, check_api_key
 from distill.runtime.metrics import Metrics, Observe, prometheus_text
+
+if TYPE_CHECKING:
+    from distill.runtime import OnnxEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,15 @@ class Embedder(Protocol):
     def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray: ...
 
 
+@runtime_checkable
+class Classifier(Embedder, Protocol):
+    """An embedder with a classification head (`distill.runtime.OnnxClassifier` is one)."""
+
+    labels: list[str]
+
+    def encode_and_classify_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray: ...
+
+
 class EmbeddingRequest(BaseModel):
     """The body of `POST /v1/embeddings`, as OpenAI's API takes it (token-id inputs are not supported)."""
 
@@ -74,6 +89,13 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
+
+
+class ClassifyRequest(BaseModel):
+    """The body of `POST /v1/classify`: one text or a list of texts."""
+
+    input: str | list[str]
+    model: str | None = None  # NOTE: accepted and ignored, as in /v1/embeddings
 
 
 def create_app(
@@ -88,7 +110,8 @@ def create_app(
     api_key: str | None = None,
     graceful_timeout: float | None = 30,
 ) -> FastAPI:
-    """The service for `embedder`: `POST /v1/embeddings`, `GET /v1/models`, `GET /metrics` and `GET /health`.
+    """The service for `embedder`: `POST /v1/embeddings`, `GET /v1/models`, `GET /metrics` and `GET /health`,
+    and `POST /v1/classify` when it is a `Classifier` (a 404 otherwise).
 
     A request may hold at most `max_batch` texts of at most `max_text_chars` characters each (413
     otherwise); an empty list gets an empty `data` list. `max_body_bytes` caps the declared size of a
@@ -102,8 +125,15 @@ def create_app(
     # NOTE: JSON may escape one character as up to 12 bytes (a surrogate pair of \uXXXX escapes).
     max_body_bytes = max_body_bytes or max_batch * (12 * max_text_chars + 16) + (1 << 16)
 
+    classifier = embedder if isinstance(embedder, Classifier) else None
+    width = embedder.dim + (len(classifier.labels) if classifier is not None else 0)  # of the batcher's rows
+
     def work(texts: list[str]) -> tuple[np.ndarray, list[int]]:
         ids = embedder.token_ids(texts)  # NOTE: once, for both the vectors and the usage counts
+        if classifier is not None:
+            # NOTE: each text's vector and probabilities side by side, (n, dim + classes), from one model call,
+            # so that embedding and classify requests share batches; each route takes its columns.
+            return classifier.encode_and_classify_ids(ids, batch_size=batch_size), [len(x) for x in ids]
         return embedder.encode_ids(ids, batch_size=batch_size), [len(x) for x in ids]
 
     batcher = Batcher(work, batch_size=batch_size, max_wait_ms=max_wait_ms)
@@ -128,22 +158,60 @@ def create_app(
     async def embeddings(body: EmbeddingRequest) -> Response:
         """Embed one text or a list of texts; `data[i]` is the vector of `input[i]`."""
         texts = [body.input] if isinstance(body.input, str) else body.input
-        _check_request(body, texts, dim=embedder.dim, max_batch=max_batch, max_text_chars=max_text_chars)
-        if texts:
-            try:
-                vectors, tokens = await batcher.submit(texts)
-            except ApiError:
-                raise
-            except Exception as e:
-                raise ApiError(500, "the model failed to embed this request", kind="server_error") from e
-        else:
-            vectors, tokens = np.zeros((0, embedder.dim), dtype=np.float32), 0
+        _check_request(body, texts, max_batch=max_batch, max_text_chars=max_text_chars)
+        if body.dimensions is not None and body.dimensions != embedder.dim:
+            raise ApiError(400, f"this model's vectors have {embedder.dim} dimensions, not {body.dimensions}",
+                           param="dimensions", code="unsupported_dimensions")  # fmt: skip
+        rows, tokens = await _submit(batcher, texts, width)
+        vectors = rows[:, : embedder.dim]  # (len(texts), dim)
         args = (vectors, tokens, model_name, body.encoding_format)
         # NOTE: 256 x 384 floats take about 100 ms to render as JSON; off the event loop, other requests go on
         content = _render(*args) if vectors.size <= INLINE_FLOATS else await asyncio.to_thread(_render, *args)
         return Response(content, media_type="application/json")
 
+    _add_classify_route(app, classifier, model_name, max_batch=max_batch, max_text_chars=max_text_chars)
     return app
+
+
+async def _submit(batcher: Batcher, texts: list[str], width: int) -> tuple[np.ndarray, int]:
+    """The model's (len(texts), width) rows for `texts` through the batcher, and their token count."""
+    if not texts:
+        return np.zeros((0, width), dtype=np.float32), 0
+    try:
+        return await batcher.submit(texts)
+    except ApiError:
+        raise
+    except Exception as e:
+        raise ApiError(500, "the model failed on this request", kind="server_error") from e
+
+
+def _add_classify_route(app: FastAPI, classifier: Classifier | None, model_name: str, *, max_batch: int,
+                        max_text_chars: int) -> None:  # fmt: skip
+    """`POST /v1/classify`: with a classifier, each text's label and label probabilities; without, a 404."""
+    if classifier is None:
+
+        @app.post("/v1/classify")
+        async def no_head() -> Response:
+            """A 404 that says why: the model served has no classification head."""
+            raise ApiError(404, f"the model '{model_name}' has no classification head: serve an export made by "
+                           "`distill head export` to classify", code="no_classification_head")  # fmt: skip
+
+        return
+    dim, labels = classifier.dim, classifier.labels
+
+    @app.post("/v1/classify")
+    async def classify(body: ClassifyRequest) -> Response:
+        """Classify one text or a list of texts; `data[i]` is the label of `input[i]` and every label's probability."""
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        _check_request(body, texts, max_batch=max_batch, max_text_chars=max_text_chars)
+        rows, tokens = await _submit(app.state.batcher, texts, dim + len(labels))
+        probabilities = rows[:, dim:]  # (len(texts), classes)
+        args = (probabilities, labels, tokens, model_name)
+        if probabilities.size <= INLINE_FLOATS:
+            content = _render_classes(*args)
+        else:
+            content = await asyncio.to_thread(_render_classes, *args)
+        return Response(content, media_type="application/json")
 
 
 def _add_info_routes(app: FastAPI, embedder: Embedder, model_name: str) -> None:
@@ -151,6 +219,8 @@ def _add_info_routes(app: FastAPI, embedder: Embedder, model_name: str) -> None:
     batcher: Batcher = app.state.batcher
     # NOTE: `created` is when this server loaded the model: an export records no date of its own.
     card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "distill-embeddings"}
+    if isinstance(embedder, Classifier):
+        card["labels"] = list(embedder.labels)  # what POST /v1/classify answers with
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -182,7 +252,8 @@ def _add_info_routes(app: FastAPI, embedder: Embedder, model_name: str) -> None:
         )
 
 
-def _check_request(body: EmbeddingRequest, texts: list[str], *, dim: int, max_batch: int, max_text_chars: int) -> None:
+def _check_request(body: EmbeddingRequest | ClassifyRequest, texts: list[str], *, max_batch: int,
+                   max_text_chars: int) -> None:  # fmt: skip
     if len(texts) > max_batch:
         raise ApiError(413, f"input has {len(texts)} texts; this server takes at most {max_batch} per request",
                        param="input", code="too_many_inputs")  # fmt: skip
@@ -191,9 +262,6 @@ def _check_request(body: EmbeddingRequest, texts: list[str], *, dim: int, max_ba
             where = "input" if isinstance(body.input, str) else f"input[{i}]"
             raise ApiError(413, f"{where} has {len(text)} characters; this server takes at most {max_text_chars}",
                            param="input", code="text_too_long")  # fmt: skip
-    if body.dimensions is not None and body.dimensions != dim:
-        raise ApiError(400, f"this model's vectors have {dim} dimensions, not {body.dimensions}",
-                       param="dimensions", code="unsupported_dimensions")  # fmt: skip
 
 
 def _render(vectors: np.ndarray, tokens: int, model_name: str, encoding_format: str) -> bytes:
@@ -208,6 +276,16 @@ def _render(vectors: np.ndarray, tokens: int, model_name: str, encoding_format: 
         "model": model_name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def _render_classes(probabilities: np.ndarray, labels: list[str], tokens: int, model_name: str) -> bytes:
+    """The classify response as JSON: each text's most probable label and every label's probability."""
+    data = [{"object": "classification", "index": i, "label": labels[int(row.argmax())],
+             "probabilities": dict(zip(labels, row.tolist(), strict=True))}
+            for i, row in enumerate(probabilities)]  # fmt: skip
+    body = {"object": "list", "data": data, "model": model_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
     return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -287,10 +365,8 @@ def serve(
         raise DistillError(f"workers must be at least 1, not {workers}")
     import uvicorn
 
-    from distill.runtime import OnnxEmbedder
-
     threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
-    embedder = OnnxEmbedder(model_dir, precision=precision, threads=threads)  # NOTE: a bad folder fails here, once
+    embedder = load_model(model_dir, precision, threads)  # NOTE: a bad folder fails here, once
     settings = {"model_dir": str(model_dir), "precision": precision, "threads": threads, "api_key": api_key,
                 "model_name": model_name or embedder.config.name, "graceful_timeout": graceful_timeout,
                 **limits}  # fmt: skip
@@ -299,6 +375,8 @@ def serve(
                        "can use it (set DISTILL_API_KEY)", host)  # fmt: skip
     logger.info("serving %s (%s, %d dimensions) on http://%s:%d%s", model_dir, precision, embedder.dim, host, port,
                 f" with {workers} worker processes of {threads} threads" if workers > 1 else "")  # fmt: skip
+    if isinstance(embedder, Classifier):
+        logger.info("POST /v1/classify: %d labels (%s)", len(embedder.labels), ", ".join(embedder.labels))
     options = {"host": host, "port": port, "access_log": access_log, "log_level": "info",
                "timeout_graceful_shutdown": graceful_timeout}  # fmt: skip
     if workers == 1:
@@ -311,11 +389,16 @@ def serve(
 
 def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker process of `serve(workers=N)`, from the settings it left in the environment."""
-    from distill.runtime import OnnxEmbedder
-
     settings = json.loads(os.environ[SETTINGS_VARIABLE])
-    embedder = OnnxEmbedder(settings["model_dir"], precision=settings["precision"], threads=settings["threads"])
-    return _app(embedder, settings)
+    return _app(load_model(settings["model_dir"], settings["precision"], settings["threads"]), settings)
+
+
+def load_model(model_dir: str | Path, precision: str, threads: int | None) -> OnnxEmbedder:
+    """The export in `model_dir`: an `OnnxClassifier` when it holds a head (`head.json`), else an `OnnxEmbedder`."""
+    from distill.runtime import HEAD_FILE, OnnxClassifier, OnnxEmbedder
+
+    loader = OnnxClassifier if (Path(model_dir) / HEAD_FILE).is_file() else OnnxEmbedder
+    return loader(model_dir, precision=precision, threads=threads)
 
 
 def _app(embedder: Embedder, settings: dict[str, Any]) -> FastAPI:
