@@ -533,6 +533,54 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
                            "fp32": figures["fp32"], "int8": figures["int8"]}))  # fmt: skip
 
 
+@head.command("compare")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="Labelled training texts: a .csv, .jsonl or .parquet file (text and label columns).")  # fmt: skip
+@click.option("--test", "test_path", required=True, type=click.Path(dir_okay=False),
+              help="Labelled test texts, the same columns; the table scores every head on them.")  # fmt: skip
+@click.option("--models", default="teacher,static,transformer,tokengen", show_default=True,
+              help="Comma-separated models: 'teacher' (the run's), a student's name in the run, or any model "
+              "`head train --model` takes (a student folder, an export folder, a teacher).")  # fmt: skip
+@click.option("--run", "run_dir", default="runs/default", show_default=True, type=click.Path(file_okay=False),
+              help="The run whose teacher and students the names refer to.")  # fmt: skip
+@_TEXT_COLUMN
+@_LABEL_COLUMN
+@click.option("--hidden", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Width of the heads' hidden layer; 0: logistic regression.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every head's split and training.")
+@click.option("--output", "output_dir", type=click.Path(file_okay=False),
+              help="Folder for compare.json, compare.md and the heads [default: RUN/heads/compare].")  # fmt: skip
+@_VERBOSE
+@_user_errors
+def head_compare(data_path: str, test_path: str, models: str, run_dir: str, text_column: str, label_column: str,
+                 hidden: int, seed: int, output_dir: str | None, verbose: bool) -> None:  # fmt: skip
+    """Train the same head on the teacher and on each student, and score them side by side on test texts.
+
+    The table gives each model's accuracy and macro-F1, the difference to the teacher's in points, and
+    its texts/s embedding the test texts as a multiple of the teacher's (measured in this process).
+    """
+    import json
+    from pathlib import Path
+
+    from distill.head_compare import Labelled, as_json, compare_heads, markdown_table, resolve_models
+    from distill.heads import HeadTrainConfig, read_labelled
+
+    _setup_logging(verbose)
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    resolved = resolve_models(names, run_dir)
+    train, test = Labelled(*read_labelled(data_path, text_column, label_column)), Labelled(
+        *read_labelled(test_path, text_column, label_column))  # fmt: skip
+    out = Path(output_dir or Path(run_dir) / "heads" / "compare")
+    rows = compare_heads(resolved, train, test, HeadTrainConfig(hidden=hidden, seed=seed), heads_dir=out / "heads")
+    table = markdown_table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    about = {"train": data_path, "test": test_path, "n_train": len(train.texts), "n_test": len(test.texts),
+             "hidden": hidden, "seed": seed}  # fmt: skip
+    (out / "compare.json").write_text(json.dumps(as_json(rows, **about), indent=2) + "\n", encoding="utf-8")
+    (out / "compare.md").write_text(table, encoding="utf-8")
+    click.echo(table + f"\nwritten: {out / 'compare.json'}, {out / 'compare.md'}, heads in {out / 'heads'}")
+
+
 def _print_summary(summary: Any) -> None:
     click.echo(f"\nrun folder: {summary.run_dir}   texts: " + ", ".join(f"{k} {v}" for k, v in summary.texts.items())
                + f"   on {summary.device} {summary.precision}, {summary.processes} process(es), token targets "
