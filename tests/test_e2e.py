@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -71,11 +72,19 @@ def test_transformer_and_token_generator_train_on_the_real_teacher(
         assert student.encode(["a quick test"]).shape == (1, 384)
 
 
-def test_eval_and_export_after_a_run(corpus_file: Path, cache_dir: Path, tmp_path: Path) -> None:
-    """`make distill && make eval && make export` in small: the report, the plots and parity-checked ONNX files."""
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def static_run(corpus_file: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of the static student on the real teacher (400 sentences, 2 epochs)."""
+    run = tmp_path_factory.mktemp("static") / "run"
     args = ["run", "--corpus", str(corpus_file), "--output", str(run), "--cache-dir", str(cache_dir), "--epochs", "2"]
-    assert CliRunner().invoke(main, args).exit_code == 0
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_eval_and_export_after_a_run(static_run: Path) -> None:
+    """`make distill && make eval && make export` in small: the report, the plots and parity-checked ONNX files."""
+    run = static_run
     evaluated = CliRunner().invoke(main, ["eval", "--run", str(run), "--latency-texts", "32", "--singles", "3",
                                           "--repeats", "1", "--min-seconds", "0", "--no-baseline"])  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
@@ -90,3 +99,44 @@ def test_eval_and_export_after_a_run(corpus_file: Path, cache_dir: Path, tmp_pat
     parity = json.loads((run / "report.json").read_text())["students"]["static"]["details"]["export"]
     assert parity["fp32"]["max_abs_difference"] <= 1e-4 and parity["int8"]["fidelity_loss"] < 0.01
     assert "static ONNX" in (run / "report.md").read_text()
+
+
+def test_a_polarity_head_from_compare_to_the_served_onnx_graph(static_run: Path, tmp_path: Path) -> None:
+    """gensim's 200 labelled movie-review sentences: heads on the real teacher and a student, compared, then the
+    student's exported with its head and served, with the labels torch gives."""
+    from fastapi.testclient import TestClient
+
+    from distill.heads import ClassifierHead
+    from distill.runtime import OnnxClassifier
+    from distill.runtime.serve import create_app
+    from eval.tasks import PolarityProbe
+
+    probe = PolarityProbe()
+    frame = pd.DataFrame({"text": probe.texts, "label": np.where(probe.labels == 1, "positive", "negative")})
+    order = np.random.default_rng(0).permutation(len(frame))
+    frame.iloc[order[:140]].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[order[140:]].to_csv(tmp_path / "test.csv", index=False)
+    out = tmp_path / "compare"
+    compared = CliRunner().invoke(main, ["head", "compare", "--data", str(tmp_path / "train.csv"), "--test",
+                                         str(tmp_path / "test.csv"), "--models", "teacher,static", "--run",
+                                         str(static_run), "--output", str(out)])  # fmt: skip
+    assert compared.exit_code == 0, compared.output
+    teacher, static = json.loads((out / "compare.json").read_text())["rows"]
+    # 60 test sentences: the teacher's head scores about 0.72 (0.5 is chance), the small run's student's less
+    assert teacher["accuracy"] > 0.6 and static["accuracy"] > 0.5
+    assert static["speedup"] > 1 and static["kept_accuracy"] == pytest.approx(
+        100 * (static["accuracy"] - teacher["accuracy"]))  # fmt: skip
+
+    exported = CliRunner().invoke(main, ["head", "export", "--head", str(out / "heads" / "static"), "--output",
+                                         str(tmp_path / "shipped"), "--data", str(tmp_path / "test.csv")])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    test_texts = list(frame.iloc[order[140:]]["text"])
+    head = ClassifierHead.load(out / "heads" / "static")
+    expected = head.predict(students.load(static_run / "students" / "static").encode(test_texts))
+    classifier = OnnxClassifier(tmp_path / "shipped")
+    assert classifier.predict(test_texts) == expected
+    np.testing.assert_allclose(classifier.predict_proba(test_texts).sum(axis=1), 1.0, atol=1e-5)
+    with TestClient(create_app(classifier, model_name="polarity")) as client:
+        response = client.post("/v1/classify", json={"input": test_texts[:8]})
+    assert response.status_code == 200
+    assert [row["label"] for row in response.json()["data"]] == expected[:8]
