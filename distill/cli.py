@@ -535,16 +535,26 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
 
 @head.command("compare")
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help="Labelled training texts: a .csv, .jsonl or .parquet file (text and label columns).")  # fmt: skip
+              help="Labelled training data, as `head train --data` takes it for the task.")  # fmt: skip
 @click.option("--test", "test_path", required=True, type=click.Path(dir_okay=False),
-              help="Labelled test texts, the same columns; the table scores every head on them.")  # fmt: skip
+              help="Labelled test data of the same form; the table scores every head on it.")  # fmt: skip
 @click.option("--models", default="teacher,static,transformer,tokengen", show_default=True,
               help="Comma-separated models: 'teacher' (the run's), a student's name in the run, or any model "
-              "`head train --model` takes (a student folder, an export folder, a teacher).")  # fmt: skip
+              "`head train --model` takes (a student folder, an export folder, a teacher). For --task tokens, "
+              "only models with token vectors in context: the teacher and transformer students.")  # fmt: skip
 @click.option("--run", "run_dir", default="runs/default", show_default=True, type=click.Path(file_okay=False),
               help="The run whose teacher and students the names refer to.")  # fmt: skip
+@click.option(
+    "--task",
+    type=click.Choice(["classify", "tokens"]),
+    default="classify",
+    show_default=True,
+    help="classify: accuracy and macro-F1 of a label per text; tokens: entity F1 of a tag per word.",
+)
 @_TEXT_COLUMN
 @_LABEL_COLUMN
+@_WORDS_COLUMN
+@_TAGS_COLUMN
 @click.option("--hidden", type=click.IntRange(min=0), default=0, show_default=True,
               help="Width of the heads' hidden layer; 0: logistic regression.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every head's split and training.")
@@ -552,30 +562,35 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
               help="Folder for compare.json, compare.md and the heads [default: RUN/heads/compare].")  # fmt: skip
 @_VERBOSE
 @_user_errors
-def head_compare(data_path: str, test_path: str, models: str, run_dir: str, text_column: str, label_column: str,
-                 hidden: int, seed: int, output_dir: str | None, verbose: bool) -> None:  # fmt: skip
-    """Train the same head on the teacher and on each student, and score them side by side on test texts.
+def head_compare(data_path: str, test_path: str, models: str, run_dir: str, task: str, text_column: str,
+                 label_column: str, words_column: str, tags_column: str, hidden: int, seed: int,
+                 output_dir: str | None, verbose: bool) -> None:  # fmt: skip
+    """Train the same head on the teacher and on each student, and score them side by side on test data.
 
-    The table gives each model's accuracy and macro-F1, the difference to the teacher's in points, and
-    its texts/s embedding the test texts as a multiple of the teacher's (measured in this process).
+    The table gives each model's scores, the difference to the teacher's in points, and its texts/s
+    embedding the test texts as a multiple of the teacher's (measured in this process, in turns).
     """
     import json
     from pathlib import Path
 
     from distill.head_compare import Labelled, as_json, compare_heads, markdown_table, resolve_models
     from distill.heads import HeadTrainConfig, read_labelled
+    from distill.tagging import read_tagged
 
     _setup_logging(verbose)
     names = [name.strip() for name in models.split(",") if name.strip()]
     resolved = resolve_models(names, run_dir)
-    train, test = Labelled(*read_labelled(data_path, text_column, label_column)), Labelled(
-        *read_labelled(test_path, text_column, label_column))  # fmt: skip
+    if task == "tokens":
+        train, test = (Labelled(*read_tagged(path, words_column, tags_column)) for path in (data_path, test_path))
+    else:
+        train, test = (Labelled(*read_labelled(path, text_column, label_column)) for path in (data_path, test_path))
     out = Path(output_dir or Path(run_dir) / "heads" / "compare")
-    rows = compare_heads(resolved, train, test, HeadTrainConfig(hidden=hidden, seed=seed), heads_dir=out / "heads")
+    rows = compare_heads(resolved, train, test, HeadTrainConfig(hidden=hidden, seed=seed), task=task,
+                         heads_dir=out / "heads")  # fmt: skip
     table = markdown_table(rows)
     out.mkdir(parents=True, exist_ok=True)
-    about = {"train": data_path, "test": test_path, "n_train": len(train.texts), "n_test": len(test.texts),
-             "hidden": hidden, "seed": seed}  # fmt: skip
+    about = {"task": task, "train": data_path, "test": test_path, "n_train": len(train.texts),
+             "n_test": len(test.texts), "hidden": hidden, "seed": seed}  # fmt: skip
     (out / "compare.json").write_text(json.dumps(as_json(rows, **about), indent=2) + "\n", encoding="utf-8")
     (out / "compare.md").write_text(table, encoding="utf-8")
     click.echo(table + f"\nwritten: {out / 'compare.json'}, {out / 'compare.md'}, heads in {out / 'heads'}")

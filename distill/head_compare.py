@@ -3,7 +3,8 @@
 Every model embeds the same training and test texts; a head is trained on each model's training
 vectors with the same recipe and seed, then scored on the test texts. The table says what each
 student keeps of the teacher's task score (accuracy and macro-F1, the difference in points) and how
-fast it embeds the test texts, as a ratio to the teacher measured in the same process:
+fast it embeds the test texts, as a ratio to the teacher measured in the same process. The tokens
+task compares taggers the same way, by entity F1, on the models that have token vectors in context:
 
     rows = compare_heads({"teacher": "sentence-transformers/all-MiniLM-L6-v2",
                           "static": "runs/default/students/static"}, train, test)
@@ -14,16 +15,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.errors import DistillError
-from distill.heads import Encode, HeadTrainConfig, encoder_for, evaluate_head, train_classifier
+from distill.heads import HeadTrainConfig, encoder_for, evaluate_head, train_classifier
 from distill.io import read_json
+from distill.tagging import evaluate_tagger, token_encoder_for, train_tagger
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +38,13 @@ SPEED_ROUNDS = 7
 
 @dataclass
 class Labelled:
-    texts: list[str]
-    labels: list[str]
+    """Texts and their labels (classify), or sentences as word lists and their tags (tokens)."""
+
+    texts: list[Any]
+    labels: list[Any]
+
+
+METRICS = {"classify": ("accuracy", "macro_f1"), "tokens": ("entity_f1", "accuracy")}  # a task's scores, main first
 
 
 @dataclass
@@ -46,13 +54,11 @@ class CompareRow:
     name: str
     model: str  # the folder or hub name it was loaded from
     encoder: str  # what it is: a student, an export, a teacher
-    accuracy: float
-    macro_f1: float
-    texts_per_s: float  # embedding the test texts, batch `SPEED_BATCH`
+    scores: dict[str, float]  # the task's METRICS on the test texts, 0 to 1
+    texts_per_s: float  # embedding the test texts (sentences), batch `SPEED_BATCH`
     embed_seconds: float  # embedding the training and test texts once
     train_seconds: float  # training the head on the vectors
-    kept_accuracy: float | None = None  # points: accuracy minus the teacher's (None without a teacher row)
-    kept_macro_f1: float | None = None
+    kept: dict[str, float] | None = None  # points: each score minus the teacher's (None without a teacher row)
     speedup: float | None = None  # texts/s over the teacher's
 
 
@@ -91,50 +97,64 @@ def resolve_models(names: Sequence[str], run_dir: str | Path) -> dict[str, str]:
 
 def compare_heads(
     models: dict[str, str], train: Labelled, test: Labelled, config: HeadTrainConfig | None = None, *,
-    heads_dir: str | Path | None = None, teacher: str = TEACHER,
+    task: str = "classify", heads_dir: str | Path | None = None, teacher: str = TEACHER,
 ) -> list[CompareRow]:  # fmt: skip
-    """Train and score a head on each model's vectors; rows in the order of `models`, relative to `teacher`'s row."""
+    """Train and score a `task` head on each model's vectors; rows in the order of `models`, relative to `teacher`'s."""
+    if task not in METRICS:
+        raise DistillError(f"unknown head task {task!r}; choose from: {', '.join(METRICS)}")
     config = config or HeadTrainConfig()
-    rows, encoders = [], {}
+    rows, timed = [], {}
     for name, model in models.items():
-        encode, about = encoder_for(model)
+        encode, about = token_encoder_for(model) if task == "tokens" else encoder_for(model)
         logger.info("%s: embedding %d + %d texts with %s", name, len(train.texts), len(test.texts), about)
         started = time.perf_counter()
         train_vectors, test_vectors = encode(train.texts), encode(test.texts)
         embedded = time.perf_counter() - started
-        head = train_classifier(train_vectors, train.labels, config, model=model, encoder=about)
+        if task == "tokens":
+            head = train_tagger(train_vectors, train.labels, config, model=model, encoder=about)
+            scores = evaluate_tagger(head, lambda _s, v=test_vectors: v, test.texts, test.labels)
+            timed[name] = functools.partial(encode, test.texts[:SPEED_TEXTS])  # batches of its own (32)
+        else:
+            head = train_classifier(train_vectors, train.labels, config, model=model, encoder=about)
+            scores = evaluate_head(head, lambda _t, v=test_vectors: v, test.texts, test.labels)
+            timed[name] = functools.partial(encode, test.texts[:SPEED_TEXTS], SPEED_BATCH)  # type: ignore[call-arg]
         trained = time.perf_counter() - started - embedded
         if heads_dir is not None:
-            head.save(Path(heads_dir) / name)
-        scores = evaluate_head(head, lambda _texts, v=test_vectors: v, test.texts, test.labels)
-        rows.append(CompareRow(name=name, model=model, encoder=about, accuracy=scores["accuracy"],
-                               macro_f1=scores["macro_f1"], texts_per_s=float("nan"),
-                               embed_seconds=round(embedded, 2), train_seconds=round(trained, 2)))  # fmt: skip
-        encoders[name] = encode
-        logger.info("%s: accuracy %.4f, macro-F1 %.4f", name, rows[-1].accuracy, rows[-1].macro_f1)
-    for row, speed in zip(rows, speeds(encoders, test.texts).values(), strict=True):
+            head.save(Path(heads_dir) / head_folder_name(name))
+        rows.append(CompareRow(name=name, model=model, encoder=about, scores={k: scores[k] for k in METRICS[task]},
+                               texts_per_s=float("nan"), embed_seconds=round(embedded, 2),
+                               train_seconds=round(trained, 2)))  # fmt: skip
+        logger.info("%s: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].scores.items()))
+    texts = min(len(test.texts), SPEED_TEXTS)
+    for row, speed in zip(rows, speeds(timed, texts).values(), strict=True):
         row.texts_per_s = speed
     reference = next((row for row in rows if row.name == teacher), None)
     if reference is not None:
         for row in rows:
-            row.kept_accuracy = 100 * (row.accuracy - reference.accuracy)
-            row.kept_macro_f1 = 100 * (row.macro_f1 - reference.macro_f1)
+            row.kept = {k: 100 * (v - reference.scores[k]) for k, v in row.scores.items()}
             row.speedup = row.texts_per_s / reference.texts_per_s
     return rows
 
 
-def speeds(encoders: dict[str, Encode], texts: Sequence[str], rounds: int = SPEED_ROUNDS) -> dict[str, float]:
-    """Texts/s of each encoder on the first `SPEED_TEXTS` texts in batches of `SPEED_BATCH`, tokenizing included.
+def head_folder_name(name: str) -> str:
+    """A model's name as one folder name: "runs/a/export/static" -> "runs_a_export_static".
+
+    NOTE: never the name as a path: an absolute one would replace `heads_dir`, and the head would overwrite
+    the model's own folder.
+    """
+    return re.sub(r"[^\w.-]+", "_", name).strip("._") or "model"
+
+
+def speeds(runs: dict[str, Callable[[], Any]], texts: int, rounds: int = SPEED_ROUNDS) -> dict[str, float]:
+    """Texts/s of each run, a call that embeds `texts` texts (tokenizing included).
 
     NOTE: every round times each model once, in a new random order, and each model's median round
     counts: a shared machine's slow moments then fall on all models alike, as in `make eval`.
     """
     from eval.latency import alternate
 
-    texts = list(texts[:SPEED_TEXTS])
-    runs = {name: functools.partial(encode, texts, SPEED_BATCH) for name, encode in encoders.items()}
-    logger.info("timing %d models on %d texts, %d rounds", len(runs), len(texts), rounds)
-    return {name: len(texts) / statistics.median(seconds) for name, seconds in alternate(runs, rounds).items()}
+    logger.info("timing %d models on %d texts, %d rounds", len(runs), texts, rounds)
+    return {name: texts / statistics.median(seconds) for name, seconds in alternate(runs, rounds).items()}
 
 
 def as_json(rows: Sequence[CompareRow], **about: Any) -> dict[str, Any]:
@@ -142,13 +162,16 @@ def as_json(rows: Sequence[CompareRow], **about: Any) -> dict[str, Any]:
 
 
 def markdown_table(rows: Sequence[CompareRow]) -> str:
-    """The side-by-side table: task scores, what each keeps of the teacher's (points), speed."""
-    lines = ["| model | accuracy | macro-F1 | accuracy vs teacher | macro-F1 vs teacher | texts/s | x teacher |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    """The side-by-side table: task scores (%), what each keeps of the teacher's (points), speed."""
+    metrics = list(rows[0].scores) if rows else []
+    titles = [m.replace("_", "-").replace("macro-f1", "macro-F1").replace("entity-f1", "entity F1") for m in metrics]
+    lines = ["| model | " + " | ".join([*titles, *(f"{t} vs teacher" for t in titles)]) + " | texts/s | x teacher |",
+             "|---" * (3 + 2 * len(metrics)) + "|"]  # fmt: skip
     for row in rows:
-        lines.append(f"| {row.name} | {100 * row.accuracy:.2f} | {100 * row.macro_f1:.2f} | "
-                     f"{_points(row.kept_accuracy)} | {_points(row.kept_macro_f1)} | {row.texts_per_s:,.0f} | "
-                     f"{'-' if row.speedup is None else f'{row.speedup:.2f}'} |")  # fmt: skip
+        cells = [f"{100 * row.scores[m]:.2f}" for m in metrics]
+        cells += [_points(None if row.kept is None else row.kept[m]) for m in metrics]
+        speedup = "-" if row.speedup is None else f"{row.speedup:.2f}"
+        lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {row.texts_per_s:,.0f} | {speedup} |")
     return "\n".join(lines) + "\n"
 
 

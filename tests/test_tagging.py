@@ -312,3 +312,22 @@ def test_cli_bad_tagged_data_is_one_line_and_exit_2(transformer_dir: Path, tmp_p
     result = CliRunner().invoke(main, ["head", "train", "--task", "tokens", *args])
     assert result.exit_code == 2 and "one field" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_compare_scores_taggers_by_entity_f1_and_refuses_a_static_student(
+    transformer_dir: Path, data: dict[str, Path], tmp_path: Path, tokenizer: BertTokenizerFast
+) -> None:
+    config = StaticConfig(dim=32, vocab_size=tokenizer.vocab_size, max_length=32, teacher="tiny", factored=False)
+    static = StaticStudent(config, tokenizer.backend_tokenizer).save(tmp_path / "static")
+    args = ["head", "compare", "--task", "tokens", "--data", str(data["conll"]), "--test", str(data["test"]),
+            "--output", str(tmp_path / "compare")]  # fmt: skip
+    result = CliRunner().invoke(main, [*args, "--models", f"{transformer_dir},{transformer_dir}/"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "compare" / "compare.json").read_text())["rows"]
+    assert [set(row["scores"]) for row in rows] == [{"entity_f1", "accuracy"}] * 2
+    assert rows[0]["scores"] == rows[1]["scores"] and rows[0]["scores"]["entity_f1"] > 0.9  # one model, twice
+    assert "| entity F1 | accuracy |" in result.output
+    assert (transformer_dir / "student.json").is_file()  # a head is never saved over a model named by its path
+    assert (tmp_path / "compare" / "heads" / str(transformer_dir).strip("/").replace("/", "_") / "head.json").is_file()
+    refused = CliRunner().invoke(main, [*args, "--models", f"{transformer_dir},{static}"])
+    assert refused.exit_code == 2 and "static student" in refused.output and "Traceback" not in refused.output
