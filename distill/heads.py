@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +220,14 @@ class HeadTrainConfig:
 
     hidden: int = 0
     seed: int = 0
-    valid_fraction: float = 0.1  # held out per class (stratified) for early stopping
+    valid_fraction: float = 0.1  # held out per class (stratified): chooses the linear head's C, stops the MLP
+    # the linear head: L2-regularised logistic regression solved by L-BFGS for each inverse strength C (as
+    # scikit-learn's C), the one of best validation score refit on all the data
+    c_grid: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+    max_iter: int = 500  # L-BFGS iterations at most
+    folds: int = 5  # a classifier's C is chosen by this many stratified folds of all its rows
+    refit: bool = True  # refit the chosen C on the training and validation rows together
+    # the MLP: AdamW with early stopping
     lr: float = 1e-2
     weight_decay: float = 1e-4
     epochs: int = 300
@@ -230,8 +238,10 @@ class HeadTrainConfig:
     def __post_init__(self) -> None:
         if not 0 < self.valid_fraction < 1:
             raise DistillError(f"valid_fraction must be between 0 and 1, not {self.valid_fraction}")
-        if min(self.epochs, self.patience, self.batch_size) < 1 or self.hidden < 0 or self.lr <= 0:
-            raise DistillError("epochs, patience, batch size and lr must be positive and hidden not negative")
+        if min(self.epochs, self.patience, self.batch_size, self.max_iter) < 1 or self.hidden < 0 or self.lr <= 0:
+            raise DistillError("epochs, patience, batch size, max_iter and lr must be positive and hidden not negative")
+        if not self.c_grid or min(self.c_grid) <= 0:
+            raise DistillError(f"c_grid must hold positive values, not {self.c_grid!r}")
 
 
 def stratified_split(label_ids: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -264,32 +274,33 @@ def train_classifier(
     if len(vectors) != len(label_ids):
         raise DistillError(f"{len(vectors)} vectors but {len(label_ids)} labels")
     train, valid = stratified_split(label_ids, config.valid_fraction, config.seed)
-    if not len(valid):  # NOTE: every class has a single example: nothing to hold out, so stop on training F1
-        logger.warning("every class has one example: no validation split, early stopping on the training set")
+    if not len(valid):  # NOTE: every class has a single example: nothing to hold out, so choose on training F1
+        logger.warning("every class has one example: no validation split, the head is chosen on the training set")
         valid = train
-    head = fit_head(vectors, label_ids, [str(n) for n in names], train, valid, config, model=model, encoder=encoder)
-    with torch.no_grad():
-        valid_predictions = head(torch.from_numpy(np.ascontiguousarray(vectors[valid], dtype=np.float32)))
-    valid_predictions = valid_predictions.argmax(dim=1).numpy()
+    head, valid_predictions = fit_head(vectors, label_ids, [str(n) for n in names], train, valid, config,
+                                       model=model, encoder=encoder)  # fmt: skip
     head.config.metrics = {
         "valid_macro_f1": float(f1_score(label_ids[valid], valid_predictions, average="macro", zero_division=0)),
         "valid_accuracy": float(accuracy_score(label_ids[valid], valid_predictions)),
         **head.config.metrics,
     }
-    logger.info("head: %d classes, best epoch %d, validation macro-F1 %.4f", len(names),
-                head.config.metrics["best_epoch"], head.config.metrics["valid_macro_f1"])  # fmt: skip
+    logger.info("head: %d classes, %s, validation macro-F1 %.4f", len(names), fitted_as(head),
+                head.config.metrics["valid_macro_f1"])  # fmt: skip
     return head
 
 
 def fit_head(
     vectors: np.ndarray, label_ids: np.ndarray, labels: Sequence[str], train: np.ndarray, valid: np.ndarray,
     config: HeadTrainConfig, *, score: Score | None = None, task: str = "classify", model: str = "", encoder: str = "",
-) -> ClassifierHead:  # fmt: skip
-    """A head over `labels` trained on the `train` rows of (n, dim) `vectors`, whose classes are `label_ids` (n,).
+) -> tuple[ClassifierHead, np.ndarray]:  # fmt: skip
+    """A head over `labels` for the (n, dim) `vectors` whose classes are `label_ids` (n,), and its predicted class
+    ids for the `valid` rows, made by a head that did not see them (for honest validation figures).
 
-    The head kept is the one of the epoch whose predictions for the `valid` rows `score` best (default: their
-    macro-F1). Its metrics hold the best epoch, the row counts and the class counts and weights; the caller adds
-    its own validation figures.
+    `score` rates predictions for the `valid` rows (default: their macro-F1). A linear head is logistic
+    regression solved for each C of `config.c_grid`; the C of best score (by cross-validation when there is
+    no `score`, see `_fit_linear`) is refit on `train` and `valid` together. An MLP is trained on `train` with
+    AdamW and kept at its epoch of best score. The metrics hold how it was fitted, the row counts and the
+    class counts and weights.
     """
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))  # (n, dim)
     y = torch.from_numpy(label_ids.astype(np.int64))
@@ -297,24 +308,124 @@ def fit_head(
     weights = class_weights(label_ids[train], classes) if config.balanced else np.ones(classes)
     head_config = HeadConfig(labels=list(labels), dim=x.shape[1], hidden=config.hidden, task=task, model=model,
                              encoder=encoder)  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        head = ClassifierHead(head_config)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
-    if score is None:
-        score = functools.partial(_macro_f1, label_ids[valid])
     with one_thread():
-        best_epoch, best_state = _fit(head, loss_fn, x, y, train, valid, config, score)
-    head.load_state_dict(best_state)
+        if config.hidden:
+            stop_on = score or functools.partial(_macro_f1, label_ids[valid])
+            head, valid_predictions, fitted = _fit_mlp(head_config, x, y, weights, train, valid, config, stop_on)
+        else:
+            head, valid_predictions, fitted = _fit_linear(head_config, x, y, train, valid, config, score)
     head.eval()
     head.config.metrics = {
-        "best_epoch": best_epoch,
+        **fitted,
         "n_train": len(train),
         "n_valid": len(valid),
         "class_counts": {n: int(c) for n, c in zip(labels, np.bincount(label_ids, minlength=classes), strict=True)},
         "class_weights": {n: round(float(w), 6) for n, w in zip(labels, weights, strict=True)},
     }
-    return head
+    return head, valid_predictions
+
+
+def fitted_as(head: ClassifierHead) -> str:
+    """How a trained head was fitted, for a log line: "C=10" or "best epoch 42"."""
+    metrics = head.config.metrics
+    return f"C={metrics['c']:g}" if "c" in metrics else f"best epoch {metrics.get('best_epoch')}"
+
+
+def _fit_linear(
+    head_config: HeadConfig, x: torch.Tensor, y: torch.Tensor, train: np.ndarray, valid: np.ndarray,
+    config: HeadTrainConfig, score: Score | None,
+) -> tuple[ClassifierHead, np.ndarray, dict[str, Any]]:  # fmt: skip
+    """Logistic regression with the C of best score, refit on every row; and its predictions for `valid` when
+    trained on `train` alone.
+
+    With no `score` (a classifier), C is chosen by the mean macro-F1 of `config.folds` stratified folds of
+    all the rows (a 10% split is a few dozen texts: its choice was mostly noise); else by `score` of the
+    predictions for `valid` (a tagger's entity F1, which needs whole sentences). Ties go to the C nearest 1.
+
+    NOTE: solved to its optimum, not stopped early: with one full-batch AdamW step an epoch, 300 epochs left
+    the head far from it. On SNIPS intents with 10 examples an intent, the static student's head scored
+    75.6% so and 90.5% solved (the teacher's: 90.5% and 91.4%).
+    """
+    rows = np.union1d(train, valid)
+    folds = _folds(y[rows].numpy(), config) if score is None else None
+    if folds is None and score is None:  # a class with a single row: no folds, so the validation split chooses
+        score = functools.partial(_macro_f1, y[valid].numpy())
+    heads: dict[float, ClassifierHead] = {}
+    scores: dict[float, float] = {}
+    for c in config.c_grid:
+        if folds is not None:
+            scores[c] = float(np.mean([_macro_f1(y[rows[b]].numpy(), _predict(_logistic(
+                head_config, x[rows[a]], y[rows[a]], c, config), x[rows[b]])) for a, b in folds]))  # fmt: skip
+        else:
+            heads[c] = _logistic(head_config, x[train], y[train], c, config)
+            scores[c] = score(_predict(heads[c], x[valid]))  # type: ignore[misc]
+    best = max(config.c_grid, key=lambda c: (round(scores[c], 9), -abs(math.log10(c))))
+    held_out = heads.get(best) or _logistic(head_config, x[train], y[train], best, config)
+    refit = config.refit and len(rows) > len(train)
+    head = _logistic(head_config, x[rows], y[rows], best, config) if refit else held_out
+    fitted = {"solver": "lbfgs", "c": best, "c_chosen_by": f"{len(folds)}-fold cross-validation" if folds else
+              "validation split", "score_by_c": {f"{c:g}": round(v, 6) for c, v in scores.items()},
+              "refit": refit}  # fmt: skip
+    return head, _predict(held_out, x[valid]), fitted
+
+
+def _folds(label_ids: np.ndarray, config: HeadTrainConfig) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Stratified folds of the rows (as many as the rarest class allows, up to `config.folds`); None if fewer than 2."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(label_ids)
+    k = min(config.folds, int(counts[counts > 0].min())) if counts.any() else 0
+    if k < 2:
+        return None
+    return list(StratifiedKFold(k, shuffle=True, random_state=config.seed).split(np.zeros(len(label_ids)), label_ids))
+
+
+@torch.no_grad()
+def _predict(head: ClassifierHead, x: torch.Tensor) -> np.ndarray:
+    return head.eval()(x).argmax(dim=1).numpy()
+
+
+def _logistic(head_config: HeadConfig, x: torch.Tensor, y: torch.Tensor, c: float,
+              config: HeadTrainConfig) -> ClassifierHead:  # fmt: skip
+    """A linear head minimising sum_i w_i CE_i + |W|^2 / 2C over (x, y), as scikit-learn's multinomial
+    LogisticRegression(C=c) does (w_i: class weights from these rows; the bias is not penalised)."""
+    head = ClassifierHead(head_config)
+    (linear,) = head.layers
+    nn.init.zeros_(linear.weight)  # NOTE: a convex problem: start at zero, so the result does not depend on a seed
+    nn.init.zeros_(linear.bias)
+    classes = len(head_config.labels)
+    weights = class_weights(y.numpy(), classes) if config.balanced else np.ones(classes)
+    sample_weights = torch.tensor(weights, dtype=torch.float32)[y]  # (n,)
+    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=config.max_iter, history_size=20,
+                                  tolerance_grad=1e-7, tolerance_change=1e-10,
+                                  line_search_fn="strong_wolfe")  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        losses = nn.functional.cross_entropy(linear(x), y, reduction="none")  # (n,)
+        loss = (losses * sample_weights).sum() / len(y) + linear.weight.pow(2).sum() / (2 * c * len(y))
+        loss.backward()
+        return loss
+
+    head.train()
+    optimizer.step(closure)
+    return head.eval()
+
+
+def _fit_mlp(
+    head_config: HeadConfig, x: torch.Tensor, y: torch.Tensor, weights: np.ndarray, train: np.ndarray,
+    valid: np.ndarray, config: HeadTrainConfig, score: Score,
+) -> tuple[ClassifierHead, np.ndarray, dict[str, Any]]:  # fmt: skip
+    """An MLP head trained with AdamW on `train`, kept at its epoch of best score on `valid`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        head = ClassifierHead(head_config)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
+    best_epoch, best_state = _fit(head, loss_fn, x, y, train, valid, config, score)
+    head.load_state_dict(best_state)
+    with torch.no_grad():
+        valid_predictions = head.eval()(x[valid]).argmax(dim=1).numpy()
+    return head, valid_predictions, {"solver": "adamw", "best_epoch": best_epoch}
 
 
 @contextlib.contextmanager

@@ -3,8 +3,8 @@
 Each word is read by the vector of its first sub-token in context, from a teacher or a transformer
 student (a static student has one vector per token whatever its context, and an ONNX export gives
 sentence vectors only). The head is `distill.heads.ClassifierHead` with task "tokens", trained by the
-same `fit_head` (class weights, early stopping); whole sentences are held out, and the head kept is
-the one of best validation entity F1:
+same `fit_head` (class weights); whole sentences are held out, and their entity F1 chooses the linear
+head's regularisation (or stops the MLP):
 
     sentences, tags = read_tagged("train.conll")
     encode, about = token_encoder_for("runs/default/students/transformer")
@@ -27,7 +27,7 @@ from tokenizers import Encoding, Tokenizer
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
-from distill.heads import ClassifierHead, HeadTrainConfig, fit_head, read_table
+from distill.heads import ClassifierHead, HeadTrainConfig, fit_head, fitted_as, read_table
 from distill.io import read_json
 from students.base import pad, prepare_tokenizer
 
@@ -256,7 +256,7 @@ def train_tagger(
     vectors, tag_ids, sentence_of = vectors[kept], tag_ids[kept], np.repeat(np.arange(len(tags)), lengths)[kept]
     train_sentences, valid_sentences = sentence_split(len(tags), config.valid_fraction, config.seed)
     if not len(valid_sentences):  # NOTE: a single sentence: nothing to hold out, so stop on the training set
-        logger.warning("one sentence: no validation split, early stopping on the training set")
+        logger.warning("one sentence: no validation split, the head is chosen on the training set")
         valid_sentences = train_sentences
     train, valid = (np.flatnonzero(np.isin(sentence_of, s)) for s in (train_sentences, valid_sentences))
     if not len(train):
@@ -267,9 +267,9 @@ def train_tagger(
     def score(predicted: np.ndarray) -> float:
         return entity_f1(gold, [list(names[part]) for part in np.split(predicted, split_at)])
 
-    head = fit_head(vectors, tag_ids, [str(n) for n in names], train, valid, config, score=score, task="tokens",
-                    model=model, encoder=encoder)  # fmt: skip
-    predicted = head.predict(vectors[valid])
+    head, valid_ids = fit_head(vectors, tag_ids, [str(n) for n in names], train, valid, config, score=score,
+                               task="tokens", model=model, encoder=encoder)  # fmt: skip
+    predicted = names[valid_ids]
     head.config.metrics = {
         "valid_entity_f1": entity_f1(gold, [list(p) for p in np.split(np.asarray(predicted), split_at)]),
         "valid_accuracy": float(np.mean(np.asarray(predicted) == names[tag_ids[valid]])) if len(valid) else 0.0,
@@ -278,8 +278,8 @@ def train_tagger(
         "n_valid_sentences": len(valid_sentences),
         "words_without_vector": int(len(kept) - kept.sum()),
     }
-    logger.info("tagger: %d tags, best epoch %d, validation entity F1 %.4f", len(names),
-                head.config.metrics["best_epoch"], head.config.metrics["valid_entity_f1"])  # fmt: skip
+    logger.info("tagger: %d tags, %s, validation entity F1 %.4f", len(names),
+                fitted_as(head), head.config.metrics["valid_entity_f1"])  # fmt: skip
     return head
 
 

@@ -215,3 +215,32 @@ def test_head_commands_have_help() -> None:
     for command in (["head"], ["head", "train"], ["head", "eval"]):
         result = CliRunner().invoke(main, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_the_linear_head_is_scikit_learns_logistic_regression_solved(student_dir: Path, data: dict[str, Path]) -> None:
+    """Solved, not stopped early: the same optimum as LogisticRegression(C, class_weight="balanced")."""
+    from sklearn.linear_model import LogisticRegression
+
+    texts, labels = read_labelled(data["csv"])
+    encode, _ = encoder_for(str(student_dir))
+    vectors = encode(texts)[:100]  # three classes of unequal size: the class weights matter
+    labels = labels[:100]
+    head = train_classifier(vectors, labels, HeadTrainConfig(c_grid=(0.5,)))
+    assert head.config.metrics["c"] == 0.5 and head.config.metrics["refit"]
+    reference = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-8, max_iter=10_000).fit(vectors, labels)
+    with torch.no_grad():
+        ours = torch.softmax(head(torch.from_numpy(vectors)), dim=1).numpy()
+    assert head.labels == list(reference.classes_)
+    np.testing.assert_allclose(ours, reference.predict_proba(vectors), atol=2e-3)
+
+
+def test_c_is_chosen_by_cross_validation_and_one_example_a_class_still_trains(student_dir: Path) -> None:
+    vectors = np.random.default_rng(0).standard_normal((60, 32)).astype(np.float32)
+    labels = ["a" if v[0] > 0 else "b" for v in vectors]
+    head = train_classifier(vectors, labels)
+    metrics = head.config.metrics
+    by_c = metrics["score_by_c"]
+    assert metrics["c_chosen_by"] == "5-fold cross-validation" and set(by_c) == {"0.1", "1", "10", "100"}
+    assert by_c[f"{metrics['c']:g}"] == max(by_c.values())
+    lone = train_classifier(vectors[:2], ["a", "b"])  # nothing to fold or hold out
+    assert lone.config.metrics["c_chosen_by"] == "validation split" and lone.predict(vectors[:2]) == ["a", "b"]
