@@ -359,6 +359,7 @@ def _fit_linear(
         else:
             heads[c] = _logistic(head_config, x[train], y[train], c, config)
             scores[c] = score(_predict(heads[c], x[valid]))  # type: ignore[misc]
+        logger.info("head: C=%g scores %.4f (%s)", c, scores[c], f"{len(folds)} folds" if folds else "held-out rows")
     best = max(config.c_grid, key=lambda c: (round(scores[c], 9), -abs(math.log10(c))))
     held_out = heads.get(best) or _logistic(head_config, x[train], y[train], best, config)
     refit = config.refit and len(rows) > len(train)
