@@ -424,8 +424,8 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     Classes are weighted by inverse frequency. The linear head is logistic regression solved for each
     regularisation strength C of a grid, the C of best macro-F1 over 5 stratified folds refit on all the
     data; an MLP (--hidden) stops when the macro-F1 of a stratified held-out tenth stops improving. Prints
-    the held-out metrics as one JSON object. With --task tokens, a tagger on token vectors: a tenth of the
-    sentences is held out, and their entity F1 chooses C (or stops the MLP).
+    the held-out metrics as one JSON object. With --task tokens, a tagger on token vectors (tags not
+    weighted): a tenth of the sentences is held out, and their entity F1 chooses C (or stops the MLP).
     """
     import json
 

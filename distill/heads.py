@@ -233,7 +233,10 @@ class HeadTrainConfig:
     epochs: int = 300
     patience: int = 30  # epochs without a better validation score (or, at an equal one, 0.1% lower loss)
     batch_size: int = 1024  # the whole training set in one step when it is smaller
-    balanced: bool = True  # weight each class by inverse frequency, so a rare class counts as much as a common one
+    # weight each class by inverse frequency, so a rare class counts as much as a common one; None: by task,
+    # yes for a classifier (macro-F1), no for a tagger. NOTE: weighted, the CoNLL-2003 slice's taggers found
+    # entities everywhere: entity F1 0.407 against 0.451 unweighted (teacher), 0.380 against 0.400 (transformer).
+    balanced: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.valid_fraction < 1:
@@ -302,6 +305,8 @@ def fit_head(
     AdamW and kept at its epoch of best score. The metrics hold how it was fitted, the row counts and the
     class counts and weights.
     """
+    if config.balanced is None:
+        config = dataclasses.replace(config, balanced=task == "classify")
     x = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))  # (n, dim)
     y = torch.from_numpy(label_ids.astype(np.int64))
     classes = len(labels)

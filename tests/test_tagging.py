@@ -113,6 +113,7 @@ def test_a_tagger_on_the_teacher_finds_the_entities(tiny_teacher: Teacher, data:
     metrics = head.config.metrics
     assert metrics["valid_entity_f1"] > 0.9 and metrics["n_valid_sentences"] == 12
     assert metrics["n_train"] + metrics["n_valid"] == sum(map(len, tags))
+    assert set(metrics["class_weights"].values()) == {1.0}  # a tagger's tags are not weighted unless asked
     result = evaluate_tagger(head, encode, *read_tagged(data["test"]))
     assert result["entity_f1"] > 0.9 and result["accuracy"] > 0.9
     assert result["n"] == 40 and result["tokens"] == sum(map(len, _tagged(40, seed=1)[1]))
