@@ -379,8 +379,16 @@ def embed(model_dir: str, input_path: str, output_path: str, precision: str, bat
 
 @main.group()
 def head() -> None:
-    """Task heads on a frozen student: train a classifier on its vectors (or a tagger on its token vectors), then
-    measure it."""
+    """Task heads on a frozen student: train a classifier on its vectors (or a tagger on its token vectors),
+    measure it, compare students against the teacher, and export student and head as one ONNX graph.
+
+    \b
+    Example:
+      distill head compare --data train.csv --test test.csv --run runs/default
+      distill head train --model runs/default/students/static --data train.csv --output heads/intent
+      distill head export --head heads/intent --output exports/intent --data test.csv
+      distill serve --model exports/intent        # POST /v1/classify
+    """
 
 
 _HEAD_DATA = click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
@@ -429,7 +437,7 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     """
     import json
 
-    from distill.heads import HeadTrainConfig, encoder_for, read_labelled, train_classifier
+    from distill.heads import HeadTrainConfig, encoder_for, read_labelled, train_classifier, with_progress
 
     _setup_logging(verbose)
     if task == "tokens":
@@ -438,7 +446,8 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
         return
     texts, labels = read_labelled(data_path, text_column, label_column)
     encode, about = encoder_for(model)
-    trained = train_classifier(encode(texts), labels, HeadTrainConfig(hidden=hidden, seed=seed), model=model,
+    vectors = with_progress(encode)(texts)
+    trained = train_classifier(vectors, labels, HeadTrainConfig(hidden=hidden, seed=seed), model=model,
                                encoder=about)  # fmt: skip
     trained.save(output_dir)
     metrics = trained.config.metrics
@@ -481,7 +490,7 @@ def head_eval(head_dir: str, data_path: str, model: str | None, text_column: str
     """
     import json
 
-    from distill.heads import ClassifierHead, encoder_for, evaluate_head, read_labelled
+    from distill.heads import ClassifierHead, encoder_for, evaluate_head, read_labelled, with_progress
 
     _setup_logging(verbose)
     trained = ClassifierHead.load(head_dir)
@@ -494,7 +503,7 @@ def head_eval(head_dir: str, data_path: str, model: str | None, text_column: str
         return
     texts, labels = read_labelled(data_path, text_column, label_column)
     encode, _ = encoder_for(model or trained.config.model)
-    click.echo(json.dumps(evaluate_head(trained, encode, texts, labels)))
+    click.echo(json.dumps(evaluate_head(trained, with_progress(encode), texts, labels)))
 
 
 @head.command("export")

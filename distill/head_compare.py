@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import DistillError
-from distill.heads import HeadTrainConfig, encoder_for, evaluate_head, train_classifier
+from distill.heads import HeadTrainConfig, encoder_for, evaluate_head, train_classifier, with_progress
 from distill.io import read_json
 from distill.tagging import evaluate_tagger, token_encoder_for, train_tagger
 
@@ -108,7 +108,8 @@ def compare_heads(
         encode, about = token_encoder_for(model) if task == "tokens" else encoder_for(model)
         logger.info("%s: embedding %d + %d texts with %s", name, len(train.texts), len(test.texts), about)
         started = time.perf_counter()
-        train_vectors, test_vectors = encode(train.texts), encode(test.texts)
+        embed = encode if task == "tokens" else with_progress(encode, name)  # NOTE: sentences, not chunked
+        train_vectors, test_vectors = embed(train.texts), embed(test.texts)
         embedded = time.perf_counter() - started
         if task == "tokens":
             head = train_tagger(train_vectors, train.labels, config, model=model, encoder=about)

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
+from tqdm.auto import tqdm
 
 from distill.errors import DistillError
 from distill.io import atomic_dir, read_json, write_json
@@ -131,6 +132,22 @@ def _check_model_path(model: str) -> None:
     looks_local = model.startswith((".", "/", "~")) or (len(path.parts) > 1 and path.parent.is_dir())
     if not path.exists() and looks_local:
         raise DistillError(f"model {model!r} does not exist: it must be {kinds}'s folder or hub name")
+
+
+def with_progress(encode: Encode, desc: str = "embedding", chunk: int = 1024) -> Encode:
+    """`encode`, called on `chunk` texts at a time under a progress bar (with an ETA) when there are more."""
+
+    def encode_all(texts: Sequence[str]) -> np.ndarray:
+        if len(texts) <= chunk:
+            return encode(texts)
+        parts = []
+        with tqdm(total=len(texts), desc=desc, unit="text") as bar:
+            for start in range(0, len(texts), chunk):
+                parts.append(encode(texts[start : start + chunk]))
+                bar.update(len(parts[-1]))
+        return np.concatenate(parts)
+
+    return encode_all
 
 
 @dataclass

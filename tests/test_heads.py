@@ -21,6 +21,7 @@ from distill.heads import (
     read_labelled,
     stratified_split,
     train_classifier,
+    with_progress,
 )
 from students.static import StaticConfig, StaticStudent
 
@@ -244,3 +245,16 @@ def test_c_is_chosen_by_cross_validation_and_one_example_a_class_still_trains(st
     assert by_c[f"{metrics['c']:g}"] == max(by_c.values())
     lone = train_classifier(vectors[:2], ["a", "b"])  # nothing to fold or hold out
     assert lone.config.metrics["c_chosen_by"] == "validation split" and lone.predict(vectors[:2]) == ["a", "b"]
+
+
+def test_with_progress_embeds_in_chunks_in_order() -> None:
+    calls = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(len(texts))
+        return np.array([[float(t)] for t in texts])
+
+    texts = [str(i) for i in range(10)]
+    np.testing.assert_array_equal(with_progress(encode, chunk=4)(texts).ravel(), np.arange(10))
+    assert calls == [4, 4, 2]
+    assert with_progress(encode, chunk=64)(texts[:3]).shape == (3, 1) and calls[-1] == 3  # one call, no bar
