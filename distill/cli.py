@@ -1,4 +1,5 @@
-"""The `distill` command: `run`, `targets`, `train`, `eval`, `export`, `embed` and `serve`, each with --help.
+"""The `distill` command: `run`, `targets`, `train`, `eval`, `export`, `embed`, `serve` and `head` (in
+`distill.head_cli`), each with --help.
 
 Every flag is also a key of the TOML file given with --config (same name, dashes or
 underscores); a flag on the command line wins over the file.
@@ -6,16 +7,17 @@ underscores); a flag on the command line wins over the file.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from distill.cli_common import setup_logging as _setup_logging
+from distill.cli_common import user_errors as _user_errors
 from distill.errors import DistillError
+from distill.head_cli import head
 
 if TYPE_CHECKING:
     from distill.config import RunConfig
@@ -78,23 +80,6 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a user's mistake into one line on stderr and exit status 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DistillError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; finished work is kept: run the same command with --resume to go on", err=True)
-            sys.exit(130)
-
-    return wrapper
-
-
 def _config(config_file: str | None, verbose: bool, **flags: Any) -> RunConfig:
     from distill.config import build_config, read_toml
 
@@ -134,19 +119,6 @@ def _without_processes(argv: list[str]) -> list[str]:
         elif not arg.startswith("--processes="):
             out.append(arg)
     return out
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True)
-    for noisy in ("transformers", "datasets", "urllib3", "filelock", "httpx", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not verbose:
-        warnings.filterwarnings("ignore", category=UserWarning)
-    try:
-        from transformers.utils import logging as transformers_logging
-    except ImportError:  # the torch-free runtime install
-        return
-    transformers_logging.disable_progress_bar()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -377,235 +349,6 @@ def embed(model_dir: str, input_path: str, output_path: str, precision: str, bat
     click.echo(f"{count} texts -> {output_path} ({count} x {dim} float32)")
 
 
-@main.group()
-def head() -> None:
-    """Task heads on a frozen student: train a classifier on its vectors (or a tagger on its token vectors),
-    measure it, compare students against the teacher, and export student and head as one ONNX graph.
-
-    \b
-    Example:
-      distill head compare --data train.csv --test test.csv --run runs/default
-      distill head train --model runs/default/students/static --data train.csv --output heads/intent
-      distill head export --head heads/intent --output exports/intent --data test.csv
-      distill serve --model exports/intent        # POST /v1/classify
-    """
-
-
-_HEAD_DATA = click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-                          help="Labelled texts: a .csv, .jsonl or .parquet file (text and label columns). A tokens "
-                          "head's: a .conll file (a word and its tag per line, the tag last; a blank line between "
-                          "sentences) or a .jsonl / .parquet file (word-list and tag-list columns).")  # fmt: skip
-_TEXT_COLUMN = click.option("--text-column", default="text", show_default=True, help="Column holding the text.")
-_LABEL_COLUMN = click.option("--label-column", default="label", show_default=True, help="Column holding the label.")
-_WORDS_COLUMN = click.option("--words-column", default="tokens", show_default=True,
-                             help="Tokens task, .jsonl / .parquet: the column of each sentence's words.")  # fmt: skip
-_TAGS_COLUMN = click.option("--tags-column", default="tags", show_default=True,
-                            help="Tokens task, .jsonl / .parquet: the column of each sentence's tags, one per "
-                            "word (BIO / IOB2 like B-PER I-PER O, or plain).")  # fmt: skip
-_VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-
-
-@head.command("train")
-@click.option("--model", default="sentence-transformers/all-MiniLM-L6-v2", show_default=True,
-              help="The frozen model whose vectors the head learns from: a saved student folder, an export "
-              "folder (from `distill export`) or a teacher's folder or Hugging Face name; for --task tokens a "
-              "transformer student or a teacher (token vectors in context).")  # fmt: skip
-@_HEAD_DATA
-@click.option("--task", type=click.Choice(["classify", "tokens"]), default="classify", show_default=True,
-              help="classify: a label per text, from its sentence vector; tokens: a tag per word (NER, chunking), "
-              "from the vector in context of the word's first sub-token.")  # fmt: skip
-@_TEXT_COLUMN
-@_LABEL_COLUMN
-@_WORDS_COLUMN
-@_TAGS_COLUMN
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
-              help="Head folder to write (head.json and head.safetensors).")  # fmt: skip
-@click.option("--hidden", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Width of one hidden layer (an MLP); 0: a single linear layer (logistic regression).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation split and training.")
-@_VERBOSE
-@_user_errors
-def head_train(model: str, data_path: str, task: str, text_column: str, label_column: str, words_column: str,
-               tags_column: str, output_dir: str, hidden: int, seed: int, verbose: bool) -> None:  # fmt: skip
-    """Train a classification head on the frozen model's sentence vectors of a labelled file (or a tagger).
-
-    Classes are weighted by inverse frequency. The linear head is logistic regression solved for each
-    regularisation strength C of a grid, the C of best macro-F1 over 5 stratified folds refit on all the
-    data; an MLP (--hidden) stops when the macro-F1 of a stratified held-out tenth stops improving. Prints
-    the held-out metrics as one JSON object. With --task tokens, a tagger on token vectors (tags not
-    weighted): a tenth of the sentences is held out, and their entity F1 chooses C (or stops the MLP).
-    """
-    import json
-
-    from distill.heads import HeadTrainConfig, encoder_for, read_labelled, train_classifier, with_progress
-
-    _setup_logging(verbose)
-    if task == "tokens":
-        config = HeadTrainConfig(hidden=hidden, seed=seed)
-        click.echo(json.dumps(_train_tagger(model, data_path, words_column, tags_column, output_dir, config)))
-        return
-    texts, labels = read_labelled(data_path, text_column, label_column)
-    encode, about = encoder_for(model)
-    vectors = with_progress(encode)(texts)
-    trained = train_classifier(vectors, labels, HeadTrainConfig(hidden=hidden, seed=seed), model=model,
-                               encoder=about)  # fmt: skip
-    trained.save(output_dir)
-    metrics = trained.config.metrics
-    click.echo(json.dumps({"head": output_dir, "model": model, "classes": len(trained.labels),
-                           "valid_macro_f1": metrics["valid_macro_f1"],
-                           "valid_accuracy": metrics["valid_accuracy"]}))  # fmt: skip
-
-
-def _train_tagger(model: str, data_path: str, words_column: str, tags_column: str, output_dir: str,
-                  config: Any) -> dict[str, Any]:  # fmt: skip
-    """`head train --task tokens`: train and save a tagger; what it prints."""
-    from distill.tagging import read_tagged, token_encoder_for, train_tagger
-
-    sentences, tags = read_tagged(data_path, words_column, tags_column)
-    encode, about = token_encoder_for(model, progress=True)
-    trained = train_tagger(encode(sentences), tags, config, model=model, encoder=about)
-    trained.save(output_dir)
-    metrics = trained.config.metrics
-    return {"head": output_dir, "model": model, "task": "tokens", "tags": len(trained.labels),
-            "valid_entity_f1": metrics["valid_entity_f1"], "valid_accuracy": metrics["valid_accuracy"]}  # fmt: skip
-
-
-@head.command("eval")
-@click.option("--head", "head_dir", required=True, type=click.Path(file_okay=False),
-              help="A head folder written by `distill head train`.")  # fmt: skip
-@_HEAD_DATA
-@click.option("--model", help="The model to embed the texts with [default: the one the head was trained on].")
-@_TEXT_COLUMN
-@_LABEL_COLUMN
-@_WORDS_COLUMN
-@_TAGS_COLUMN
-@_VERBOSE
-@_user_errors
-def head_eval(head_dir: str, data_path: str, model: str | None, text_column: str, label_column: str,
-              words_column: str, tags_column: str, verbose: bool) -> None:  # fmt: skip
-    """Measure a head on a labelled file: prints {"accuracy", "macro_f1", "n"} as one JSON object.
-
-    A tokens head (`head train --task tokens`) reads a tagged file and prints {"entity_f1", "accuracy"
-    (of words), "n" (sentences), "tokens" (words)}.
-    """
-    import json
-
-    from distill.heads import ClassifierHead, encoder_for, evaluate_head, read_labelled, with_progress
-
-    _setup_logging(verbose)
-    trained = ClassifierHead.load(head_dir)
-    if trained.config.task == "tokens":
-        from distill.tagging import evaluate_tagger, read_tagged, token_encoder_for
-
-        sentences, tags = read_tagged(data_path, words_column, tags_column)
-        encode, _ = token_encoder_for(model or trained.config.model, progress=True)
-        click.echo(json.dumps(evaluate_tagger(trained, encode, sentences, tags)))
-        return
-    texts, labels = read_labelled(data_path, text_column, label_column)
-    encode, _ = encoder_for(model or trained.config.model)
-    click.echo(json.dumps(evaluate_head(trained, with_progress(encode), texts, labels)))
-
-
-@head.command("export")
-@click.option("--head", "head_dir", required=True, type=click.Path(file_okay=False),
-              help="A head folder written by `distill head train`.")  # fmt: skip
-@click.option("--model", help="The model to join the head to: a saved student folder, an export folder or a "
-              "teacher's folder or name [default: the one the head was trained on].")  # fmt: skip
-@click.option("--output", "output_dir", required=True, type=click.Path(file_okay=False),
-              help="Export folder to write: model.onnx and model_int8.onnx ending in the head, head.json, "
-              "config.json, tokenizer.json, parity.json.")  # fmt: skip
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help="Texts for the parity check: a .txt file (one text a line) or a .csv, .jsonl or .parquet "
-              "file (labels not needed).")  # fmt: skip
-@click.option("--text-column", default="text", show_default=True, help="Column holding the text in a table.")
-@click.option("--check-texts", type=click.IntRange(min=1), default=256, show_default=True,
-              help="How many texts of --data (the first) the parity check uses.")  # fmt: skip
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-@_user_errors
-def head_export(head_dir: str, model: str | None, output_dir: str, data_path: str, text_column: str,
-                check_texts: int, verbose: bool) -> None:  # fmt: skip
-    """Join a head to its model in one ONNX graph per precision, with label probabilities out.
-
-    The graphs keep the model's sentence_vectors output and add probabilities (batch, classes). The
-    fp32 probabilities must match torch's to 1e-4 on the check texts, or nothing is written; int8's
-    agreement is measured into parity.json. Prints the parity figures as one JSON object. Serve the folder
-    with `distill serve` (POST /v1/classify) or load it with distill.runtime.OnnxClassifier.
-    """
-    import json
-
-    from distill.head_export import export_head, read_texts
-
-    _setup_logging(verbose)
-    texts = read_texts(data_path, text_column, limit=check_texts)
-    parity = export_head(head_dir, model, output_dir, texts=texts)
-    figures = parity["head"]
-    click.echo(json.dumps({"export": output_dir, "labels": figures["labels"], "texts": figures["texts"],
-                           "fp32": figures["fp32"], "int8": figures["int8"]}))  # fmt: skip
-
-
-@head.command("compare")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help="Labelled training data, as `head train --data` takes it for the task.")  # fmt: skip
-@click.option("--test", "test_path", required=True, type=click.Path(dir_okay=False),
-              help="Labelled test data of the same form; the table scores every head on it.")  # fmt: skip
-@click.option("--models", default="teacher,static,transformer,tokengen", show_default=True,
-              help="Comma-separated models: 'teacher' (the run's), a student's name in the run, or any model "
-              "`head train --model` takes (a student folder, an export folder, a teacher). For --task tokens, "
-              "only models with token vectors in context: the teacher and transformer students.")  # fmt: skip
-@click.option("--run", "run_dir", default="runs/default", show_default=True, type=click.Path(file_okay=False),
-              help="The run whose teacher and students the names refer to.")  # fmt: skip
-@click.option(
-    "--task",
-    type=click.Choice(["classify", "tokens"]),
-    default="classify",
-    show_default=True,
-    help="classify: accuracy and macro-F1 of a label per text; tokens: entity F1 of a tag per word.",
-)
-@_TEXT_COLUMN
-@_LABEL_COLUMN
-@_WORDS_COLUMN
-@_TAGS_COLUMN
-@click.option("--hidden", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Width of the heads' hidden layer; 0: logistic regression.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every head's split and training.")
-@click.option("--output", "output_dir", type=click.Path(file_okay=False),
-              help="Folder for compare.json, compare.md and the heads [default: RUN/heads/compare].")  # fmt: skip
-@_VERBOSE
-@_user_errors
-def head_compare(data_path: str, test_path: str, models: str, run_dir: str, task: str, text_column: str,
-                 label_column: str, words_column: str, tags_column: str, hidden: int, seed: int,
-                 output_dir: str | None, verbose: bool) -> None:  # fmt: skip
-    """Train the same head on the teacher and on each student, and score them side by side on test data.
-
-    The table gives each model's scores, the difference to the teacher's in points, and its texts/s
-    embedding the test texts as a multiple of the teacher's (measured in this process, in turns).
-    """
-    import json
-    from pathlib import Path
-
-    from distill.head_compare import Labelled, as_json, compare_heads, markdown_table, resolve_models
-    from distill.heads import HeadTrainConfig, read_labelled
-    from distill.tagging import read_tagged
-
-    _setup_logging(verbose)
-    names = [name.strip() for name in models.split(",") if name.strip()]
-    resolved = resolve_models(names, run_dir)
-    if task == "tokens":
-        train, test = (Labelled(*read_tagged(path, words_column, tags_column)) for path in (data_path, test_path))
-    else:
-        train, test = (Labelled(*read_labelled(path, text_column, label_column)) for path in (data_path, test_path))
-    out = Path(output_dir or Path(run_dir) / "heads" / "compare")
-    rows = compare_heads(resolved, train, test, HeadTrainConfig(hidden=hidden, seed=seed), task=task,
-                         heads_dir=out / "heads")  # fmt: skip
-    table = markdown_table(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    about = {"task": task, "train": data_path, "test": test_path, "n_train": len(train.texts),
-             "n_test": len(test.texts), "hidden": hidden, "seed": seed}  # fmt: skip
-    (out / "compare.json").write_text(json.dumps(as_json(rows, **about), indent=2) + "\n", encoding="utf-8")
-    (out / "compare.md").write_text(table, encoding="utf-8")
-    click.echo(table + f"\nwritten: {out / 'compare.json'}, {out / 'compare.md'}, heads in {out / 'heads'}")
-
-
 def _print_summary(summary: Any) -> None:
     click.echo(f"\nrun folder: {summary.run_dir}   texts: " + ", ".join(f"{k} {v}" for k, v in summary.texts.items())
                + f"   on {summary.device} {summary.precision}, {summary.processes} process(es), token targets "
@@ -634,6 +377,8 @@ def _print_summary(summary: Any) -> None:
 def _print_stages(seconds: dict[str, float]) -> None:
     click.echo("stages: " + ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items()))
 
+
+main.add_command(head)
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import DistillError
-from distill.heads import HeadTrainConfig, encoder_for, evaluate_head, train_classifier, with_progress
+from distill.head_data import encoder_for, with_progress
+from distill.heads import HeadTrainConfig, evaluate_head, train_classifier
 from distill.io import read_json
 from distill.tagging import evaluate_tagger, token_encoder_for, train_tagger
 

@@ -39,7 +39,8 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.export import EDGE_TEXTS, PARITY_FILE, export_student
-from distill.heads import FORMAT_VERSION, ClassifierHead, Encode, read_table
+from distill.head_data import Encode, read_table
+from distill.heads import FORMAT_VERSION, ClassifierHead
 from distill.io import atomic_dir, read_json, write_json
 from distill.runtime import CONFIG_FILE, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
 from distill.runtime.classifier import HEAD_FILE, PROBABILITIES, OnnxClassifier
@@ -71,7 +72,7 @@ def export_head(
 
 
 def load_model(model: str) -> Student | Teacher | Path:
-    """A saved student, an export folder (its path) or a teacher, tried in that order (as `heads.encoder_for`)."""
+    """A saved student, an export folder (its path) or a teacher, tried in that order (as `head_data.encoder_for`)."""
     import students
 
     path = Path(model)

@@ -27,7 +27,8 @@ from tokenizers import Encoding, Tokenizer
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
-from distill.heads import ClassifierHead, HeadTrainConfig, fit_head, fitted_as, read_table
+from distill.head_data import read_table
+from distill.heads import ClassifierHead, HeadTrainConfig, fit_head, fitted_as
 from distill.io import read_json
 from students.base import pad, prepare_tokenizer
 

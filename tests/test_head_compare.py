@@ -11,7 +11,8 @@ from transformers import BertTokenizerFast
 from distill.cli import main
 from distill.errors import DistillError
 from distill.head_compare import Labelled, compare_heads, markdown_table, resolve_models
-from distill.heads import HeadTrainConfig, read_labelled
+from distill.head_data import read_labelled
+from distill.heads import HeadTrainConfig
 from students.static import StaticConfig, StaticStudent
 from tests.test_heads import _sentences
 

@@ -13,16 +13,8 @@ from transformers import BertTokenizerFast
 from distill.cli import main
 from distill.errors import DistillError
 from distill.export import export_student
-from distill.heads import (
-    ClassifierHead,
-    HeadTrainConfig,
-    encoder_for,
-    evaluate_head,
-    read_labelled,
-    stratified_split,
-    train_classifier,
-    with_progress,
-)
+from distill.head_data import encoder_for, read_labelled, with_progress
+from distill.heads import ClassifierHead, HeadTrainConfig, evaluate_head, stratified_split, train_classifier
 from students.static import StaticConfig, StaticStudent
 
 TOPICS = {
