@@ -35,6 +35,8 @@ _WORDS_COLUMN = click.option("--words-column", default="tokens", show_default=Tr
 _TAGS_COLUMN = click.option("--tags-column", default="tags", show_default=True,
                             help="Tokens task, .jsonl / .parquet: the column of each sentence's tags, one per "
                             "word (BIO / IOB2 like B-PER I-PER O, or plain).")  # fmt: skip
+_PRECISION = click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+                          help="Which graph of an export folder embeds the texts (other models: ignored).")  # fmt: skip
 _VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 
 
@@ -109,14 +111,15 @@ def _train_tagger(model: str, data_path: str, words_column: str, tags_column: st
               help="A head folder written by `distill head train`.")  # fmt: skip
 @_HEAD_DATA
 @click.option("--model", help="The model to embed the texts with [default: the one the head was trained on].")
+@_PRECISION
 @_TEXT_COLUMN
 @_LABEL_COLUMN
 @_WORDS_COLUMN
 @_TAGS_COLUMN
 @_VERBOSE
 @_user_errors
-def head_eval(head_dir: str, data_path: str, model: str | None, text_column: str, label_column: str,
-              words_column: str, tags_column: str, verbose: bool) -> None:  # fmt: skip
+def head_eval(head_dir: str, data_path: str, model: str | None, precision: str, text_column: str,
+              label_column: str, words_column: str, tags_column: str, verbose: bool) -> None:  # fmt: skip
     """Measure a head on a labelled file: prints {"accuracy", "macro_f1", "n"} as one JSON object.
 
     A tokens head (`head train --task tokens`) reads a tagged file and prints {"entity_f1", "accuracy"
@@ -137,7 +140,7 @@ def head_eval(head_dir: str, data_path: str, model: str | None, text_column: str
         click.echo(json.dumps(evaluate_tagger(trained, encode, sentences, tags)))
         return
     texts, labels = read_labelled(data_path, text_column, label_column)
-    encode, _ = encoder_for(model or trained.config.model)
+    encode, _ = encoder_for(model or trained.config.model, precision)
     click.echo(json.dumps(evaluate_head(trained, with_progress(encode), texts, labels)))
 
 
@@ -205,11 +208,12 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every head's split and training.")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False),
               help="Folder for compare.json, compare.md and the heads [default: RUN/heads/compare].")  # fmt: skip
+@_PRECISION
 @_VERBOSE
 @_user_errors
 def head_compare(data_path: str, test_path: str, models: str, run_dir: str, task: str, text_column: str,
                  label_column: str, words_column: str, tags_column: str, hidden: int, seed: int,
-                 output_dir: str | None, verbose: bool) -> None:  # fmt: skip
+                 output_dir: str | None, precision: str, verbose: bool) -> None:  # fmt: skip
     """Train the same head on the teacher and on each student, and score them side by side on test data.
 
     The table gives each model's scores, the difference to the teacher's in points, and its texts/s
@@ -232,11 +236,11 @@ def head_compare(data_path: str, test_path: str, models: str, run_dir: str, task
         train, test = (Labelled(*read_labelled(path, text_column, label_column)) for path in (data_path, test_path))
     out = Path(output_dir or Path(run_dir) / "heads" / "compare")
     rows = compare_heads(resolved, train, test, HeadTrainConfig(hidden=hidden, seed=seed), task=task,
-                         heads_dir=out / "heads")  # fmt: skip
+                         heads_dir=out / "heads", precision=precision)  # fmt: skip
     table = markdown_table(rows)
     out.mkdir(parents=True, exist_ok=True)
     about = {"task": task, "train": data_path, "test": test_path, "n_train": len(train.texts),
-             "n_test": len(test.texts), "hidden": hidden, "seed": seed}  # fmt: skip
+             "n_test": len(test.texts), "hidden": hidden, "seed": seed, "precision": precision}  # fmt: skip
     (out / "compare.json").write_text(json.dumps(as_json(rows, **about), indent=2) + "\n", encoding="utf-8")
     (out / "compare.md").write_text(table, encoding="utf-8")
     click.echo(table + f"\nwritten: {out / 'compare.json'}, {out / 'compare.md'}, heads in {out / 'heads'}")

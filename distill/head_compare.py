@@ -98,15 +98,18 @@ def resolve_models(names: Sequence[str], run_dir: str | Path) -> dict[str, str]:
 
 def compare_heads(
     models: dict[str, str], train: Labelled, test: Labelled, config: HeadTrainConfig | None = None, *,
-    task: str = "classify", heads_dir: str | Path | None = None, teacher: str = TEACHER,
+    task: str = "classify", heads_dir: str | Path | None = None, teacher: str = TEACHER, precision: str = "fp32",
 ) -> list[CompareRow]:  # fmt: skip
-    """Train and score a `task` head on each model's vectors; rows in the order of `models`, relative to `teacher`'s."""
+    """Train and score a `task` head on each model's vectors; rows in the order of `models`, relative to `teacher`'s.
+
+    `precision` picks the graph of the models that are export folders (fp32 or int8).
+    """
     if task not in METRICS:
         raise DistillError(f"unknown head task {task!r}; choose from: {', '.join(METRICS)}")
     config = config or HeadTrainConfig()
     rows, timed = [], {}
     for name, model in models.items():
-        encode, about = token_encoder_for(model) if task == "tokens" else encoder_for(model)
+        encode, about = token_encoder_for(model) if task == "tokens" else encoder_for(model, precision)
         logger.info("%s: embedding %d + %d texts with %s", name, len(train.texts), len(test.texts), about)
         started = time.perf_counter()
         embed = encode if task == "tokens" else with_progress(encode, name)  # NOTE: sentences, not chunked

@@ -75,11 +75,11 @@ def read_table(path: Path) -> Any:
     return frame
 
 
-def encoder_for(model: str) -> tuple[Encode, str]:
+def encoder_for(model: str, precision: str = "fp32") -> tuple[Encode, str]:
     """The frozen encode function of `model` and a description of it.
 
     `model` is a saved student folder (`student.json`), an export folder (`config.json` and
-    `model.onnx`), or else a teacher's folder or Hugging Face name.
+    `model.onnx`; `precision` picks its fp32 or int8 graph), or else a teacher's folder or Hugging Face name.
     """
     from distill.runtime.embedder import CONFIG_FILE, MODEL_FILES, ExportConfig
     from students.base import CONFIG_FILE as STUDENT_CONFIG
@@ -94,7 +94,7 @@ def encoder_for(model: str) -> tuple[Encode, str]:
         from distill.runtime.embedder import OnnxEmbedder
 
         kind = ExportConfig.read(path / CONFIG_FILE).kind
-        return OnnxEmbedder(path).encode, f"{kind} export {model}"
+        return OnnxEmbedder(path, precision=precision).encode, f"{kind} export {model} ({precision})"
     from distill.teacher import Teacher
 
     _check_model_path(model)

@@ -145,6 +145,9 @@ def test_an_export_folder_encodes_as_its_student(student_dir: Path, tmp_path: Pa
     encode, about = encoder_for(str(tmp_path / "export"))
     assert about.startswith("static export")
     np.testing.assert_allclose(encode(texts), encoder_for(str(student_dir))[0](texts), atol=1e-5)
+    int8, about = encoder_for(str(tmp_path / "export"), "int8")
+    assert about.endswith("(int8)")
+    assert np.mean(np.sum(int8(texts) * encode(texts), axis=1)) > 0.99  # the int8 table: close, not equal
 
 
 BAD_FILES = {
@@ -202,6 +205,13 @@ def test_cli_trains_then_evaluates_printing_json(student_dir: Path, data: dict[s
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["accuracy"] > 0.9 and report["macro_f1"] > 0.9 and report["n"] == 45
+    import students
+
+    export_student(students.load(student_dir), tmp_path / "export", name="static", texts=["a text", "another"])
+    on_int8 = CliRunner().invoke(main, ["head", "eval", "--head", str(head_dir), "--data", str(data["test"]),
+                                        "--model", str(tmp_path / "export"), "--precision", "int8"])  # fmt: skip
+    assert on_int8.exit_code == 0, on_int8.output
+    assert json.loads(on_int8.stdout)["accuracy"] > 0.9  # the same head on the export's int8 graph
 
 
 def test_head_commands_have_help() -> None:
