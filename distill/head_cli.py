@@ -58,10 +58,12 @@ _VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Log debug detail.
 @click.option("--hidden", type=click.IntRange(min=0), default=0, show_default=True,
               help="Width of one hidden layer (an MLP); 0: a single linear layer (logistic regression).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation split and training.")
+@_PRECISION
 @_VERBOSE
 @_user_errors
 def head_train(model: str, data_path: str, task: str, text_column: str, label_column: str, words_column: str,
-               tags_column: str, output_dir: str, hidden: int, seed: int, verbose: bool) -> None:  # fmt: skip
+               tags_column: str, output_dir: str, hidden: int, seed: int, precision: str,
+               verbose: bool) -> None:  # fmt: skip
     """Train a classification head on the frozen model's sentence vectors of a labelled file (or a tagger).
 
     Classes are weighted by inverse frequency. The linear head is logistic regression solved for each
@@ -81,7 +83,7 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
         click.echo(json.dumps(_train_tagger(model, data_path, words_column, tags_column, output_dir, config)))
         return
     texts, labels = read_labelled(data_path, text_column, label_column)
-    encode, about = encoder_for(model)
+    encode, about = encoder_for(model, precision)
     vectors = with_progress(encode)(texts)
     trained = train_classifier(vectors, labels, HeadTrainConfig(hidden=hidden, seed=seed), model=model,
                                encoder=about)  # fmt: skip

@@ -212,6 +212,10 @@ def test_cli_trains_then_evaluates_printing_json(student_dir: Path, data: dict[s
                                         "--model", str(tmp_path / "export"), "--precision", "int8"])  # fmt: skip
     assert on_int8.exit_code == 0, on_int8.output
     assert json.loads(on_int8.stdout)["accuracy"] > 0.9  # the same head on the export's int8 graph
+    int8_head = CliRunner().invoke(main, ["head", "train", "--model", str(tmp_path / "export"), "--precision", "int8",
+                                          "--data", str(data["jsonl"]), "--output", str(tmp_path / "h8")])  # fmt: skip
+    assert int8_head.exit_code == 0, int8_head.output
+    assert "(int8)" in json.loads((tmp_path / "h8" / "head.json").read_text())["config"]["encoder"]
 
 
 def test_head_commands_have_help() -> None:
