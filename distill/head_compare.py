@@ -25,9 +25,9 @@ from typing import Any
 
 from distill.errors import DistillError
 from distill.head_data import encoder_for, with_progress
-from distill.heads import HeadTrainConfig, evaluate_head, train_classifier
+from distill.heads import HeadTrainConfig, score_head, train_classifier
 from distill.io import read_json
-from distill.tagging import evaluate_tagger, token_encoder_for, train_tagger
+from distill.tagging import score_tagger, token_encoder_for, train_tagger
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Labelled:
 
 
 METRICS = {"classify": ("accuracy", "macro_f1"), "tokens": ("entity_f1", "accuracy")}  # a task's scores, main first
+TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "entity_f1": "entity F1"}  # their table headings
 
 
 @dataclass
@@ -117,11 +118,11 @@ def compare_heads(
         embedded = time.perf_counter() - started
         if task == "tokens":
             head = train_tagger(train_vectors, train.labels, config, model=model, encoder=about)
-            scores = evaluate_tagger(head, lambda _s, v=test_vectors: v, test.texts, test.labels)
+            scores = score_tagger(head, test_vectors, test.labels)
             timed[name] = functools.partial(encode, test.texts[:SPEED_TEXTS])  # batches of its own (32)
         else:
             head = train_classifier(train_vectors, train.labels, config, model=model, encoder=about)
-            scores = evaluate_head(head, lambda _t, v=test_vectors: v, test.texts, test.labels)
+            scores = score_head(head, test_vectors, test.labels)
             timed[name] = functools.partial(encode, test.texts[:SPEED_TEXTS], SPEED_BATCH)  # type: ignore[call-arg]
         trained = time.perf_counter() - started - embedded
         if heads_dir is not None:
@@ -169,7 +170,7 @@ def as_json(rows: Sequence[CompareRow], **about: Any) -> dict[str, Any]:
 def markdown_table(rows: Sequence[CompareRow]) -> str:
     """The side-by-side table: task scores (%), what each keeps of the teacher's (points), speed."""
     metrics = list(rows[0].scores) if rows else []
-    titles = [m.replace("_", "-").replace("macro-f1", "macro-F1").replace("entity-f1", "entity F1") for m in metrics]
+    titles = [TITLES[m] for m in metrics]
     lines = ["| model | " + " | ".join([*titles, *(f"{t} vs teacher" for t in titles)]) + " | texts/s | x teacher |",
              "|---" * (3 + 2 * len(metrics)) + "|"]  # fmt: skip
     for row in rows:

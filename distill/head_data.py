@@ -29,11 +29,7 @@ def read_labelled(
     path: str | Path, text_column: str = "text", label_column: str = "label"
 ) -> tuple[list[str], list[str]]:
     """Texts and their labels (as strings) from a .csv, .jsonl or .parquet file; a user's mistake is a DistillError."""
-    frame = read_table(Path(path))
-    missing = [c for c in (text_column, label_column) if c not in frame.columns]
-    if missing:
-        raise DistillError(f"{str(path)!r} has no column {', '.join(map(repr, missing))}; its columns are "
-                           f"{', '.join(map(repr, map(str, frame.columns)))}")  # fmt: skip
+    frame = read_table(Path(path), columns=(text_column, label_column))
     texts, labels = frame[text_column], frame[label_column]
     unlabelled = np.flatnonzero(labels.isna().to_numpy())
     if len(unlabelled):
@@ -50,8 +46,9 @@ def read_labelled(
     return list(texts), labels
 
 
-def read_table(path: Path) -> Any:
-    """A .csv, .jsonl or .parquet file as a pandas DataFrame; a missing, empty or unreadable file is a DistillError."""
+def read_table(path: Path, columns: Sequence[str] = ()) -> Any:
+    """A .csv, .jsonl or .parquet file as a pandas DataFrame; a missing, empty or unreadable file, or one without
+    all of `columns`, is a DistillError."""
     import pandas as pd
 
     if not path.is_file():
@@ -72,6 +69,10 @@ def read_table(path: Path) -> Any:
         raise DistillError(f"labelled data {str(path)!r} cannot be read as {kind}: {str(e).splitlines()[0]}") from e
     if frame.empty:
         raise DistillError(f"labelled data {str(path)!r} is empty")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DistillError(f"{str(path)!r} has no column {', '.join(map(repr, missing))}; its columns are "
+                           f"{', '.join(map(repr, map(str, frame.columns)))}")  # fmt: skip
     return frame
 
 

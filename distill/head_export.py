@@ -99,9 +99,10 @@ def export_classifier(
     directory = Path(directory)
     encode, about = _reference(model)
     texts = list(texts)
-    vectors = np.ascontiguousarray(encode([*texts, *EDGE_TEXTS]), dtype=np.float32)  # (texts + edges, dim)
+    checked = [*texts, *EDGE_TEXTS]  # the parity check's texts: `texts` and the export's edge cases
+    vectors = np.ascontiguousarray(encode(checked), dtype=np.float32)  # (checked, dim)
     with torch.inference_mode():
-        expected = torch.softmax(head.eval()(torch.from_numpy(vectors)), dim=1).numpy()  # (texts + edges, classes)
+        expected = torch.softmax(head.eval()(torch.from_numpy(vectors)), dim=1).numpy()  # (checked, classes)
     with atomic_dir(directory) as tmp:
         if isinstance(model, Path):
             parity = copy_export(model, tmp)
@@ -112,7 +113,7 @@ def export_classifier(
         for file in MODEL_FILES.values():
             append_head(tmp / file, head)
         write_head_files(tmp, head, directory.name)
-        figures = check_head(tmp, [*texts, *EDGE_TEXTS], expected)
+        figures = check_head(tmp, checked, expected)
         parity["head"] = {"labels": head.labels, "kind": head.config.kind, "reference": about, **figures}
         parity["bytes"] = {precision: (tmp / file).stat().st_size for precision, file in MODEL_FILES.items()}
         write_json(tmp / PARITY_FILE, parity)
@@ -255,10 +256,7 @@ def read_texts(path: str | Path, text_column: str = "text", limit: int = 256) ->
             raise DistillError(f"text file {str(path)!r} does not exist")
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     else:
-        frame = read_table(path)
-        if text_column not in frame.columns:
-            raise DistillError(f"{str(path)!r} has no column {text_column!r}; its columns are "
-                               f"{', '.join(map(repr, map(str, frame.columns)))}")  # fmt: skip
+        frame = read_table(path, columns=(text_column,))
         texts = [t for t in frame[text_column] if isinstance(t, str)]
     texts = [t for t in texts if t.strip()][:limit]
     if not texts:

@@ -195,7 +195,7 @@ def train_classifier(
     head, valid_predictions = fit_head(vectors, label_ids, [str(n) for n in names], train, valid, config,
                                        model=model, encoder=encoder)  # fmt: skip
     head.config.metrics = {
-        "valid_macro_f1": float(f1_score(label_ids[valid], valid_predictions, average="macro", zero_division=0)),
+        "valid_macro_f1": _macro_f1(label_ids[valid], valid_predictions),
         "valid_accuracy": float(accuracy_score(label_ids[valid], valid_predictions)),
         **head.config.metrics,
     }
@@ -341,9 +341,7 @@ def _fit_mlp(
     loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
     best_epoch, best_state = _fit(head, loss_fn, x, y, train, valid, config, score)
     head.load_state_dict(best_state)
-    with torch.no_grad():
-        valid_predictions = head.eval()(x[valid]).argmax(dim=1).numpy()
-    return head, valid_predictions, {"solver": "adamw", "best_epoch": best_epoch}
+    return head, _predict(head, x[valid]), {"solver": "adamw", "best_epoch": best_epoch}
 
 
 @contextlib.contextmanager
@@ -408,13 +406,15 @@ def evaluate_head(head_dir: str | Path | ClassifierHead, encode: Encode, texts: 
     head = head_dir if isinstance(head_dir, ClassifierHead) else ClassifierHead.load(head_dir)
     if head.config.task != "classify":
         raise DistillError(f"this is a {head.config.task} head; measure it with distill.tagging.evaluate_tagger")
+    return score_head(head, encode(texts), labels)
+
+
+def score_head(head: ClassifierHead, vectors: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """`evaluate_head` on vectors already embedded: (len(labels), dim)."""
     unknown = sorted(set(labels) - set(head.labels))
     if unknown:
         logger.warning("labels the head was not trained on (always counted wrong): %s", ", ".join(unknown))
-    predictions = head.predict(encode(texts))
+    predictions = head.predict(vectors)
     labels = [str(x) for x in labels]
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0)),
-        "n": len(labels),
-    }
+    return {"accuracy": float(accuracy_score(labels, predictions)), "macro_f1": _macro_f1(labels, predictions),
+            "n": len(labels)}  # fmt: skip

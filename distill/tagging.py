@@ -99,11 +99,7 @@ def _read_conll(path: Path) -> tuple[list[list[str]], list[list[str]]]:
 
 
 def _read_lists(path: Path, words_column: str, tags_column: str) -> tuple[list[list[str]], list[list[str]]]:
-    frame = read_table(path)
-    missing = [c for c in (words_column, tags_column) if c not in frame.columns]
-    if missing:
-        raise DistillError(f"{str(path)!r} has no column {', '.join(map(repr, missing))}; its columns are "
-                           f"{', '.join(map(repr, map(str, frame.columns)))}")  # fmt: skip
+    frame = read_table(path, columns=(words_column, tags_column))
     sentences, tags = [], []
     for row, (words, labels) in enumerate(zip(frame[words_column], frame[tags_column], strict=True), start=1):
         for value, column in ((words, words_column), (labels, tags_column)):
@@ -321,13 +317,19 @@ def evaluate_tagger(head: ClassifierHead | str | Path, token_encode: TokenEncode
     """{"entity_f1", "accuracy" (of words), "n" (sentences), "tokens" (words)} of a tokens head on `sentences`."""
     head = head if isinstance(head, ClassifierHead) else ClassifierHead.load(head)
     _check_task(head)
+    return score_tagger(head, token_encode(sentences), tags)
+
+
+def score_tagger(head: ClassifierHead, word_vectors: Sequence[np.ndarray],
+                 tags: Sequence[Sequence[str]]) -> dict[str, Any]:  # fmt: skip
+    """`evaluate_tagger` on word vectors already embedded: one (n_words, dim) array a sentence."""
     unknown = sorted({t for sentence in tags for t in sentence} - set(head.labels))
     if unknown:
         logger.warning("tags the head was not trained on (always counted wrong): %s", ", ".join(unknown))
-    predicted = predict_tags(head, token_encode(sentences))
+    predicted = predict_tags(head, word_vectors)
     gold = [t for sentence in tags for t in sentence]
     right = sum(g == p for g, p in zip(gold, (p for sentence in predicted for p in sentence), strict=True))
-    return {"entity_f1": entity_f1(tags, predicted), "accuracy": right / max(1, len(gold)), "n": len(sentences),
+    return {"entity_f1": entity_f1(tags, predicted), "accuracy": right / max(1, len(gold)), "n": len(tags),
             "tokens": len(gold)}  # fmt: skip
 
 

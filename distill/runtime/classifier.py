@@ -43,8 +43,7 @@ class OnnxClassifier(OnnxEmbedder):
             self.labels: list[str] = [str(x) for x in head["config"]["labels"]]  # the probabilities' columns
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DistillError(f"{str(path / HEAD_FILE)!r} is not a valid head config ({e})") from e
-        outputs = {o.name: o.shape for o in self.session.get_outputs()}
-        if outputs.get(PROBABILITIES, [None, None])[1] != len(self.labels):
+        if self.widths.get(PROBABILITIES) != len(self.labels):
             raise DistillError(f"{str(path / MODEL_FILES[precision])!r} has no {PROBABILITIES!r} output of "
                                f"{len(self.labels)} classes for the labels of {HEAD_FILE}; export it again with "
                                "`distill head export`")  # fmt: skip

@@ -163,11 +163,6 @@ class OnnxEmbedder:
     def widths(self) -> dict[str, int]:
         return {o.name: o.shape[1] for o in self.session.get_outputs()}
 
-    def run(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        """(batch, dim) vectors for one batch of token id lists (already truncated)."""
-        (vectors,) = self.session.run([OUTPUT_NAME], self.feeds(ids))
-        return vectors.astype(np.float32, copy=False)
-
     def feeds(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """The graph's inputs for one batch of token id lists: padded, or flat with offsets."""
         if self.config.inputs == "flat":
