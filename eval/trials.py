@@ -7,6 +7,7 @@ a few thousand sentences, and a real teacher of another family.
     python -m eval.trials token-targets [--run runs/default] [--batches 30]
     python -m eval.trials sts --sts ../shared/data/stsb-dev.tsv RUN [RUN ...]
     python -m eval.trials static-runtime [--run runs/default] [--texts 2000] [--threads 2] [--batch-size 128]
+    python -m eval.trials heads-polarity [--run runs/default] [--hidden 0,256]
 
 `layers` and `epochs` use the default teacher and the first `--limit` sentences of the default
 corpus (targets cached in `--cache-dir`); `distilbert-teacher` writes the default teacher's weights
@@ -14,7 +15,9 @@ as a DistilBERT sentence-transformers folder (same vectors, another family) for 
 `token-targets` times, per batch of 32 training texts of a run, reading the stored token vectors against
 recomputing them with the teacher (`--token-targets online`), beside one transformer student step;
 `static-runtime` times the static student's ONNX runtime (flat fp32 and int8 graphs, and the padded graph
-it had before) beside its tokenizer alone, model2vec and the torch teacher, alternated in one process.
+it had before) beside its tokenizer alone, model2vec and the torch teacher, alternated in one process;
+`heads-polarity` gives the 5-fold accuracy of `distill head`'s classifier on gensim's 200 polarity
+sentences, on the teacher and each student of a run, for each head width.
 """
 
 from __future__ import annotations
@@ -243,6 +246,32 @@ def _static_encoders(
         "static ONNX fp32 (padded, before)": lambda: before.encode(texts, batch_size),
     }
     return encoders, parity
+
+
+@main.command("heads-polarity")
+@click.option("--run", "run_dir", default="runs/default", show_default=True, help="A finished run.")
+@click.option("--hidden", "widths", default="0,256", show_default=True, help="Head widths (0: linear) to try.")
+def heads_polarity(run_dir: str, widths: str) -> None:
+    """5-fold accuracy (%) of a task head on gensim's polarity sentences, for the teacher and each student."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from distill.head_data import encoder_for
+    from distill.heads import HeadTrainConfig, score_head, train_classifier
+    from eval.tasks import PolarityProbe
+
+    logging.basicConfig(level=logging.WARNING, force=True)
+    summary = read_json(Path(run_dir) / "summary.json")
+    models = {"teacher": summary["teacher"], **{s["name"]: s["path"] for s in summary["students"]}}
+    probe = PolarityProbe()
+    labels = np.where(probe.labels == 1, "positive", "negative")
+    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(probe.texts, labels))
+    vectors = {name: encoder_for(model)[0](probe.texts) for name, model in models.items()}
+    click.echo("hidden  " + "  ".join(f"{name:>12}" for name in models))
+    for hidden in (int(w) for w in widths.split(",")):
+        config = HeadTrainConfig(hidden=hidden)
+        scores = [np.mean([score_head(train_classifier(x[a], list(labels[a]), config), x[b], list(labels[b]))[
+            "accuracy"] for a, b in folds]) for x in vectors.values()]  # fmt: skip
+        click.echo(f"{hidden:>6}  " + "  ".join(f"{100 * score:>12.2f}" for score in scores))
 
 
 @main.command("distilbert-teacher")
