@@ -31,10 +31,10 @@ export: $(INSTALLED) ## Export every student of runs/default to ONNX fp32 + int8
 	$(BIN)/distill export --run $(RUN)
 
 bench: $(INSTALLED) ## Measure runs/default now and print the headline figures (GROW=1: also train on ../shared text; SCALE=1: also how extraction scales)
-	$(BIN)/python -m eval.bench --run $(RUN) $(if $(SHARED_STS),--sts $(SHARED_STS)) \
+	$(BIN)/python -m eval.experiments.bench --run $(RUN) $(if $(SHARED_STS),--sts $(SHARED_STS)) \
 		$(if $(wildcard ../shared/data/corpus-reviews-speeches.txt),--other-text ../shared/data/corpus-reviews-speeches.txt) \
 		$(if $(GROW),--grow-on ../shared/data/corpus-reviews-speeches.txt)
-	$(if $(SCALE),$(BIN)/python -m eval.scale \
+	$(if $(SCALE),$(BIN)/python -m eval.experiments.scale \
 		$(if $(wildcard ../shared/data/corpus-reviews-speeches.txt),--corpus ../shared/data/corpus-reviews-speeches.txt))
 
 test: $(INSTALLED) ## Run the tests

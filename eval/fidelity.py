@@ -40,7 +40,7 @@ class FidelityEvaluator:
 class DomainFidelityEvaluator:
     """`__call__(encode) -> dict`: mean cosine to the teacher on each named set of texts, and their mean.
 
-    The sets are text of other forms than the training corpus (`distill.domains`): how well a
+    The sets are text of other forms than the training corpus (`distill.data.domains`): how well a
     model holds up on text it was never trained on. Each set counts once in the mean, whatever
     its size, as in the run's summary.json.
     """

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 
 import students
-from distill.corpus import Split
+from distill.data.corpus import Split
+from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.export import EXPORT_DIR, EXPORT_FORMAT, PARITY_FILE, export_student
+from distill.export.exporter import EXPORT_DIR, EXPORT_FORMAT, PARITY_FILE, export_student
 from distill.io import atomic_dir, read_json
-from distill.pipeline import folder_bytes
 from distill.runtime import MODEL_FILES, OnnxEmbedder
-from distill.targets import Targets
-from distill.teacher import Teacher, read_teacher_files
+from distill.teacher.model import Teacher, read_teacher_files
+from distill.training.pipeline import folder_bytes
 from eval.latency import BatchEncode
 from students.transformer import TransformerStudent
 

@@ -1,7 +1,7 @@
 """`distill eval`: the teacher, every student and the peer baseline on the same data, in one process.
 
 `evaluate_run` measures, on the run's test split and on held-out text of other forms than the
-training corpus (`distill.domains`, which no student trains on); `write_report` writes
+training corpus (`distill.data.domains`, which no student trains on); `write_report` writes
 `report.json`, `report.md` and the plots into the run folder. Quality figures are deterministic
 (fixed data, fixed folds); speeds are taken with one thread count for every model and also given
 as ratios to the teacher timed beside them.
@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distill.corpus import Split
-from distill.domains import other_domain_texts
+from distill.data.corpus import Split
+from distill.data.domains import other_domain_texts
+from distill.data.targets import Targets
 from distill.errors import DistillError
 from distill.io import atomic_path, write_json
-from distill.pipeline import open_run, run_teacher
-from distill.targets import Targets
-from distill.teacher import Teacher
-from distill.trainer import token_fidelity
+from distill.teacher.model import Teacher
+from distill.training.pipeline import open_run, run_teacher
+from distill.training.trainer import token_fidelity
 from eval import plots
 from eval.fidelity import DomainFidelityEvaluator, FidelityEvaluator
 from eval.latency import measure, with_ratios
@@ -82,7 +82,7 @@ def evaluate_from_model(
 ) -> tuple[dict, dict]:
     """The core of `evaluate_run`, on a teacher and targets already in memory.
 
-    `other_domain`: named sets of held-out text of other forms (`distill.domains.other_domain_texts()`).
+    `other_domain`: named sets of held-out text of other forms (`distill.data.domains.other_domain_texts()`).
     """
     threads = settings.threads or torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from distill.corpus import gensim_test_data
+from distill.data.corpus import gensim_test_data
 from distill.errors import DistillError
 from eval.fidelity import unit
 

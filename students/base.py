@@ -24,9 +24,8 @@ from distill.errors import DistillError
 from distill.io import atomic_dir, read_json, write_json
 
 if TYPE_CHECKING:
-    from distill.targets import Targets
-    from distill.teacher import Teacher
-    from distill.trainer import TrainConfig
+    from distill.data.targets import Targets
+    from distill.teacher.model import Teacher
 
 CONFIG_FILE = "student.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -54,7 +53,7 @@ class Student(nn.Module):
     kind: ClassVar[str]
     config_class: ClassVar[type[StudentConfig]] = StudentConfig
     special_tokens: ClassVar[bool] = True  # whether the tokenizer adds [CLS] / [SEP]
-    default_training: ClassVar[dict[str, Any]] = {}  # TrainConfig fields this kind trains best with
+    default_training: ClassVar[dict[str, Any]] = {}  # `TrainConfig` fields this kind trains best with
 
     def __init__(self, config: StudentConfig, tokenizer: Tokenizer) -> None:
         super().__init__()
@@ -66,9 +65,10 @@ class Student(nn.Module):
         """Raise DistillError, before any work, when this kind cannot be built from `teacher` with `options`."""
 
     @classmethod
-    def uses_token_vectors(cls, options: dict[str, Any], train: TrainConfig) -> bool:
-        """Whether this kind, with these options and training settings, learns from the teacher's token vectors."""
-        return train.token_loss_weight > 0
+    def uses_token_vectors(cls, options: dict[str, Any], token_loss_weight: float) -> bool:
+        """Whether this kind, with these options and this token loss weight, learns from the teacher's token
+        vectors."""
+        return token_loss_weight > 0
 
     @classmethod
     def from_teacher(cls, teacher: Teacher, targets: Targets, **options: Any) -> Student:

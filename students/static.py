@@ -22,17 +22,16 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from distill.corpus import Split
+from distill.data.corpus import Split
+from distill.data.targets import TokenTargets
 from distill.errors import DistillError
 from distill.io import write_json
-from distill.targets import TokenTargets
-from distill.tokens import check_fits
+from distill.teacher.tokens import check_fits
 from students.base import Student, StudentConfig
 
 if TYPE_CHECKING:
-    from distill.targets import Targets
-    from distill.teacher import Teacher
-    from distill.trainer import TrainConfig
+    from distill.data.targets import Targets
+    from distill.teacher.model import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class StaticStudent(Student):
     default_training: ClassVar[dict[str, Any]] = {"lr": 1e-2, "epochs": 10, "batch_size": 256, "patience": 2}
 
     @classmethod
-    def uses_token_vectors(cls, options: dict[str, Any], train: TrainConfig) -> bool:
+    def uses_token_vectors(cls, options: dict[str, Any], token_loss_weight: float) -> bool:
         return options.get("init", "context") == "context"
 
     @classmethod

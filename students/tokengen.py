@@ -6,7 +6,7 @@ trained by regression on the teacher's vocabulary (a part held out to measure it
 words from the corpus and gensim's word lists that the vocabulary does not hold as one token.
 It can then (a) write the whole table of a static student, (b) give a vector to any word, in or
 out of the vocabulary, and (c) stand in for a transformer's embedding table. It reads each token's
-`distill.tokens.Spelling`, so it works alike for WordPiece, byte-level BPE and SentencePiece vocabularies.
+`distill.teacher.tokens.Spelling`, so it works alike for WordPiece, byte-level BPE and SentencePiece vocabularies.
 
 As a student it is a static student whose table is generated: rows from the generator, one
 learned weight per token, and one shared affine map into the space of sentence vectors.
@@ -32,15 +32,15 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
 
-from distill.corpus import Split, gensim_test_data
+from distill.data.corpus import Split, gensim_test_data
 from distill.errors import DistillError
-from distill.tokens import Speller, Spelling, check_fits
+from distill.teacher.tokens import Speller, Spelling, check_fits
 from students.base import Student, StudentConfig
 from students.static import masked_mean
 
 if TYPE_CHECKING:
-    from distill.targets import Targets
-    from distill.teacher import Teacher
+    from distill.data.targets import Targets
+    from distill.teacher.model import Teacher
 
 logger = logging.getLogger(__name__)
 

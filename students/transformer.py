@@ -31,13 +31,13 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from distill.errors import DistillError
 from distill.io import read_json, write_json
-from distill.teacher import Dense, Pooling, load_model, pool, pooling_config
+from distill.teacher.model import Dense, Pooling, load_model, pool, pooling_config
 from students.base import Student, StudentConfig
 from students.layer_subset import Widths, build_encoder, check_choice, default_layers, family, intermediate_size
 
 if TYPE_CHECKING:
-    from distill.targets import Targets
-    from distill.teacher import Teacher
+    from distill.data.targets import Targets
+    from distill.teacher.model import Teacher
 
 logger = logging.getLogger(__name__)
 

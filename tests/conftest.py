@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from distill.corpus import assign_splits
-from distill.export import export_student
-from distill.targets import Targets, build_targets
-from distill.teacher import DEFAULT_TEACHER, Pooling, Teacher, resolve_teacher
+from distill.data.corpus import assign_splits
+from distill.data.targets import Targets, build_targets
+from distill.export.exporter import export_student
+from distill.teacher.model import DEFAULT_TEACHER, Pooling, Teacher, resolve_teacher
 from students.static import StaticConfig, StaticStudent
 
 SENTENCES = [

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from distill.corpus import assign_splits
-from distill.export import export_student
-from distill.targets import build_targets
+from distill.data.corpus import assign_splits
+from distill.data.targets import build_targets
+from distill.export.exporter import export_student
 from students.layer_subset import SUPPORTED_FAMILIES
 from students.transformer import TransformerStudent
 from tests.conftest import SENTENCES

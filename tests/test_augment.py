@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from distill.augment import Augment, augmented, parse
-from distill.config import RunConfig
-from distill.corpus import Split
+from distill.data.augment import Augment, augmented, parse
+from distill.data.corpus import Split
 from distill.errors import DistillError
-from distill.pipeline import run_from_model
-from distill.teacher import Teacher
+from distill.teacher.model import Teacher
+from distill.training.config import RunConfig
+from distill.training.pipeline import run_from_model
 
 TEXTS = ["The committee approved the new budget on Tuesday.", "Rain is expected, across the north.", "Short one."]
 
@@ -36,8 +36,8 @@ def test_augmented_texts_join_the_training_split_only(tiny_teacher: Teacher, cor
 
 
 def test_bags_draw_whole_words_of_the_vocabulary(tiny_teacher: Teacher) -> None:
-    from distill.augment import bags, vocabulary_words
-    from distill.tokens import Speller
+    from distill.data.augment import bags, vocabulary_words
+    from distill.teacher.tokens import Speller
 
     words = vocabulary_words(Speller(tiny_teacher.tokenizer.backend_tokenizer).spellings())
     assert len(words) > 10_000 and "the" in words and not any(w.startswith("##") for w in words)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from distill.cli import main
+from distill.cli.commands import main
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:

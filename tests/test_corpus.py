@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.corpus import Split, assign_splits, clean, default_corpus, load_corpus, review_texts, split_sentences
+from distill.data.corpus import Split, assign_splits, clean, default_corpus, load_corpus, review_texts, split_sentences
 from distill.errors import DistillError
 
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from distill.cli import main
-from distill.corpus import assign_splits, fingerprint
+from distill.cli.commands import main
+from distill.data.corpus import assign_splits, fingerprint
+from distill.data.targets import build_targets, cache_key
 from distill.device import Placement, Precision
 from distill.errors import DistillError
-from distill.targets import build_targets, cache_key
-from distill.teacher import Teacher
-from distill.trainer import TrainConfig, Trainer
+from distill.teacher.model import Teacher
+from distill.training.trainer import TrainConfig, Trainer
 from students.static import StaticStudent
 from students.transformer import TransformerStudent
 from tests.conftest import SENTENCES

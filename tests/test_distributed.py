@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import distill.targets as targets_module
+import distill.data.targets as targets_module
 from distill import distributed
-from distill.corpus import assign_splits
-from distill.targets import Targets, build_targets
-from distill.teacher import Teacher
-from distill.textstore import write_store
+from distill.data.corpus import assign_splits
+from distill.data.targets import Targets, build_targets
+from distill.data.textstore import write_store
+from distill.teacher.model import Teacher
 from tests.families import save_teacher, tiny_teacher
 
 
@@ -104,7 +104,7 @@ def test_chunks_are_shared_out_by_rank_and_a_killed_run_resumes_with_any_number_
 
 
 def test_processes_flag_is_checked_and_stripped() -> None:
-    from distill.cli import _without_processes
+    from distill.cli.commands import _without_processes
 
     assert _without_processes(["run", "--processes", "2", "--epochs", "1", "--processes=3"]) == [
         "run", "--epochs", "1",

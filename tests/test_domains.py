@@ -1,7 +1,7 @@
 """The held-out sets of other forms: present, cleaned, and never the default corpus."""
 
-from distill.corpus import default_corpus
-from distill.domains import forum_sentences, forum_titles, other_domain_texts
+from distill.data.corpus import default_corpus
+from distill.data.domains import forum_sentences, forum_titles, other_domain_texts
 
 
 def test_other_domain_sets_are_varied_clean_and_unlike_the_training_corpus() -> None:

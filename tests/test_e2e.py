@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 import students
-from distill.cli import main
-from distill.corpus import default_corpus
+from distill.cli.commands import main
+from distill.data.corpus import default_corpus
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +106,7 @@ def test_a_polarity_head_from_compare_to_the_served_onnx_graph(static_run: Path,
     student's exported with its head and served, with the labels torch gives."""
     from fastapi.testclient import TestClient
 
-    from distill.heads import ClassifierHead
+    from distill.heads.classifier import ClassifierHead
     from distill.runtime import OnnxClassifier
     from distill.runtime.serve import create_app
     from eval.tasks import PolarityProbe

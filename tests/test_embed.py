@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from transformers import BertTokenizerFast
 
 import distill.runtime.embed
-from distill.cli import main
+from distill.cli.commands import main
 from distill.runtime import OnnxEmbedder
 from tests.conftest import SENTENCES, export_tiny_static
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from distill.cli import main
-from distill.config import RunConfig
+from distill.cli.commands import main
+from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.pipeline import run_from_model
-from distill.targets import Targets
-from distill.teacher import Teacher
-from eval.bench import headline, sts_gaps, sts_lines
+from distill.teacher.model import Teacher
+from distill.training.config import RunConfig
+from distill.training.pipeline import run_from_model
+from eval.experiments.bench import headline, sts_gaps, sts_lines
 from eval.fidelity import (
     DomainFidelityEvaluator,
     cross_retrieval_recall,
@@ -148,7 +148,7 @@ def tiny_run(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.
     return Path(summary.run_dir), json.loads((Path(summary.run_dir) / "summary.json").read_text()), targets
 
 
-# Held-out text of other forms than the tiny corpus, as `distill.domains.other_domain_texts()` gives it.
+# Held-out text of other forms than the tiny corpus, as `distill.data.domains.other_domain_texts()` gives it.
 OTHER_DOMAIN = {
     "chat": ["how are you today?", "what is your favourite film?", "i am fine thanks", "do you like music?"],
     "titles": ["Space shuttle launch delayed", "Question about orbital mechanics", "Best violin for a beginner"],

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import distill.export
+import distill.export.exporter
 import students
+from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.export import export_student
+from distill.export.exporter import export_student
 from distill.runtime import OnnxEmbedder
-from distill.targets import Targets
-from distill.teacher import Teacher
+from distill.teacher.model import Teacher
 from students.base import Student
 from students.static import StaticStudent
 from students.tokengen import TokenGenStudent
@@ -100,7 +100,7 @@ def test_runtime_says_what_is_missing(tmp_path: Path) -> None:
 def test_an_export_that_disagrees_with_torch_fails_and_writes_nothing(
     tiny_teacher: Teacher, tiny_targets: Targets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(distill.export, "FP32_TOLERANCE", -1.0)  # no export can meet it
+    monkeypatch.setattr(distill.export.exporter, "FP32_TOLERANCE", -1.0)  # no export can meet it
     student: Student = BUILDERS["static"](tiny_teacher, tiny_targets)
     with pytest.raises(DistillError, match="differs from the torch student"):
         export_student(student, tmp_path / "export", name="static", texts=SENTENCES)
@@ -131,7 +131,9 @@ def test_runtime_embeds_without_torch(exported: tuple[Path, dict], tmp_path: Pat
 
 def test_export_does_not_import_the_eval_suite() -> None:
     """The layers go one way: eval uses export, export never eval (the import circle of issue 13)."""
-    code = "import sys, distill.export; assert not [m for m in sys.modules if m.split('.')[0] == 'eval'], 'eval'"
+    code = (
+        "import sys, distill.export.exporter; assert not [m for m in sys.modules if m.split('.')[0] == 'eval'], 'eval'"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr
 

@@ -11,12 +11,12 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel
 
 import students
-from distill.cli import main
-from distill.corpus import assign_splits
+from distill.cli.commands import main
+from distill.data.corpus import assign_splits
+from distill.data.targets import Targets, build_targets
 from distill.errors import DistillError
-from distill.export import export_student
-from distill.targets import Targets, build_targets
-from distill.teacher import Teacher
+from distill.export.exporter import export_student
+from distill.teacher.model import Teacher
 from students.layer_subset import SUPPORTED_FAMILIES, default_layers
 from students.transformer import TransformerStudent
 from tests.conftest import SENTENCES
@@ -208,7 +208,7 @@ def test_a_narrow_student_of_a_teacher_with_dense_modules_saves_every_module(
     """Pooling -> the projection back -> the teacher's two Dense modules -> Normalize, reloaded exactly everywhere."""
     from torch import nn
 
-    from distill.teacher import Dense
+    from distill.teacher.model import Dense
 
     base = teachers["mpnet"]
     dense = nn.Sequential(Dense(32, 24, activation=nn.Tanh()), Dense(24, 16))

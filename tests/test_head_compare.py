@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 from transformers import BertTokenizerFast
 
-from distill.cli import main
+from distill.cli.commands import main
 from distill.errors import DistillError
-from distill.head_compare import Labelled, compare_heads, markdown_table, resolve_models
-from distill.head_data import read_labelled
-from distill.heads import HeadTrainConfig
+from distill.heads.classifier import HeadTrainConfig
+from distill.heads.data import read_labelled
+from eval.head_compare import Labelled, compare_heads, markdown_table, resolve_models
 from students.static import StaticConfig, StaticStudent
 from tests.test_heads import _sentences
 

@@ -17,17 +17,17 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from transformers import BertTokenizerFast
 
-import distill.head_export
+import distill.heads.export
 import students
-from distill.cli import main
+from distill.cli.commands import main
+from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.export import EDGE_TEXTS, export_student
-from distill.head_export import export_classifier, export_head
-from distill.heads import ClassifierHead, HeadTrainConfig, train_classifier
+from distill.export.exporter import EDGE_TEXTS, export_student
+from distill.heads.classifier import ClassifierHead, HeadTrainConfig, train_classifier
+from distill.heads.export import export_classifier, export_head
 from distill.runtime import OnnxClassifier, OnnxEmbedder
 from distill.runtime.serve import create_app
-from distill.targets import Targets
-from distill.teacher import Teacher
+from distill.teacher.model import Teacher
 from students.static import StaticConfig, StaticStudent
 from students.transformer import TransformerStudent
 
@@ -186,7 +186,7 @@ def test_mistakes_are_refused_and_write_nothing(
     head.config.task = "tokens"  # a token-tagging head
     with pytest.raises(DistillError, match="only a classify head"):
         export_classifier(head, students.load(student_dirs["static"]), tmp_path / "out", texts=CHECK_TEXTS)
-    monkeypatch.setattr(distill.head_export, "HEAD_TOLERANCE", -1.0)  # no graph can meet it
+    monkeypatch.setattr(distill.heads.export, "HEAD_TOLERANCE", -1.0)  # no graph can meet it
     with pytest.raises(DistillError, match="differ from the torch head's"):
         export_head(head_dir, None, tmp_path / "out", texts=CHECK_TEXTS)
     assert [p.name for p in tmp_path.iterdir()] == ["head"]

@@ -10,11 +10,11 @@ import torch
 from click.testing import CliRunner
 from transformers import BertTokenizerFast
 
-from distill.cli import main
+from distill.cli.commands import main
 from distill.errors import DistillError
-from distill.export import export_student
-from distill.head_data import encoder_for, read_labelled, with_progress
-from distill.heads import ClassifierHead, HeadTrainConfig, evaluate_head, stratified_split, train_classifier
+from distill.export.exporter import export_student
+from distill.heads.classifier import ClassifierHead, HeadTrainConfig, evaluate_head, stratified_split, train_classifier
+from distill.heads.data import encoder_for, read_labelled, with_progress
 from students.static import StaticConfig, StaticStudent
 
 TOPICS = {

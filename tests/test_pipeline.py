@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 
 import students
-from distill.config import RunConfig
-from distill.pipeline import run_from_model
-from distill.teacher import Teacher
+from distill.teacher.model import Teacher
+from distill.training.config import RunConfig
+from distill.training.pipeline import run_from_model
 from tests.conftest import SENTENCES
 
 
@@ -24,7 +24,7 @@ def test_run_from_model_trains_saves_and_summarises(tiny_teacher: Teacher, corpu
 
 
 def test_a_named_student_of_a_given_kind_trains_beside_its_kind(tmp_path: Path) -> None:
-    from distill.config import build_config
+    from distill.training.config import build_config
 
     config = build_config(
         {"students": ["static", "wide"], "wide": {"kind": "static", "init": "vocab", "epochs": 1}}, {}

@@ -26,11 +26,11 @@ from fastapi.testclient import TestClient
 from transformers import BertTokenizerFast
 
 import distill.runtime.serve
-from distill.cli import main
+from distill.cli.commands import main
 from distill.errors import DistillError
 from distill.runtime import OnnxEmbedder
 from distill.runtime.serve import ApiError, Batcher, create_app
-from eval.loadtest import load_test
+from eval.experiments.loadtest import load_test
 from tests.conftest import SENTENCES, export_tiny_static
 
 MAX_BATCH, MAX_CHARS = 8, 300
@@ -463,7 +463,7 @@ def test_several_worker_processes_serve_one_port(export_dir: Path, embedder: Onn
     import httpx
 
     pair = ["the cat sat on the mat", "a dog"]
-    from eval.loadtest import running_server
+    from eval.experiments.loadtest import running_server
 
     with running_server(export_dir, threads=1, workers=2, api_key=KEY) as url:
         answers = [httpx.post(f"{url}/v1/embeddings", json={"input": pair}, headers=bearer(), timeout=30)

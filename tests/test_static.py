@@ -8,11 +8,11 @@ from sentence_transformers import SentenceTransformer
 from torch import nn
 
 import students
-from distill.corpus import Split, assign_splits
+from distill.data.corpus import Split, assign_splits
+from distill.data.targets import Targets, build_targets
 from distill.errors import DistillError
-from distill.targets import Targets, build_targets
-from distill.teacher import Dense, Teacher
-from distill.trainer import TrainConfig, Trainer, fidelity
+from distill.teacher.model import Dense, Teacher
+from distill.training.trainer import TrainConfig, Trainer, fidelity
 from students.static import StaticConfig, StaticStudent, context_table, sentence_space
 from tests.conftest import SENTENCES
 from tests.families import tiny_teacher as family_teacher

@@ -9,9 +9,9 @@ import pytest
 from transformers import BertTokenizerFast
 
 from distill.errors import DistillError
-from distill.export import export_config, export_onnx, export_student
+from distill.export.exporter import export_config, export_onnx, export_student
+from distill.export.static_graph import quantize_rows
 from distill.runtime import FLAT_INPUT_NAMES, OnnxEmbedder, flatten
-from distill.static_export import quantize_rows
 from eval.latency import tokenizer_throughput
 from students.static import StaticConfig, StaticStudent
 from tests.conftest import SENTENCES

@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 from transformers import BertTokenizerFast
 
-from distill.cli import main
+from distill.cli.commands import main
+from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.heads import ClassifierHead, HeadTrainConfig, evaluate_head
-from distill.tagging import (
+from distill.heads.classifier import ClassifierHead, HeadTrainConfig, evaluate_head
+from distill.heads.tagging import (
     entity_f1,
     entity_spans,
     evaluate_tagger,
@@ -25,8 +26,7 @@ from distill.tagging import (
     token_encoder_for,
     train_tagger,
 )
-from distill.targets import Targets
-from distill.teacher import Teacher
+from distill.teacher.model import Teacher
 from students.base import prepare_tokenizer
 from students.static import StaticConfig, StaticStudent
 from students.transformer import TransformerStudent
@@ -163,7 +163,7 @@ def test_words_past_the_max_length_get_the_fallback_tag_and_a_warning(
     assert all(np.isnan(v[6:]).all() and not np.isnan(v[:6]).any() for v in vectors)  # 8 = [CLS] + 6 words + [SEP]
     head = train_tagger(vectors, tags, QUICK)
     assert head.config.metrics["words_without_vector"] == sum(missing)
-    with caplog.at_level(logging.WARNING, logger="distill.tagging"):
+    with caplog.at_level(logging.WARNING, logger="distill.heads.tagging"):
         predicted = predict_tags(head, vectors)
     assert all(p[6:] == ["O"] * (len(p) - 6) for p in predicted)
     assert f"{sum(missing)} of {sum(map(len, tags))} words have no vector" in caplog.text

@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import distill.targets as targets_module
-from distill.corpus import assign_splits
-from distill.targets import build_targets
-from distill.teacher import Teacher
+import distill.data.targets as targets_module
+from distill.data.corpus import assign_splits
+from distill.data.targets import build_targets
+from distill.teacher.model import Teacher
 
 
 def test_targets_match_the_teacher_and_are_reused(

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from distill.errors import DistillError
-from distill.teacher import DEFAULT_TEACHER, Dense, Pooling, Teacher, pool, resolve_teacher
+from distill.teacher.model import DEFAULT_TEACHER, Dense, Pooling, Teacher, pool, resolve_teacher
 from tests.conftest import SENTENCES
 from tests.families import tiny_teacher as family_teacher
 

@@ -12,9 +12,9 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Dense as STDense
 from torch import nn
 
-import distill.teacher
+import distill.teacher.model
 from distill.errors import DistillError
-from distill.teacher import Dense, Pooling, Teacher, TeacherFiles, pooling_config, read_teacher_files
+from distill.teacher.model import Dense, Pooling, Teacher, TeacherFiles, pooling_config, read_teacher_files
 from tests.conftest import SENTENCES
 from tests.families import save_teacher, tiny_teacher
 
@@ -188,14 +188,14 @@ def test_a_dense_activation_that_is_not_a_torch_module_is_refused(activation: st
 
 def test_a_hub_teacher_is_read_from_its_downloaded_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = teacher_folder(tmp_path / "snapshot", "bert", Pooling.CLS)
-    monkeypatch.setattr(distill.teacher, "snapshot_download", lambda name, **kwargs: str(path))
+    monkeypatch.setattr(distill.teacher.model, "snapshot_download", lambda name, **kwargs: str(path))
     teacher = Teacher.load("someone/tiny-teacher")
     assert (teacher.path, teacher.pooling, teacher.dim) == (path, Pooling.CLS, 16)
 
     def unreachable(name: str, **kwargs: object) -> str:
         raise OSError("cannot reach the hub\nmore detail")
 
-    monkeypatch.setattr(distill.teacher, "snapshot_download", unreachable)
+    monkeypatch.setattr(distill.teacher.model, "snapshot_download", unreachable)
     with pytest.raises(
         DistillError, match=r"could not load teacher 'someone/tiny-teacher': cannot reach the hub\. Pass"
     ):

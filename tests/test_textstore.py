@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill import textstore
-from distill.corpus import assign_splits, clean, fingerprint, iter_corpus, load_corpus
+from distill.data import textstore
+from distill.data.corpus import assign_splits, clean, fingerprint, iter_corpus, load_corpus
+from distill.data.textstore import TextStore, ingest, write_store
 from distill.errors import DistillError
-from distill.textstore import TextStore, ingest, write_store
 
 TEXTS = ["plain", "", "naïve café ☕ 日本語 🙂", "two\nlines", "\n", "  spaced  ", "plain", "x" * 3000, "\r\n\u2028"]
 
@@ -119,7 +119,7 @@ MESSY = [
 
 @pytest.mark.parametrize("texts", [MESSY, MESSY * 3, [], ["", " "]])
 def test_ingest_cleans_as_clean_does(tmp_path: Path, caplog: pytest.LogCaptureFixture, texts: list[str]) -> None:
-    with caplog.at_level(logging.INFO, logger="distill.corpus"):
+    with caplog.at_level(logging.INFO, logger="distill.data.corpus"):
         expected, expected_stats = clean(texts, max_chars=30)
         store, stats = ingest(iter(texts), tmp_path, max_chars=30)
     assert list(store) == expected

@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.config import RunConfig
-from distill.corpus import assign_splits
+from distill.data.corpus import assign_splits
+from distill.data.targets import STORE_LIMIT, Targets, TokenTargets, build_targets, choose_token_targets
 from distill.errors import DistillError
-from distill.pipeline import run_from_model
-from distill.targets import STORE_LIMIT, Targets, TokenTargets, build_targets, choose_token_targets
-from distill.teacher import Teacher
-from distill.trainer import TrainConfig, Trainer
+from distill.teacher.model import Teacher
+from distill.training.config import RunConfig
+from distill.training.pipeline import run_from_model
+from distill.training.trainer import TrainConfig, Trainer
 from students.static import StaticStudent
 from students.transformer import TransformerStudent
 

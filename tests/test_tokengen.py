@@ -5,12 +5,12 @@ import pytest
 import torch
 
 import students
-from distill.corpus import assign_splits
+from distill.data.corpus import assign_splits
+from distill.data.targets import Targets, build_targets
 from distill.errors import DistillError
-from distill.targets import Targets, build_targets
-from distill.teacher import Teacher
-from distill.tokens import Speller, Spelling
-from distill.trainer import TrainConfig, Trainer
+from distill.teacher.model import Teacher
+from distill.teacher.tokens import Speller, Spelling
+from distill.training.trainer import TrainConfig, Trainer
 from students.tokengen import TokenGenConfig, TokenGenerator, TokenGenStudent, fit_generator, read_words
 from tests.conftest import SENTENCES
 from tests.families import tiny_teacher as family_teacher

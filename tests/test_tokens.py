@@ -4,7 +4,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from distill.errors import DistillError
-from distill.tokens import Scheme, Speller, Spelling, byte_alphabet, check_fits, decode_bytes
+from distill.teacher.tokens import Scheme, Speller, Spelling, byte_alphabet, check_fits, decode_bytes
 from tests.conftest import SENTENCES
 from tests.families import train_tokenizer
 

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.corpus import Split, assign_splits
+from distill.data.corpus import Split, assign_splits
+from distill.data.targets import Targets, build_targets
 from distill.errors import DistillError
-from distill.targets import Targets, build_targets
-from distill.teacher import Teacher
-from distill.trainer import TrainConfig, Trainer, fidelity
+from distill.teacher.model import Teacher
+from distill.training.trainer import TrainConfig, Trainer, fidelity
 from students.static import StaticStudent
 
 
@@ -51,7 +51,7 @@ def test_resume_goes_on_from_the_checkpoint(tiny_teacher: Teacher, targets: Targ
 
 def test_a_student_never_ends_worse_than_it_started(tiny_teacher: Teacher, targets: Targets, tmp_path: Path) -> None:
     """A learning rate far too high wrecks every epoch: the student comes back as it was built, and says so."""
-    from distill.pipeline import student_warnings
+    from distill.training.pipeline import student_warnings
 
     student = StaticStudent.from_teacher(tiny_teacher, targets)
     before = _valid(student, targets)
@@ -69,7 +69,7 @@ def test_bad_training_settings_are_user_errors(bad: dict) -> None:
 
 
 def test_short_runs_warm_up_for_a_third_and_long_runs_keep_their_fraction() -> None:
-    from distill.trainer import warmup_steps
+    from distill.training.trainer import warmup_steps
 
     assert warmup_steps(0.05, 10) == 3  # 1 epoch of a few thousand sentences: not one full-size step at once
     assert warmup_steps(0.05, 60) == 20

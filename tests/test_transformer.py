@@ -6,11 +6,11 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 import students
-from distill.corpus import Split, assign_splits
+from distill.data.corpus import Split, assign_splits
+from distill.data.targets import Targets, build_targets
 from distill.errors import DistillError
-from distill.targets import Targets, build_targets
-from distill.teacher import Teacher
-from distill.trainer import TrainConfig, Trainer, fidelity, token_fidelity
+from distill.teacher.model import Teacher
+from distill.training.trainer import TrainConfig, Trainer, fidelity, token_fidelity
 from students.transformer import TransformerStudent
 from tests.conftest import SENTENCES
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distill.runtime.guards import ApiError
-from distill.runtime.metrics import Histogram
+from distill.runtime.stats import BatchStats, Histogram
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +27,6 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # texts per model call
 
 def _shutting_down() -> ApiError:
     return ApiError(503, "the server is shutting down", kind="server_error")
-
-
-@dataclass
-class BatchStats:
-    """Counters of the batching worker: `encode_calls` < `requests` means requests were served together."""
-
-    requests: int = 0
-    texts: int = 0
-    tokens: int = 0
-    encode_calls: int = 0
-    largest_batch: int = 0  # the most texts one encode call took
 
 
 @dataclass

@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from distill.runtime.serve import BatchStats
+from distill.runtime.stats import BatchStats, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)  # seconds
 # metric labels; any other path is "other"
 ENDPOINTS = ("/health", "/metrics", "/v1/classify", "/v1/embeddings", "/v1/models")
-
-
-class Histogram:
-    """A Prometheus histogram: how many observations fell at or under each bound, and their sum."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds, self.counts, self.sum = tuple(bounds), [0] * (len(bounds) + 1), 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    def lines(self, name: str) -> list[str]:
-        cumulative = list(itertools.accumulate(self.counts))
-        les = [f"{bound:g}" for bound in self.bounds] + ["+Inf"]
-        buckets = [f'{name}_bucket{{le="{le}"}} {n}' for le, n in zip(les, cumulative, strict=True)]
-        return [*buckets, f"{name}_sum {self.sum}", f"{name}_count {cumulative[-1]}"]
 
 
 @dataclass

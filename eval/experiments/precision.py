@@ -1,6 +1,6 @@
 """The teacher's extraction speed in each precision, on a run's own test texts.
 
-    python -m eval.precision --run runs/default [--texts 1024] [--device auto]
+    python -m eval.experiments.precision --run runs/default [--texts 1024] [--device auto]
 
 Prints texts per second for fp32, bf16 and fp16 (each timed twice, the better pass counts) and
 each precision's mean and minimum cosine to the fp32 vectors: what `--precision` buys and costs.
@@ -14,10 +14,10 @@ import time
 import click
 import numpy as np
 
-from distill.corpus import Split
+from distill.data.corpus import Split
 from distill.device import Placement, Precision
 from distill.errors import DistillError
-from distill.pipeline import open_run, run_teacher
+from distill.training.pipeline import open_run, run_teacher
 
 
 def measure(run_dir: str, texts: int, device: str, batch_size: int) -> list[str]:

@@ -96,7 +96,7 @@ def encoder_for(model: str, precision: str = "fp32") -> tuple[Encode, str]:
 
         kind = ExportConfig.read(path / CONFIG_FILE).kind
         return OnnxEmbedder(path, precision=precision).encode, f"{kind} export {model} ({precision})"
-    from distill.teacher import Teacher
+    from distill.teacher.model import Teacher
 
     _check_model_path(model)
     return Teacher.load(model).sentence_vectors, f"teacher {model}"

@@ -1,13 +1,14 @@
 """Small recipe trials behind the README's figures: which teacher layers to keep, how training behaves on
 a few thousand sentences, and a real teacher of another family.
 
-    python -m eval.trials layers [--limit 3000] [--layers "0,5;1,5;0,4;0,2,5;0,3,5"]
-    python -m eval.trials epochs [--limit 3000] [--student static] [--epochs 1,2,6]
-    python -m eval.trials distilbert-teacher OUT
-    python -m eval.trials token-targets [--run runs/default] [--batches 30]
-    python -m eval.trials sts --sts ../shared/data/stsb-dev.tsv RUN [RUN ...]
-    python -m eval.trials static-runtime [--run runs/default] [--texts 2000] [--threads 2] [--batch-size 128]
-    python -m eval.trials heads-polarity [--run runs/default] [--hidden 0,256]
+    python -m eval.experiments.trials layers [--limit 3000] [--layers "0,5;1,5;0,4;0,2,5;0,3,5"]
+    python -m eval.experiments.trials epochs [--limit 3000] [--student static] [--epochs 1,2,6]
+    python -m eval.experiments.trials distilbert-teacher OUT
+    python -m eval.experiments.trials token-targets [--run runs/default] [--batches 30]
+    python -m eval.experiments.trials sts --sts ../shared/data/stsb-dev.tsv RUN [RUN ...]
+    python -m eval.experiments.trials static-runtime [--run runs/default] [--texts 2000] [--threads 2] \
+        [--batch-size 128]
+    python -m eval.experiments.trials heads-polarity [--run runs/default] [--hidden 0,256]
 
 `layers` and `epochs` use the default teacher and the first `--limit` sentences of the default
 corpus (targets cached in `--cache-dir`); `distilbert-teacher` writes the default teacher's weights
@@ -36,13 +37,13 @@ from typing import Any
 import click
 import numpy as np
 
-from distill.config import RunConfig
-from distill.corpus import Split
+from distill.data.corpus import Split
+from distill.data.targets import Targets
 from distill.io import read_json
-from distill.pipeline import Stopwatch, load_teacher, prepare
-from distill.targets import Targets
-from distill.teacher import Teacher, resolve_teacher
-from distill.trainer import TrainConfig, Trainer, fidelity
+from distill.teacher.model import Teacher, resolve_teacher
+from distill.training.config import RunConfig
+from distill.training.pipeline import Stopwatch, load_teacher, prepare
+from distill.training.trainer import TrainConfig, Trainer, fidelity
 from eval.latency import alternate
 from students import Student, student_class
 from students.transformer import TransformerStudent
@@ -113,9 +114,9 @@ def epochs(limit: int, kind: str, epoch_counts: str, cache_dir: str) -> None:
 @click.option("--batches", default=30, show_default=True, help="Batches of 32 training texts to time.")
 def token_targets(run_dir: str, batches: int) -> None:
     """Milliseconds a batch: token vectors read from the cache, recomputed by the teacher, and a training step."""
-    from distill.pipeline import open_run, run_teacher
-    from distill.targets import TokenTargets
-    from distill.trainer import TrainBatches
+    from distill.data.targets import TokenTargets
+    from distill.training.pipeline import open_run, run_teacher
+    from distill.training.trainer import TrainBatches
 
     summary, targets = open_run(run_dir)
     teacher = run_teacher(summary, "cpu")
@@ -158,7 +159,7 @@ def _ms_a_batch(f: Any, batches: list[np.ndarray]) -> float:
 def sts(sts_file: str, runs: tuple[str, ...]) -> None:
     """STS Spearman (x100) of the first run's teacher and of every student of each run, and each one's gap."""
     import students
-    from distill.pipeline import open_run, run_teacher
+    from distill.training.pipeline import open_run, run_teacher
     from eval.tasks import read_sts, sts_spearman
 
     first, second, gold = read_sts(sts_file)
@@ -189,7 +190,7 @@ def static_runtime(run_dir: str, count: int, threads: int, batch_size: int, roun
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # NOTE: the tokenizers' thread pool, before its first use
     import torch
 
-    from distill.pipeline import open_run, run_teacher
+    from distill.training.pipeline import open_run, run_teacher
 
     torch.set_num_threads(threads)
     summary, targets = open_run(run_dir)
@@ -223,7 +224,7 @@ def _static_encoders(
     """The run's static student exported to `work` as today's flat graphs and as the padded graph it had
     before; a pass over `texts` by each, and by the tokenizer alone, with the export's parity figures."""
     import students
-    from distill.export import export_config, export_onnx, export_student
+    from distill.export.exporter import export_config, export_onnx, export_student
     from distill.runtime import OnnxEmbedder
 
     entry = next((e for e in summary["students"] if read_json(Path(e["path"]) / "student.json")["kind"] == "static"),
@@ -255,8 +256,8 @@ def heads_polarity(run_dir: str, widths: str) -> None:
     """5-fold accuracy (%) of a task head on gensim's polarity sentences, for the teacher and each student."""
     from sklearn.model_selection import StratifiedKFold
 
-    from distill.head_data import encoder_for
-    from distill.heads import HeadTrainConfig, score_head, train_classifier
+    from distill.heads.classifier import HeadTrainConfig, score_head, train_classifier
+    from distill.heads.data import encoder_for
     from eval.tasks import PolarityProbe
 
     logging.basicConfig(level=logging.WARNING, force=True)

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import DistillError
-from distill.head_data import encoder_for, with_progress
-from distill.heads import HeadTrainConfig, score_head, train_classifier
+from distill.heads.classifier import HeadTrainConfig, score_head, train_classifier
+from distill.heads.data import encoder_for, with_progress
+from distill.heads.tagging import score_tagger, token_encoder_for, train_tagger
 from distill.io import read_json
-from distill.tagging import score_tagger, token_encoder_for, train_tagger
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,14 @@
 """Task heads on a frozen student: a classifier trained on the sentence vectors a model gives.
 
-(The `tokens` task, a tagger on token vectors in context, is `distill.tagging`; it shares this head and its training.)
+(The `tokens` task, a tagger on token vectors in context, is `distill.heads.tagging`; it shares this head and
+its training.)
 
 The model (a saved student, its ONNX export, or a teacher) stays frozen: texts are embedded once and a
 small torch head learns the labels from the vectors, a single Linear (logistic regression) by default or
 a one-hidden-layer MLP. A head folder holds `head.json` (labels, sizes, the model it was trained on,
 its validation metrics) and `head.safetensors`:
 
-    texts, labels = read_labelled("train.csv", "text", "label")  # distill.head_data
+    texts, labels = read_labelled("train.csv", "text", "label")  # distill.heads.data
     encode, about = encoder_for("runs/default/students/static")
     head = train_classifier(encode(texts), labels, model="runs/default/students/static")
     head.save("heads/topic")
@@ -33,7 +34,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
 from distill.errors import DistillError
-from distill.head_data import Encode
+from distill.heads.data import Encode
 from distill.io import atomic_dir, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -406,7 +407,7 @@ def evaluate_head(head_dir: str | Path | ClassifierHead, encode: Encode, texts: 
     """{"accuracy", "macro_f1", "n"} of the head on `texts` embedded with `encode` (labels it never saw count wrong)."""
     head = head_dir if isinstance(head_dir, ClassifierHead) else ClassifierHead.load(head_dir)
     if head.config.task != "classify":
-        raise DistillError(f"this is a {head.config.task} head; measure it with distill.tagging.evaluate_tagger")
+        raise DistillError(f"this is a {head.config.task} head; measure it with distill.heads.tagging.evaluate_tagger")
     return score_head(head, encode(texts), labels)
 
 

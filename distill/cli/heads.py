@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from distill.cli_common import setup_logging as _setup_logging
-from distill.cli_common import user_errors as _user_errors
+from distill.cli.common import setup_logging as _setup_logging
+from distill.cli.common import user_errors as _user_errors
 
 
 @click.group()
@@ -74,8 +74,8 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     """
     import json
 
-    from distill.head_data import encoder_for, read_labelled, with_progress
-    from distill.heads import HeadTrainConfig, train_classifier
+    from distill.heads.classifier import HeadTrainConfig, train_classifier
+    from distill.heads.data import encoder_for, read_labelled, with_progress
 
     _setup_logging(verbose)
     if task == "tokens":
@@ -97,7 +97,7 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
 def _train_tagger(model: str, data_path: str, words_column: str, tags_column: str, output_dir: str,
                   config: Any) -> dict[str, Any]:  # fmt: skip
     """`head train --task tokens`: train and save a tagger; what it prints."""
-    from distill.tagging import read_tagged, token_encoder_for, train_tagger
+    from distill.heads.tagging import read_tagged, token_encoder_for, train_tagger
 
     sentences, tags = read_tagged(data_path, words_column, tags_column)
     encode, about = token_encoder_for(model, progress=True)
@@ -129,13 +129,13 @@ def head_eval(head_dir: str, data_path: str, model: str | None, precision: str, 
     """
     import json
 
-    from distill.head_data import encoder_for, read_labelled, with_progress
-    from distill.heads import ClassifierHead, evaluate_head
+    from distill.heads.classifier import ClassifierHead, evaluate_head
+    from distill.heads.data import encoder_for, read_labelled, with_progress
 
     _setup_logging(verbose)
     trained = ClassifierHead.load(head_dir)
     if trained.config.task == "tokens":
-        from distill.tagging import evaluate_tagger, read_tagged, token_encoder_for
+        from distill.heads.tagging import evaluate_tagger, read_tagged, token_encoder_for
 
         sentences, tags = read_tagged(data_path, words_column, tags_column)
         encode, _ = token_encoder_for(model or trained.config.model, progress=True)
@@ -173,7 +173,7 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
     """
     import json
 
-    from distill.head_export import export_head, read_texts
+    from distill.heads.export import export_head, read_texts
 
     _setup_logging(verbose)
     texts = read_texts(data_path, text_column, limit=check_texts)
@@ -224,10 +224,10 @@ def head_compare(data_path: str, test_path: str, models: str, run_dir: str, task
     import json
     from pathlib import Path
 
-    from distill.head_compare import Labelled, as_json, compare_heads, markdown_table, resolve_models
-    from distill.head_data import read_labelled
-    from distill.heads import HeadTrainConfig
-    from distill.tagging import read_tagged
+    from distill.heads.classifier import HeadTrainConfig
+    from distill.heads.data import read_labelled
+    from distill.heads.tagging import read_tagged
+    from eval.head_compare import Labelled, as_json, compare_heads, markdown_table, resolve_models
 
     _setup_logging(verbose)
     names = [name.strip() for name in models.split(",") if name.strip()]

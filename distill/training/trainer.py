@@ -31,16 +31,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from distill import distributed
-from distill.corpus import Split
+from distill.data.corpus import Split
+from distill.data.targets import Targets, TokenTargets
 from distill.device import Placement
 from distill.errors import DistillError
 from distill.io import save_with
-from distill.losses import LossKind, make_loss
-from distill.targets import Targets, TokenTargets
+from distill.training.losses import LossKind, make_loss
 from students.base import Student, TextEncoder, pad
 
 if TYPE_CHECKING:
-    from distill.teacher import Teacher
+    from distill.teacher.model import Teacher
 
 logger = logging.getLogger(__name__)
 

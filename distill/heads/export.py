@@ -38,13 +38,13 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from distill.errors import DistillError
-from distill.export import EDGE_TEXTS, PARITY_FILE, export_student
-from distill.head_data import Encode, read_table
-from distill.heads import FORMAT_VERSION, ClassifierHead
+from distill.export.exporter import EDGE_TEXTS, PARITY_FILE, export_student
+from distill.heads.classifier import FORMAT_VERSION, ClassifierHead
+from distill.heads.data import Encode, read_table
 from distill.io import atomic_dir, read_json, write_json
 from distill.runtime import CONFIG_FILE, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
 from distill.runtime.classifier import HEAD_FILE, PROBABILITIES, OnnxClassifier
-from distill.teacher import Teacher
+from distill.teacher.model import Teacher
 from students.base import CONFIG_FILE as STUDENT_CONFIG
 from students.base import Student
 from students.transformer import TransformerStudent

@@ -19,15 +19,11 @@ import numpy as np
 import torch
 
 from distill import distributed
-from distill.augment import Augment, augmented, vocabulary_words
-from distill.augment import parse as parse_augment
-from distill.config import RunConfig
-from distill.corpus import Split, assign_splits, iter_corpus
-from distill.device import Placement
-from distill.domains import other_domain_texts
-from distill.errors import DistillError
-from distill.io import read_json, write_json
-from distill.targets import (
+from distill.data.augment import Augment, augmented, vocabulary_words
+from distill.data.augment import parse as parse_augment
+from distill.data.corpus import Split, assign_splits, iter_corpus
+from distill.data.domains import other_domain_texts
+from distill.data.targets import (
     Targets,
     TokenTargets,
     build_targets,
@@ -36,10 +32,14 @@ from distill.targets import (
     store_texts,
     targets_root,
 )
-from distill.teacher import Teacher, resolve_teacher
-from distill.textstore import TextStore, ingest, write_store
-from distill.tokens import Speller
-from distill.trainer import Trainer, TrainResult, fidelity, token_fidelity
+from distill.data.textstore import TextStore, ingest, write_store
+from distill.device import Placement
+from distill.errors import DistillError
+from distill.io import read_json, write_json
+from distill.teacher.model import Teacher, resolve_teacher
+from distill.teacher.tokens import Speller
+from distill.training.config import RunConfig
+from distill.training.trainer import Trainer, TrainResult, fidelity, token_fidelity
 from students import student_class
 
 logger = logging.getLogger(__name__)

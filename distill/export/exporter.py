@@ -5,7 +5,7 @@ An export folder holds what production needs and nothing else (read by `distill.
     model.onnx        fp32: (input_ids, attention_mask) -> pooled, L2-normalised sentence_vectors
     model_int8.onnx   the same after onnxruntime's dynamic int8 quantisation
                       (the static student's two: a lookup on flat token ids, its table in int8 for
-                      the second; see `distill.static_export`)
+                      the second; see `distill.export.static_graph`)
     tokenizer.json    the student's tokenizer (truncation to max_length built in)
     config.json       dim, pooling, normalisation, max length, special tokens, teacher, version
     parity.json       what the checks below measured
@@ -33,11 +33,11 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from distill.corpus import Split
+from distill.data.corpus import Split
 from distill.errors import DistillError
+from distill.export.static_graph import export_static
 from distill.io import atomic_dir, write_json
 from distill.runtime import INPUT_NAMES, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
-from distill.static_export import export_static
 from students.base import Student
 from students.static import StaticStudent
 
@@ -55,7 +55,9 @@ EDGE_TEXTS = ["", "a", "word " * 2000]  # empty, one token, far past any max len
 def export_run(run_dir: str | Path, *, check_texts: int = 512, fuse: bool = False) -> dict[str, dict[str, Any]]:
     """Export every student of a finished run to `run_dir/export/<student>/`; parity figures by student."""
     import students
-    from distill.pipeline import open_run  # NOTE: here, so that the runtime's importers never load the pipeline
+    from distill.training.pipeline import (
+        open_run,  # NOTE: here, so that the runtime's importers never load the pipeline
+    )
 
     summary, targets = open_run(run_dir)
     texts, teacher_vectors = targets.texts_and_vectors(Split.TEST, check_texts)
@@ -88,7 +90,7 @@ def export_student(
 
     NOTE: not by default: on onnxruntime 1.32's CPU provider (2 threads) the fused graph of the default
     transformer student ran 0.89x the traced one on short texts and 0.95x on sentences, and its int8
-    0.99x / 0.90x (`python -m eval.fusion`): the session already applies its own fusions at load.
+    0.99x / 0.90x (`python -m eval.experiments.fusion`): the session already applies its own fusions at load.
     Fused graphs are for execution providers whose kernels want them (CUDA, TensorRT).
     """
     if not texts:

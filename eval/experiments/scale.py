@@ -1,6 +1,7 @@
 """How target extraction scales: processes, corpus size and disk, each measured from outside `distill targets`.
 
-    python -m eval.scale [--corpus FILE.txt] [--lines-small 20000] [--lines-large 200000] [--throughput-lines 4000]
+    python -m eval.experiments.scale [--corpus FILE.txt] [--lines-small 20000] [--lines-large 200000] \
+        [--throughput-lines 4000]
 
 1. Throughput: `distill targets --processes P` with the real default teacher on the same first
    `--throughput-lines` lines, P = 1 and 2, each in a fresh cache: texts/s over the `targets` stage
@@ -34,11 +35,11 @@ from typing import IO, Any
 import click
 import numpy as np
 
-from distill.corpus import default_corpus, iter_text_lines
+from distill.data.corpus import default_corpus, iter_text_lines
 from distill.errors import DistillError
 from distill.io import write_json
-from distill.st_modules import pooling_config
-from distill.teacher import DEFAULT_TEACHER, Pooling, resolve_teacher
+from distill.teacher.model import DEFAULT_TEACHER, Pooling, resolve_teacher
+from distill.teacher.st_modules import pooling_config
 
 # Run one command and print its peak resident memory (the largest process it waited for), and on Linux
 # its peak anonymous memory (RssAnon, sampled every 20 ms): resident memory also counts the pages of

@@ -2,7 +2,7 @@
 
 Each word is read by the vector of its first sub-token in context, from a teacher or a transformer
 student (a static student has one vector per token whatever its context, and an ONNX export gives
-sentence vectors only). The head is `distill.heads.ClassifierHead` with task "tokens", trained by the
+sentence vectors only). The head is `distill.heads.classifier.ClassifierHead` with task "tokens", trained by the
 same `fit_head` (class weights); whole sentences are held out, and their entity F1 chooses the linear
 head's regularisation (or stops the MLP):
 
@@ -27,13 +27,13 @@ from tokenizers import Encoding, Tokenizer
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
-from distill.head_data import read_table
-from distill.heads import ClassifierHead, HeadTrainConfig, fit_head, fitted_as
+from distill.heads.classifier import ClassifierHead, HeadTrainConfig, fit_head, fitted_as
+from distill.heads.data import read_table
 from distill.io import read_json
 from students.base import pad, prepare_tokenizer
 
 if TYPE_CHECKING:
-    from distill.teacher import Teacher
+    from distill.teacher.model import Teacher
     from students.transformer import TransformerStudent
 
 logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def token_encoder_for(model: str, *, progress: bool = False) -> tuple[TokenEncod
     if (path / CONFIG_FILE).is_file() and (path / MODEL_FILES["fp32"]).is_file():
         raise DistillError(f"{_NEEDS_CONTEXT}; {model!r} is an ONNX export, which gives sentence vectors only: use "
                            "the transformer student it was exported from, or the teacher")  # fmt: skip
-    from distill.teacher import Teacher
+    from distill.teacher.model import Teacher
 
     return teacher_token_encoder(Teacher.load(model), progress=progress), f"teacher {model}"
 

@@ -1,5 +1,5 @@
 """The `distill` command: `run`, `targets`, `train`, `eval`, `export`, `embed`, `serve` and `head` (in
-`distill.head_cli`), each with --help.
+`distill.cli.heads`), each with --help.
 
 Every flag is also a key of the TOML file given with --config (same name, dashes or
 underscores); a flag on the command line wins over the file.
@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from distill.cli_common import setup_logging as _setup_logging
-from distill.cli_common import user_errors as _user_errors
+from distill.cli.common import setup_logging as _setup_logging
+from distill.cli.common import user_errors as _user_errors
+from distill.cli.heads import head
 from distill.errors import DistillError
-from distill.head_cli import head
 
 if TYPE_CHECKING:
-    from distill.config import RunConfig
+    from distill.training.config import RunConfig
 
 # NOTE: heavy imports (torch, transformers) happen inside the commands that need them, so
 # `distill embed` and `distill serve` start fast and run on the torch-free runtime install.
@@ -81,7 +81,7 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _config(config_file: str | None, verbose: bool, **flags: Any) -> RunConfig:
-    from distill.config import build_config, read_toml
+    from distill.training.config import build_config, read_toml
 
     _setup_logging(verbose)
     return build_config(read_toml(config_file) if config_file else {}, flags)
@@ -143,7 +143,7 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
     fidelity, is flagged in the summary with what to try.
     """
     from distill import distributed
-    from distill.pipeline import run as run_pipeline
+    from distill.training.pipeline import run as run_pipeline
 
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
@@ -160,7 +160,7 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
 def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
     """Compute the teacher's targets for the corpus and cache them (or say they are cached)."""
     from distill import distributed
-    from distill.pipeline import Stopwatch, prepare
+    from distill.training.pipeline import Stopwatch, prepare
 
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
@@ -180,7 +180,7 @@ def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
 def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
     """Train the students on targets that `distill targets` already cached."""
     from distill import distributed
-    from distill.pipeline import Stopwatch, cached_targets, load_teacher, train_students
+    from distill.training.pipeline import Stopwatch, cached_targets, load_teacher, train_students
 
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
@@ -249,7 +249,7 @@ def export(run_dir: str, check_texts: int, fuse: bool, verbose: bool) -> None:
     int8 graph's agreement and fidelity loss are measured into each folder's parity.json, which `distill eval` reads
     (it also exports by itself whatever is missing or older than its student).
     """
-    from distill.export import EXPORT_DIR, export_run
+    from distill.export.exporter import EXPORT_DIR, export_run
 
     _setup_logging(verbose)
     results = export_run(run_dir, check_texts=check_texts, fuse=fuse)

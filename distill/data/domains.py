@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from distill.corpus import gensim_test_data, review_texts, split_sentences
+from distill.data.corpus import gensim_test_data, review_texts, split_sentences
 
 logger = logging.getLogger(__name__)
 

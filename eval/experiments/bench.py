@@ -1,7 +1,7 @@
 """`make bench`: the headline comparison for a distilled run, measured now, in one process.
 
 1. The eval suite (`distill eval`) on the run, printed as one headline table: fidelity on the
-   test split, on the other text forms of `distill.domains` and, with `--other-text FILE`, on the
+   test split, on the other text forms of `distill.data.domains` and, with `--other-text FILE`, on the
    first lines of that file (for example ../shared/data/corpus-reviews-speeches.txt, which no
    student trains on); STS; size; and speed as ratios to the teacher timed beside the students.
    With `--sts FILE`, each student's STS Spearman and its gap to the teacher's in points.
@@ -21,17 +21,17 @@ from typing import Any
 
 import click
 
-from distill.config import RunConfig
-from distill.corpus import Split
-from distill.domains import other_domain_texts
+from distill.data.corpus import Split
+from distill.data.domains import other_domain_texts
+from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.export import EXPORT_DIR
+from distill.export.exporter import EXPORT_DIR
 from distill.io import write_json
-from distill.pipeline import open_run, run_from_model, run_teacher
 from distill.runtime import MODEL_FILES
-from distill.targets import Targets
-from distill.teacher import Teacher
-from distill.trainer import TrainConfig, Trainer, fidelity
+from distill.teacher.model import Teacher
+from distill.training.config import RunConfig
+from distill.training.pipeline import open_run, run_from_model, run_teacher
+from distill.training.trainer import TrainConfig, Trainer, fidelity
 from eval.report import EvalSettings, evaluate_from_model, read_texts, write_report
 from eval.tasks import STSEvaluator
 from students import student_class
@@ -209,7 +209,7 @@ def held_out(report: dict[str, Any]) -> dict[str, Any]:
 
 def load_tests(run: Path) -> dict[str, Any]:
     """`distill serve` under load for each exported student (int8, as one would ship it)."""
-    from eval.loadtest import load_test, print_report
+    from eval.experiments.loadtest import load_test, print_report
 
     results = {}
     for folder in sorted((run / EXPORT_DIR).glob("*")):

@@ -8,7 +8,7 @@ A store is a folder `texts-<fingerprint[:20]>/` in the cache:
 - `meta.json`, written last: format, count, bytes and fingerprint. A folder without it is never trusted.
 
 NOTE: because each text is followed by "\\n", the sha256 of `texts.txt` is exactly
-`distill.corpus.fingerprint(texts)`: cache keys built from the corpus stay as they were, and
+`distill.data.corpus.fingerprint(texts)`: cache keys built from the corpus stay as they were, and
 `sha256sum texts.txt` checks a store by hand.
 """
 
@@ -30,7 +30,7 @@ from typing import overload
 import numpy as np
 from tqdm.auto import tqdm
 
-from distill.corpus import CleanStats, fingerprint, log_clean_stats, normalise
+from distill.data.corpus import CleanStats, fingerprint, log_clean_stats, normalise
 from distill.errors import DistillError
 from distill.io import atomic_dir, read_json, write_json
 
@@ -153,7 +153,7 @@ def write_store(texts: Iterable[str], cache_dir: Path, progress: bool = False) -
 def ingest(
     texts: Iterable[str], cache_dir: Path, max_chars: int = 4000, progress: bool = False
 ) -> tuple[TextStore, CleanStats]:
-    """Clean a streamed corpus into a TextStore: the result of `distill.corpus.clean`, never held in memory.
+    """Clean a streamed corpus into a TextStore: the result of `distill.data.corpus.clean`, never held in memory.
 
     Whitespace is collapsed, empty texts dropped, long ones cut to `max_chars` and duplicates dropped
     (the first kept), in two passes over a temporary file: memory is about 17 bytes per text, whatever

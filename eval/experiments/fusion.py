@@ -1,14 +1,14 @@
-"""`python -m eval.fusion`: a transformer student's ONNX graphs, traced against fused, fp32 and int8, timed
+"""`python -m eval.experiments.fusion`: a transformer student's ONNX graphs, traced against fused, fp32 and int8, timed
 beside the torch teacher on short texts and on test sentences.
 
-    python -m eval.fusion [--run runs/default] [--student transformer] [--threads 2] [--rounds 7]
+    python -m eval.experiments.fusion [--run runs/default] [--student transformer] [--threads 2] [--rounds 7]
 
 Each graph is built here from the run's student as `distill export` builds it without and with
 `--fuse` (fp32 and int8; the fused int8 has Attention as QAttention), and one more way `distill
 export` does not ship: the fused graph with only its MatMuls quantised. Speeds are texts/s at batch
 32, the median of `--rounds` passes taken in turn in a new random order each round (so drift on a
 shared machine hits all alike), and a ratio to the torch teacher measured in the same rounds. Short
-texts are the held-out forum titles and chat lines of `distill.domains` (a few words each);
+texts are the held-out forum titles and chat lines of `distill.data.domains` (a few words each);
 sentences are the run's test split.
 """
 
@@ -29,11 +29,11 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 import students
-from distill.corpus import Split
-from distill.domains import other_domain_texts
-from distill.export import export_config, export_onnx, fuse_graph, mean_cosine, quantize, quiet_root_logger
-from distill.pipeline import open_run, run_teacher
+from distill.data.corpus import Split
+from distill.data.domains import other_domain_texts
+from distill.export.exporter import export_config, export_onnx, fuse_graph, mean_cosine, quantize, quiet_root_logger
 from distill.runtime import MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder
+from distill.training.pipeline import open_run, run_teacher
 from eval.latency import alternate
 
 Encode = Callable[[Sequence[str], int], np.ndarray]

@@ -7,7 +7,7 @@ the last complete chunk. With several processes each chunk belongs to one rank (
 k mod world), and a killed multi-process run resumes the same way, with any number of processes.
 `meta.json` is written last; a folder without it is never trusted as complete.
 
-The texts live beside it in an indexed file (`distill.textstore`), never as one Python list,
+The texts live beside it in an indexed file (`distill.data.textstore`), never as one Python list,
 and every array is written and read through memory maps, so memory does not grow with the corpus.
 
 Token targets (`--token-targets`): the teacher's token ids are always kept (4 bytes a token);
@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from distill import distributed
-from distill.corpus import Split
+from distill.data.corpus import Split
+from distill.data.textstore import TextStore, write_store
 from distill.errors import DistillError
 from distill.io import atomic_path, read_json, save_with, write_json
-from distill.teacher import Teacher
-from distill.textstore import TextStore, write_store
+from distill.teacher.model import Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def choose_token_targets(
 ) -> tuple[TokenTargets, str]:
     """The token-targets mode and why: `requested` unless it is `auto`.
 
-    NOTE (`python -m eval.trials token-targets`, 2 CPU cores, default teacher, batches of 32):
+    NOTE (`python -m eval.experiments.trials token-targets`, 2 CPU cores, default teacher, batches of 32):
     reading a batch's token vectors from the cache adds 2-3 ms, recomputing them takes 290-390 ms,
     as long as a transformer student's whole step (310-360 ms): `online` doubles the step on a
     CPU, so storing wins wherever the disk allows. On a GPU the forward pass is cheap next to a

@@ -32,7 +32,7 @@ from transformers.utils import logging as hf_logging
 
 from distill.device import Placement, Precision
 from distill.errors import DistillError
-from distill.st_modules import (
+from distill.teacher.st_modules import (
     Dense,
     Pooling,
     TeacherFiles,

@@ -1,4 +1,5 @@
-"""`python -m eval.loadtest`: requests/s and latency of `distill serve` on loopback, at several concurrency levels.
+"""`python -m eval.experiments.loadtest`: requests/s and latency of `distill serve` on loopback, at several
+concurrency levels.
 
 The server runs in its own process, as in production (an API key required, given through the
 environment, and stopped with SIGTERM); for each level, that many keep-alive

@@ -12,13 +12,13 @@ import tomllib
 import torch
 
 from distill import distributed
-from distill.augment import parse as parse_augment
-from distill.corpus import DEFAULT_CORPUS
+from distill.data.augment import parse as parse_augment
+from distill.data.corpus import DEFAULT_CORPUS
+from distill.data.targets import CHUNK_TEXTS, TokenTargets
 from distill.device import DEVICES, Placement
 from distill.errors import DistillError
-from distill.targets import CHUNK_TEXTS, TokenTargets
-from distill.teacher import DEFAULT_TEACHER
-from distill.trainer import TrainConfig
+from distill.teacher.model import DEFAULT_TEACHER
+from distill.training.trainer import TrainConfig
 from students import student_class
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
@@ -103,7 +103,8 @@ class RunConfig:
         """Whether any student learns from the teacher's token vectors (a token loss, a table made in context)."""
         for name in self.students:
             cls = student_class(self.kind_of(name))
-            if cls.uses_token_vectors(self.student_options(name), self.train_config_for(name, cls.default_training)):
+            train = self.train_config_for(name, cls.default_training)
+            if cls.uses_token_vectors(self.student_options(name), train.token_loss_weight):
                 return True
         return False
 

@@ -1,0 +1,130 @@
+"""The Python front door: `distill(teacher, corpus, students=[...])`, as thin as model2vec's.
+
+    from distill import distill
+
+    run = distill("sentence-transformers/all-MiniLM-L6-v2", "corpus.txt", students=["static", "transformer"])
+    run["static"].encode(["a query", "a document"])   # (2, 384) float32, unit length
+    run.summary.students[0].test_fidelity            # what `distill run` prints, as numbers
+    run.export()                                     # ONNX fp32 + int8 of each, parity-checked
+
+`distill` only resolves and loads (the teacher by name or folder, the corpus by name, path or
+list of texts); `distill_from_model` is the core, on a `Teacher` already in memory, that tests
+drive with a tiny model. Both train through `distill.training.pipeline`, as `distill run` does,
+so a run folder made here is one `distill eval`, `distill export` and `distill serve` read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import students as student_kinds
+from distill import distributed
+from distill.errors import DistillError
+from distill.training.config import RunConfig, build_config, read_toml
+from distill.training.pipeline import RunSummary, load_teacher, run, run_from_model
+
+if TYPE_CHECKING:
+    from distill.teacher.model import Teacher
+    from students.base import Student
+
+Students = Sequence[str] | Mapping[str, Mapping[str, Any]]
+
+
+@dataclass
+class Distilled:
+    """A finished run: each trained student (loaded back from its saved folder) and the run's summary."""
+
+    students: dict[str, Student]
+    summary: RunSummary
+
+    @property
+    def path(self) -> Path:
+        """The run folder (`students/<name>/`, `summary.json`, later `export/` and `report.md`)."""
+        return Path(self.summary.run_dir)
+
+    def __getitem__(self, name: str) -> Student:
+        if name not in self.students:
+            raise KeyError(f"no student {name!r} in this run; it has: {', '.join(self.students)}")
+        return self.students[name]
+
+    def export(self, *, fuse: bool = False) -> dict[str, Path]:
+        """Every student to ONNX fp32 and int8 under `path/export/<name>/`, parity-checked, as `distill export`."""
+        from distill.export.exporter import EXPORT_DIR, export_run
+
+        export_run(self.path, fuse=fuse)
+        return {name: self.path / EXPORT_DIR / name for name in self.students}
+
+
+def distill(
+    teacher: str | Path | None = None,
+    corpus: str | Path | Sequence[str] | None = None,
+    *,
+    students: Students | None = None,
+    output: str | Path = "runs/distill",
+    config: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **settings: Any,
+) -> Distilled:
+    """Distill `teacher` on `corpus` into `students`, each trained, tested and saved under `output`.
+
+    teacher:  a Hugging Face name or a local folder [default: sentence-transformers/all-MiniLM-L6-v2,
+              packaged, offline].
+    corpus:   a list of texts, a .txt / .jsonl / .csv / .parquet file, a folder of .txt files, a
+              Hugging Face dataset name, or "gensim" [the default].
+    students: kinds to train ("static", "transformer", "tokengen"), or a mapping of name to that
+              student's own settings, e.g. {"transformer": {"layers": [0, 5], "epochs": 3}}
+              [default: the config file's, else ["static"]].
+    config:   a TOML file as `distill run --config` reads; the arguments here win over it.
+    settings: any other `distill run` setting, with underscores: epochs=3, augment=["spans"],
+              device="cuda", precision="bf16", limit=10_000, cache_dir="runs/cache", ...
+    """
+    values = {"teacher": None if teacher is None else str(teacher), "output": str(output), **settings}
+    texts = None
+    if corpus is not None and not isinstance(corpus, str | Path):
+        texts = list(corpus)
+    elif corpus is not None:
+        values["corpus"] = str(corpus)
+    run_config = _config(values, students, config)
+    if texts is None:
+        summary = run(run_config, resume=resume, progress=progress)
+    else:
+        distributed.init(run_config.placement().device.type)
+        summary = run_from_model(load_teacher(run_config), texts, run_config, resume=resume, progress=progress)
+    return _loaded(summary)
+
+
+def distill_from_model(
+    teacher: Teacher,
+    texts: Sequence[str],
+    *,
+    students: Students = ("static",),
+    output: str | Path = "runs/distill",
+    resume: bool = False,
+    progress: bool = False,
+    **settings: Any,
+) -> Distilled:
+    """The core of `distill`, on a teacher already loaded (or built in memory) and a list of texts."""
+    run_config = _config({"output": str(output), **settings}, students, None)
+    return _loaded(run_from_model(teacher, list(texts), run_config, resume=resume, progress=progress))
+
+
+def _config(values: dict[str, Any], students: Students | None, config_file: str | Path | None) -> RunConfig:
+    """A `RunConfig` as `distill run` builds one: the file's values under these (which win)."""
+    if isinstance(students, str):
+        raise DistillError(f"students must be a list of names, not the string {students!r}; try [{students!r}]")
+    file_values = read_toml(config_file) if config_file else {}
+    values = {k: v for k, v in values.items() if v is not None}
+    if isinstance(students, Mapping):  # NOTE: a student's settings here go over its table in the file
+        values.update({name: {**file_values.get(name, {}), **options} for name, options in students.items()})
+    if students is not None:
+        values["students"] = list(students)
+    return build_config(file_values, values)
+
+
+def _loaded(summary: RunSummary) -> Distilled:
+    """Each saved student read back from its folder: what `.encode` gives is what was saved and will ship."""
+    return Distilled({s.name: student_kinds.load(s.path) for s in summary.students}, summary)

@@ -1,0 +1,12 @@
+"""The `distill` command (click), the user's verbs on top of every other package.
+
+    commands.py  `distill run | targets | train | eval | export | embed | serve`
+    heads.py     `distill head train | eval | compare | export`
+    common.py    one line for a user's mistake (exit status 2), quiet logging
+
+`python -m distill.cli` is the same command (torchrun starts it that way for several processes).
+"""
+
+from distill.cli.commands import main
+
+__all__ = ["main"]

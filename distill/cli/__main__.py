@@ -1,0 +1,3 @@
+from distill.cli.commands import main
+
+main()

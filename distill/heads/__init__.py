@@ -1,0 +1,11 @@
+"""Task heads on a frozen model: a classifier on sentence vectors, a tagger on token vectors in context.
+
+    data.py        labelled files (.csv / .jsonl / .parquet) and the frozen encode of a student, an
+                   export or a teacher
+    classifier.py  `ClassifierHead` and its training (logistic regression solved with L-BFGS, or an MLP)
+    tagging.py     the tokens task: a tagger read from each word's first sub-token, entity F1
+    export.py      a head and its model in one ONNX graph per precision, parity-checked (`distill head export`)
+
+`distill head compare` (the same head on the teacher and each student) is evaluation and lives in
+`eval/head_compare.py`; the CLI is `distill/cli/heads.py`; `OnnxClassifier` runs an exported head.
+"""

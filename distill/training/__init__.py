@@ -1,0 +1,11 @@
+"""Training: the teacher's targets to trained, tested and saved students.
+
+    config.py    `RunConfig`, one typed dataclass whose keys are the `distill run` flags and the TOML keys
+    losses.py    regression losses, small `(student, teacher) -> scalar` modules
+    trainer.py   one loop for every student (`TrainConfig`, AdamW, warm-up and cosine decay, early
+                 stopping on validation fidelity, checkpoints, `--resume`, several processes)
+    pipeline.py  the whole job, `run(config)`: corpus and teacher to targets, then every student trained,
+                 tested and saved, and the run's `summary.json`
+
+The Python front door, `distill.distill(...)`, is a thin layer over `pipeline.run`.
+"""
