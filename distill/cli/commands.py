@@ -17,6 +17,7 @@ import click
 from distill.cli.common import setup_logging as _setup_logging
 from distill.cli.common import user_errors as _user_errors
 from distill.cli.heads import head
+from distill.cli.share import write_table
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
@@ -379,6 +380,7 @@ def _print_stages(seconds: dict[str, float]) -> None:
 
 
 main.add_command(head)
+main.add_command(write_table)
 
 if __name__ == "__main__":
     main()
