@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,10 +17,12 @@ from sentence_transformers import SentenceTransformer
 import students
 from distill.cli.commands import main
 from distill.data.targets import Targets
+from distill.export.st_onnx import ST_ONNX_DIR, ST_ONNX_FILES, export_st_onnx
 from distill.teacher.model import Teacher
 from students.static import StaticStudent
 from students.static_layout import MARKER, STUDENT_TOKENIZER
 from students.tokengen import TokenGenStudent
+from students.transformer import TransformerStudent
 from tests.conftest import SENTENCES
 
 TOLERANCE = 1e-5
@@ -113,3 +116,51 @@ def test_a_token_generator_written_out_as_a_table_loads_everywhere(
     refused = CliRunner().invoke(main, ["write-table", "--student", str(tmp_path / "table"), "--output",
                                         str(tmp_path / "again")])  # fmt: skip
     assert refused.exit_code == 2 and "reads a tokengen student" in refused.output
+
+
+@pytest.fixture(scope="module")
+def transformer_dir(tiny_teacher: Teacher, tiny_targets: Targets, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved transformer student with its sentence-transformers ONNX folder."""
+    path = TransformerStudent.from_teacher(tiny_teacher, tiny_targets, layers=[0, 1]).save(
+        tmp_path_factory.mktemp("st-onnx") / "transformer"
+    )
+    figures = export_st_onnx(students.load(path), path, SENTENCES)
+    assert figures["fp32"]["max_abs_difference"] <= 1e-4 and figures["int8"]["mean_cosine_to_fp32"] > 0.99
+    return path
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_onnx_folder_is_what_the_onnx_backend_runs_before_its_own_modules(
+    transformer_dir: Path, precision: str
+) -> None:
+    """The backend runs the graph for the Transformer module (feeding the inputs it names from the tokenizer's
+    output) and sentence-transformers' own modules after it; here the same, without optimum."""
+    model = SentenceTransformer(str(transformer_dir), device="cpu")
+    features = model.tokenize(TEXTS)
+    session = ort.InferenceSession(str(transformer_dir / ST_ONNX_DIR / ST_ONNX_FILES[precision]))
+    assert [o.name for o in session.get_outputs()] == ["last_hidden_state"]
+    feeds = {i.name: features[i.name].numpy() for i in session.get_inputs()}
+    features["token_embeddings"] = torch.from_numpy(session.run(None, feeds)[0])
+    with torch.inference_mode():
+        for module in list(model)[1:]:  # Pooling, Dense..., Normalize
+            features = module(features)
+    vectors = features["sentence_embedding"].numpy()
+    expected = students.load(transformer_dir).encode(TEXTS)
+    if precision == "fp32":
+        np.testing.assert_allclose(vectors, expected, atol=1e-4)
+    else:
+        assert float(np.mean(np.sum(vectors * expected, axis=1))) > 0.99
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_sentence_transformers_onnx_backend_loads_the_folder(transformer_dir: Path, precision: str) -> None:
+    """The backend itself (it needs optimum-onnx, which today pins transformers below 5 and so cannot sit beside
+    sentence-transformers 6: skipped where it is not installed)."""
+    pytest.importorskip("optimum.onnxruntime")
+    file_name = f"{ST_ONNX_DIR}/{ST_ONNX_FILES[precision]}"
+    model = SentenceTransformer(
+        str(transformer_dir), device="cpu", backend="onnx", model_kwargs={"file_name": file_name}
+    )
+    expected = students.load(transformer_dir).encode(TEXTS)
+    tolerance = 1e-4 if precision == "fp32" else 0.05
+    np.testing.assert_allclose(model.encode(TEXTS), expected, atol=tolerance)

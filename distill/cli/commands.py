@@ -250,7 +250,8 @@ def export(run_dir: str, check_texts: int, fuse: bool, verbose: bool) -> None:
     int8 graph's agreement and fidelity loss are measured into each folder's parity.json, which `distill eval` reads
     (it also exports by itself whatever is missing or older than its student).
     """
-    from distill.export.exporter import EXPORT_DIR, export_run
+    from distill.export.exporter import EXPORT_DIR
+    from distill.export.run import export_run
 
     _setup_logging(verbose)
     results = export_run(run_dir, check_texts=check_texts, fuse=fuse)
