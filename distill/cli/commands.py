@@ -306,7 +306,8 @@ _THREADS = click.option("--threads", type=click.IntRange(min=1),
 def serve(model_dir: str, host: str, port: int, precision: str, threads: int | None, model_name: str | None,
           access_log: bool, api_key: str | None, **limits: Any) -> None:  # fmt: skip
     """Serve an exported student over HTTP: OpenAI-compatible POST /v1/embeddings, GET /v1/models,
-    GET /metrics (Prometheus) and GET /health; with a head (`distill head export`), POST /v1/classify too.
+    GET /metrics (Prometheus) and GET /health; with a head (`distill head export`), POST /v1/classify too, and
+    with a tagger (a tokens head), POST /v1/tag.
 
     \b
     Example:
