@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from huggingface_hub import metadata_load
 
 import distill.heads.tagger_export
 import students
@@ -53,6 +54,7 @@ def tagger(tiny_teacher: Teacher, tiny_targets: Targets, tagged: Path,
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output.strip().splitlines()[-1])
     assert printed["fp32"]["max_abs_difference"] <= 1e-4 and printed["texts"] == 30 + 3  # and the edge texts
+    assert metadata_load(folder / "export" / "README.md")["pipeline_tag"] == "token-classification"  # its card
     return student_dir, folder / "head", folder / "export"
 
 

@@ -17,7 +17,7 @@ import click
 from distill.cli.common import setup_logging as _setup_logging
 from distill.cli.common import user_errors as _user_errors
 from distill.cli.heads import head
-from distill.cli.share import write_table
+from distill.cli.share import push, write_table
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
@@ -224,11 +224,12 @@ def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
 
     Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png).
     """
+    from distill.cards import write_run_cards
     from eval.report import EvalSettings, evaluate_run, write_report
 
     _setup_logging(verbose)
     report, word_vectors = evaluate_run(run_dir, EvalSettings(**settings), progress=True)
-    for path in write_report(run_dir, report, word_vectors):
+    for path in [*write_report(run_dir, report, word_vectors), *write_run_cards(run_dir)]:
         click.echo(f"wrote {path}")
 
 
@@ -383,6 +384,7 @@ def _print_stages(seconds: dict[str, float]) -> None:
 
 main.add_command(head)
 main.add_command(write_table)
+main.add_command(push)
 
 if __name__ == "__main__":
     main()

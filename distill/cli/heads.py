@@ -190,8 +190,30 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
         texts = read_texts(data_path, text_column, limit=check_texts)
     parity = export_head(head_dir, model, output_dir, texts=texts)
     figures = parity["head"]
+    _head_card(output_dir, parity, head_dir)
     click.echo(json.dumps({"export": output_dir, "labels": figures["labels"], "texts": figures["texts"],
                            "fp32": figures["fp32"], "int8": figures["int8"]}))  # fmt: skip
+
+
+def _head_card(output_dir: str, parity: dict[str, Any], head_dir: str) -> None:
+    """The export's README.md: the Hub's metadata and what the export measured of the head."""
+    import json
+
+    from distill.cards import Figure, export_card, teacher_license
+
+    teacher = json.loads((Path(output_dir) / "config.json").read_text(encoding="utf-8")).get("teacher", "")
+    head, command = parity["head"], f"distill head export --head {head_dir} --output {output_dir}"
+    task = head.get("task", "classify")
+    figures = {
+        f"{precision}: max abs difference of the probabilities to torch": Figure(
+            f"{head[precision]['max_abs_difference']:.1e}", command
+        )
+        for precision in ("fp32", "int8")
+    }
+    figures["int8: same top label as torch"] = Figure(f"{head['int8']['agreement']:.2%}", command)
+    figures["labels"] = Figure(", ".join(head["labels"]), command)
+    export_card(Path(output_dir).name, Path(output_dir), teacher, figures, teacher_license(teacher),
+                head=task).write(output_dir)  # fmt: skip
 
 
 def _is_tagger(head_dir: str) -> bool:

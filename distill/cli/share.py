@@ -3,6 +3,8 @@ model2vec, the Hugging Face Hub)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from distill.cli.common import setup_logging as _setup_logging
@@ -38,4 +40,28 @@ def write_table(student_dir: str, output_dir: str, verbose: bool) -> None:
     table = StaticStudent.from_table(generator.static_table(), generator.tokenizer, teacher=config.teacher,
                                      prompt=config.prompt, max_length=config.max_length)  # fmt: skip
     table.save(output_dir)
+    from distill.cards import Figure, student_card, teacher_license
+
+    written = Figure(f"from {student_dir}", f"distill write-table --student {student_dir}")
+    student_card("static", Path(output_dir).name, Path(output_dir), config.teacher, {"table written out": written},
+                 teacher_license(config.teacher)).write(output_dir)  # fmt: skip
     click.echo(f"{output_dir}: a static student of {config.vocab_size} x {config.dim} rows from {student_dir}")
+
+
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--repo", required=True, metavar="ORG/NAME", help="The Hub repository to create (if needed) and fill.")
+@click.option("--private", is_flag=True, help="Create the repository private (an existing one keeps its setting).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@_user_errors
+def push(folder: str, repo: str, private: bool, verbose: bool) -> None:
+    """Upload a student or export FOLDER, with its model card, to a Hugging Face Hub repository.
+
+    \b
+    The token is HF_TOKEN (or the one `hf auth login` stored). Example:
+      HF_TOKEN=hf_... distill push runs/default/students/static --repo my-org/minilm-static
+    """
+    from distill.hub import push as push_folder
+
+    _setup_logging(verbose)
+    click.echo(f"pushed {folder} to {push_folder(folder, repo, private=private)}")

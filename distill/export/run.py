@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from distill.cards import write_run_cards
 from distill.data.corpus import Split
 from distill.export.exporter import EXPORT_DIR, PARITY_FILE, export_student
 from distill.export.st_onnx import export_st_onnx
@@ -36,4 +37,5 @@ def export_run(run_dir: str | Path, *, check_texts: int = 512, fuse: bool = Fals
             parity["sentence_transformers_onnx"] = export_st_onnx(student, entry["path"], texts)
             write_json(out / PARITY_FILE, parity)
         results[entry["name"]] = parity
+    write_run_cards(run_dir)  # each student's and export's README.md, with the figures measured here
     return results
