@@ -94,12 +94,12 @@ def teacher_license(teacher: str) -> str | None:
         resolved = resolve_teacher(teacher)
     except DistillError:
         return None
-    readme = resolved / CARD_FILE if isinstance(resolved, Path) else try_to_load_from_cache(resolved, CARD_FILE)
-    if not isinstance(readme, str | Path) or not Path(readme).is_file():
-        return None
-    try:
+    try:  # NOTE: a name the Hub would refuse (an in-memory teacher's) raises a ValueError here
+        readme = resolved / CARD_FILE if isinstance(resolved, Path) else try_to_load_from_cache(resolved, CARD_FILE)
+        if not isinstance(readme, str | Path) or not Path(readme).is_file():
+            return None
         license_ = (metadata_load(Path(readme)) or {}).get("license")
-    except (ValueError, yaml.YAMLError):
+    except (ValueError, OSError, yaml.YAMLError):
         return None
     return str(license_) if license_ else None
 
