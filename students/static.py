@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
 
@@ -143,10 +143,15 @@ class StaticStudent(Student):
         """Lay the folder out so `SentenceTransformer(path)` and `model2vec.StaticModel.from_pretrained(path)` load
         it with the student's own vectors (see `students.static_layout`); the student's tokenizer beside it."""
         config = self.config
+        try:
+            write_layout(path, self.table(), self.tokenizer, specials=config.specials, prompt=config.prompt,
+                         max_length=config.max_length)  # fmt: skip
+        except DistillError as e:  # NOTE: a tokenizer the layout cannot fold into; the student itself still saves
+            logger.warning("%s; this folder loads with students.load only", e)
+            save_file({"embedding.weight": self.table()}, str(path / WEIGHTS_FILE))
+            return
         if config.specials or config.prompt:
             self.tokenizer.save(str(path / STUDENT_TOKENIZER))
-        write_layout(path, self.table(), self.tokenizer, specials=config.specials, prompt=config.prompt,
-                     max_length=config.max_length)  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> StaticStudent:

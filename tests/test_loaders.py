@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 
 import students
+import students.static_layout
 from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.export.st_onnx import ST_ONNX_DIR, ST_ONNX_FILES, export_st_onnx
@@ -164,3 +165,15 @@ def test_sentence_transformers_onnx_backend_loads_the_folder(transformer_dir: Pa
     expected = students.load(transformer_dir).encode(TEXTS)
     tolerance = 1e-4 if precision == "fp32" else 0.05
     np.testing.assert_allclose(model.encode(TEXTS), expected, atol=tolerance)
+
+
+def test_a_tokenizer_the_marker_cannot_pass_still_saves_the_student(
+    tiny_teacher: Teacher, tiny_targets: Targets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A teacher whose normalizer would change the marker (here: an upper-case marker, a lower-casing teacher):
+    the folder is the student's alone, with a warning, not a failed run."""
+    monkeypatch.setattr(students.static_layout, "MARKER", "[UPPER]")
+    student = StaticStudent.from_teacher(tiny_teacher, tiny_targets).eval()
+    path = student.save(tmp_path / "static")
+    assert not (path / "modules.json").exists()
+    np.testing.assert_array_equal(students.load(path).encode(TEXTS), student.encode(TEXTS))
