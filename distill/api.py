@@ -52,7 +52,8 @@ class Distilled:
 
     def export(self, *, fuse: bool = False) -> dict[str, Path]:
         """Every student to ONNX fp32 and int8 under `path/export/<name>/`, parity-checked, as `distill export`."""
-        from distill.export.exporter import EXPORT_DIR, export_run
+        from distill.export.exporter import EXPORT_DIR
+        from distill.export.run import export_run
 
         export_run(self.path, fuse=fuse)
         return {name: self.path / EXPORT_DIR / name for name in self.students}

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
 
 from distill.data.corpus import Split
 from distill.data.targets import TokenTargets
 from distill.errors import DistillError
-from distill.io import write_json
 from distill.teacher.tokens import check_fits
-from students.base import Student, StudentConfig
+from students.base import WEIGHTS_FILE, Student, StudentConfig
+from students.static_layout import STUDENT_TOKENIZER, student_rows, student_tokenizer_file, write_layout
 
 if TYPE_CHECKING:
     from distill.data.targets import Targets
@@ -45,7 +46,8 @@ class StaticConfig(StudentConfig):
     residual_lr: float = 0.1  # the residual rows' learning rate, as a fraction of the shared one
     # Whether each text gets the teacher's special tokens ([CLS] / [SEP], <s> / </s>) and their rows. A teacher's
     # mean pooling counts them, so they carry 2 / (n + 2) of a short text's vector. False for students saved before
-    # (the field's default); `from_teacher` makes new ones with True unless told otherwise.
+    # (the field's default); `from_teacher` makes new ones with True unless told otherwise. Either way the saved
+    # folder loads in sentence-transformers and model2vec with the student's vectors (`students.static_layout`).
     specials: bool = False
 
     def __post_init__(self) -> None:
@@ -95,6 +97,15 @@ class StaticStudent(Student):
         student.init_table(context_table(targets.vocab_vectors, blocks, config.shrinkage, transform=to_sentence_space))
         return student
 
+    @classmethod
+    def from_table(cls, table: torch.Tensor, tokenizer: Tokenizer, **fields: Any) -> StaticStudent:
+        """A static student (no specials) with `table` (vocab, dim) as it is, e.g. a token generator's written out;
+        `fields` are the other config fields (teacher, prompt, max_length)."""
+        config = StaticConfig(dim=table.shape[1], vocab_size=table.shape[0], factored=False, specials=False, **fields)
+        student = cls(config, tokenizer)
+        student.init_table(table.detach().cpu().numpy())
+        return student.eval()
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.factors is not None:
             return F.normalize(self.factors.pooled(input_ids, attention_mask), dim=-1)
@@ -113,10 +124,14 @@ class StaticStudent(Student):
         # NOTE: the free residual rows learn 10x slower so shared structure is learned first.
         return [{"params": shared, "lr": lr}, {"params": [self.factors.residual], "lr": lr * self.config.residual_lr}]
 
-    def state_to_save(self) -> dict[str, torch.Tensor]:
-        """One plain table, as sentence-transformers' StaticEmbedding stores it."""
+    def table(self) -> torch.Tensor:
+        """(vocab, dim): one plain table, the training factors folded in."""
         table = self.embedding.weight if self.factors is None else self.factors.table()
-        return {"embedding.weight": table.detach().contiguous()}
+        return table.detach().contiguous()
+
+    def state_to_save(self) -> None:
+        """Nothing for the base file: `save_extra` writes the table as the loaders read it."""
+        return None
 
     def finalize(self) -> None:
         if self.factors is not None:
@@ -125,19 +140,27 @@ class StaticStudent(Student):
             self.factors = None
 
     def save_extra(self, path: Path) -> None:
-        """Lay the folder out so `sentence_transformers.SentenceTransformer(path)` loads it too, without specials.
-
-        NOTE: sentence-transformers' StaticEmbedding never adds special tokens, so it would give a student
-        with `specials` other vectors than its own: such a folder gets no sentence-transformers modules.
-        """
-        if self.config.specials:
+        """Lay the folder out so `SentenceTransformer(path)` and `model2vec.StaticModel.from_pretrained(path)` load
+        it with the student's own vectors (see `students.static_layout`); the student's tokenizer beside it."""
+        config = self.config
+        try:
+            write_layout(path, self.table(), self.tokenizer, specials=config.specials, prompt=config.prompt,
+                         max_length=config.max_length)  # fmt: skip
+        except DistillError as e:  # NOTE: a tokenizer the layout cannot fold into; the student itself still saves
+            logger.warning("%s; this folder loads with students.load only", e)
+            save_file({"embedding.weight": self.table()}, str(path / WEIGHTS_FILE))
             return
-        write_json(path / "modules.json", [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"},
-            {"idx": 1, "name": "1", "path": "1_Normalize", "type": "sentence_transformers.models.Normalize"},
-        ])  # fmt: skip
-        write_json(path / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
-        (path / "1_Normalize").mkdir(exist_ok=True)
+        if config.specials or config.prompt:
+            self.tokenizer.save(str(path / STUDENT_TOKENIZER))
+
+    @classmethod
+    def load(cls, path: str | Path) -> StaticStudent:
+        path = Path(path)
+        config = cls.read_config(path)
+        student = cls(config, Tokenizer.from_file(str(student_tokenizer_file(path))))
+        table = load_file(str(path / WEIGHTS_FILE))["embedding.weight"]
+        student.load_weights({"embedding.weight": student_rows(table, student.tokenizer, config.vocab_size)})
+        return student.eval()
 
 
 class TableFactors(nn.Module):

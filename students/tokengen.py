@@ -238,6 +238,13 @@ class TokenGenStudent(Student):
             vectors = self.table()[input_ids] * self.log_weight[input_ids].exp().unsqueeze(-1)
         return F.normalize(masked_mean(vectors, attention_mask) @ self.mix + self.bias, dim=-1)
 
+    @torch.no_grad()
+    def static_table(self) -> torch.Tensor:
+        """(vocab, dim): the student as a static student's table. Each row is weighted and mapped by the shared
+        affine map, which commutes with the mean, so a static student (no specials) with this table gives the same
+        vectors; a text with no tokens apart (zero there, the normalised bias here)."""
+        return (self.eval().table() * self.log_weight.exp().unsqueeze(-1)) @ self.mix + self.bias
+
     def export_module(self) -> nn.Module:
         """What `distill export` traces: the generator itself, not the 30k-row table it writes."""
         return self if self.config.source == "teacher" else GeneratorGraph(self)

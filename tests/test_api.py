@@ -38,9 +38,17 @@ def test_distill_trains_saves_exports_and_gives_back_each_student(
         np.testing.assert_array_equal(students.load(run.path / "students" / name).encode(SENTENCES), vectors)
     # the transformer student starts as the teacher's own layers: it must be close to it
     assert run.summary.students[1].test_fidelity > 0.9
+    assert (run.path / "students" / "static" / "README.md").is_file()  # the model card `distill run` writes
     exports = run.export()
+    assert (exports["static"] / "README.md").is_file()  # and `distill export` one for each export
     onnx = OnnxEmbedder(exports["static"]).encode(SENTENCES)
     np.testing.assert_allclose(onnx, run["static"].encode(SENTENCES), atol=1e-4)
+    # and the transformer student's folder holds what sentence-transformers' ONNX backend reads, checked
+    parity = json.loads((exports["transformer"] / "parity.json").read_text())["sentence_transformers_onnx"]
+    assert parity["fp32"]["max_abs_difference"] <= 1e-4
+    assert {"model.onnx", "model_qint8_quantized.onnx"} <= {
+        p.name for p in (run.path / "students" / "transformer" / "onnx").iterdir()
+    }
 
 
 def test_distill_takes_a_list_of_texts_and_each_students_own_settings(

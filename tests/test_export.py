@@ -113,7 +113,8 @@ for name in ("torch", "transformers", "sentence_transformers"):
     sys.modules[name] = None  # any import of these now fails
 import numpy as np
 from distill.runtime import OnnxEmbedder
-import distill.runtime.classifier, distill.runtime.embed, distill.runtime.serve  # all of it imports without torch
+import distill.runtime.classifier, distill.runtime.embed, distill.runtime.serve, distill.runtime.serve_tag  # noqa: E501
+import distill.runtime.tagger  # all of it imports without torch
 vectors = OnnxEmbedder(sys.argv[1], precision="int8", threads=1).encode(["The cat sat on the mat.", ""])
 np.save(sys.argv[2], vectors)
 assert not any(m.split(".")[0] in ("torch", "transformers") for m in sys.modules if sys.modules[m] is not None)

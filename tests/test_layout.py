@@ -18,9 +18,9 @@ PACKAGES = ("distill", "students", "eval")
 # The lower floor reports what it measured (a return value, a JSON file); the higher floor reads it.
 FLOORS = [
     ["distill.errors", "distill.io"],
-    ["distill.device", "distill.distributed", "distill.runtime"],
+    ["distill.device", "distill.distributed", "distill.runtime", "distill.hub"],
     ["distill.teacher"],
-    ["distill.data"],
+    ["distill.data", "distill.cards"],
     ["students"],
     ["distill.training"],
     ["distill.export"],

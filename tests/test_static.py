@@ -4,7 +4,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sentence_transformers import SentenceTransformer
 from torch import nn
 
 import students
@@ -45,16 +44,6 @@ def test_save_load_round_trip_is_exact(static: StaticStudent, tmp_path: Path) ->
     loaded = students.load(path)
     assert isinstance(loaded, StaticStudent) and loaded.config == static.config
     np.testing.assert_array_equal(loaded.encode(SENTENCES), static.encode(SENTENCES))
-
-
-def test_sentence_transformers_loads_a_saved_static_student_without_specials(
-    tiny_teacher: Teacher, tiny_targets: Targets, tmp_path: Path
-) -> None:
-    plain = StaticStudent.from_teacher(tiny_teacher, tiny_targets, specials=False)
-    model = SentenceTransformer(str(plain.save(tmp_path / "plain")), device="cpu")
-    np.testing.assert_allclose(model.encode(SENTENCES), plain.encode(SENTENCES), atol=1e-5)
-    # with specials, StaticEmbedding (which never adds them) would give other vectors: no modules for it
-    assert not (StaticStudent.from_teacher(tiny_teacher, tiny_targets).save(tmp_path / "s") / "modules.json").exists()
 
 
 def test_specials_give_the_teachers_special_tokens_rows_from_context(

@@ -17,6 +17,7 @@ import click
 from distill.cli.common import setup_logging as _setup_logging
 from distill.cli.common import user_errors as _user_errors
 from distill.cli.heads import head
+from distill.cli.share import push, write_table
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
@@ -223,11 +224,12 @@ def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
 
     Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png).
     """
+    from distill.cards import write_run_cards
     from eval.report import EvalSettings, evaluate_run, write_report
 
     _setup_logging(verbose)
     report, word_vectors = evaluate_run(run_dir, EvalSettings(**settings), progress=True)
-    for path in write_report(run_dir, report, word_vectors):
+    for path in [*write_report(run_dir, report, word_vectors), *write_run_cards(run_dir)]:
         click.echo(f"wrote {path}")
 
 
@@ -249,7 +251,8 @@ def export(run_dir: str, check_texts: int, fuse: bool, verbose: bool) -> None:
     int8 graph's agreement and fidelity loss are measured into each folder's parity.json, which `distill eval` reads
     (it also exports by itself whatever is missing or older than its student).
     """
-    from distill.export.exporter import EXPORT_DIR, export_run
+    from distill.export.exporter import EXPORT_DIR
+    from distill.export.run import export_run
 
     _setup_logging(verbose)
     results = export_run(run_dir, check_texts=check_texts, fuse=fuse)
@@ -304,7 +307,8 @@ _THREADS = click.option("--threads", type=click.IntRange(min=1),
 def serve(model_dir: str, host: str, port: int, precision: str, threads: int | None, model_name: str | None,
           access_log: bool, api_key: str | None, **limits: Any) -> None:  # fmt: skip
     """Serve an exported student over HTTP: OpenAI-compatible POST /v1/embeddings, GET /v1/models,
-    GET /metrics (Prometheus) and GET /health; with a head (`distill head export`), POST /v1/classify too.
+    GET /metrics (Prometheus) and GET /health; with a head (`distill head export`), POST /v1/classify too, and
+    with a tagger (a tokens head), POST /v1/tag.
 
     \b
     Example:
@@ -379,6 +383,8 @@ def _print_stages(seconds: dict[str, float]) -> None:
 
 
 main.add_command(head)
+main.add_command(write_table)
+main.add_command(push)
 
 if __name__ == "__main__":
     main()

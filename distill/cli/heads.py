@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -170,17 +171,55 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
     fp32 probabilities must match torch's to 1e-4 on the check texts, or nothing is written; int8's
     agreement is measured into parity.json. Prints the parity figures as one JSON object. Serve the folder
     with `distill serve` (POST /v1/classify) or load it with distill.runtime.OnnxClassifier.
+
+    A tokens head (a tagger) is exported with its transformer student or teacher: the graphs add
+    token_probabilities (batch, seq, tags), its word probabilities are checked against torch the same way,
+    and --data may be its tagged file. Serve it with `distill serve` (POST /v1/tag) or load it with
+    distill.runtime.OnnxTagger.
     """
     import json
 
     from distill.heads.export import export_head, read_texts
 
     _setup_logging(verbose)
-    texts = read_texts(data_path, text_column, limit=check_texts)
+    if Path(data_path).suffix.lower() in (".conll", ".jsonl", ".parquet") and _is_tagger(head_dir):
+        from distill.heads.tagging import read_tagged
+
+        texts = [" ".join(words) for words in read_tagged(data_path)[0][:check_texts]]  # a tagger's parity data
+    else:
+        texts = read_texts(data_path, text_column, limit=check_texts)
     parity = export_head(head_dir, model, output_dir, texts=texts)
     figures = parity["head"]
+    _head_card(output_dir, parity, head_dir)
     click.echo(json.dumps({"export": output_dir, "labels": figures["labels"], "texts": figures["texts"],
                            "fp32": figures["fp32"], "int8": figures["int8"]}))  # fmt: skip
+
+
+def _head_card(output_dir: str, parity: dict[str, Any], head_dir: str) -> None:
+    """The export's README.md: the Hub's metadata and what the export measured of the head."""
+    import json
+
+    from distill.cards import Figure, export_card, teacher_license
+
+    teacher = json.loads((Path(output_dir) / "config.json").read_text(encoding="utf-8")).get("teacher", "")
+    head, command = parity["head"], f"distill head export --head {head_dir} --output {output_dir}"
+    task = head.get("task", "classify")
+    figures = {
+        f"{precision}: max abs difference of the probabilities to torch": Figure(
+            f"{head[precision]['max_abs_difference']:.1e}", command
+        )
+        for precision in ("fp32", "int8")
+    }
+    figures["int8: same top label as torch"] = Figure(f"{head['int8']['agreement']:.2%}", command)
+    figures["labels"] = Figure(", ".join(head["labels"]), command)
+    export_card(Path(output_dir).name, Path(output_dir), teacher, figures, teacher_license(teacher),
+                head=task).write(output_dir)  # fmt: skip
+
+
+def _is_tagger(head_dir: str) -> bool:
+    from distill.heads.classifier import ClassifierHead
+
+    return ClassifierHead.load(head_dir).config.task == "tokens"
 
 
 @head.command("compare")
@@ -222,7 +261,6 @@ def head_compare(data_path: str, test_path: str, models: str, run_dir: str, task
     embedding the test texts as a multiple of the teacher's (measured in this process, in turns).
     """
     import json
-    from pathlib import Path
 
     from distill.heads.classifier import HeadTrainConfig
     from distill.heads.data import read_labelled

@@ -1,4 +1,5 @@
-"""`distill export`: every student of a run to ONNX, fp32 and int8, each checked against torch.
+"""`distill export`: a student to ONNX, fp32 and int8, each checked against torch (`distill.export.run`: every
+student of a run).
 
 An export folder holds what production needs and nothing else (read by `distill.runtime`):
 
@@ -33,7 +34,6 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from distill.data.corpus import Split
 from distill.errors import DistillError
 from distill.export.static_graph import export_static
 from distill.io import atomic_dir, write_json
@@ -50,25 +50,6 @@ EXPORT_DIR = "export"
 PARITY_FILE = "parity.json"
 EXPORT_FORMAT = 2  # 2: the static student's flat graphs; an export of an older format is re-made by `distill eval`
 EDGE_TEXTS = ["", "a", "word " * 2000]  # empty, one token, far past any max length
-
-
-def export_run(run_dir: str | Path, *, check_texts: int = 512, fuse: bool = False) -> dict[str, dict[str, Any]]:
-    """Export every student of a finished run to `run_dir/export/<student>/`; parity figures by student."""
-    import students
-    from distill.training.pipeline import (
-        open_run,  # NOTE: here, so that the runtime's importers never load the pipeline
-    )
-
-    summary, targets = open_run(run_dir)
-    texts, teacher_vectors = targets.texts_and_vectors(Split.TEST, check_texts)
-    results = {}
-    for entry in summary["students"]:
-        logger.info("exporting %s", entry["name"])
-        student = students.load(entry["path"])
-        out = Path(run_dir) / EXPORT_DIR / entry["name"]
-        results[entry["name"]] = export_student(student, out, name=entry["name"], texts=texts,
-                                                teacher_vectors=teacher_vectors, fuse=fuse)  # fmt: skip
-    return results
 
 
 def export_student(

@@ -34,7 +34,7 @@ OPSET = 17  # ScatterElements and ScatterND with reduction="add" need 16
 
 def export_static(student: StaticStudent, fp32: Path, int8: Path) -> None:
     """Write the student's table as the fp32 and the int8 lookup graph."""
-    table = student.state_to_save()["embedding.weight"].float().cpu().numpy()  # (vocab, dim)
+    table = student.table().float().cpu().numpy()  # (vocab, dim)
     for graph, path in ((fp32_graph(table), fp32), (int8_graph(table), int8)):
         onnx.checker.check_model(graph)
         onnx.save(graph, str(path))

@@ -5,6 +5,7 @@
     classifier.py  `ClassifierHead` and its training (logistic regression solved with L-BFGS, or an MLP)
     tagging.py     the tokens task: a tagger read from each word's first sub-token, entity F1
     export.py      a head and its model in one ONNX graph per precision, parity-checked (`distill head export`)
+    tagger_export.py  the same for a tagger: per-token tag probabilities (`distill.runtime.OnnxTagger` reads them)
 
 `distill head compare` (the same head on the teacher and each student) is evaluation and lives in
 `eval/head_compare.py`; the CLI is `distill/cli/heads.py`; `OnnxClassifier` runs an exported head.

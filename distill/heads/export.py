@@ -1,4 +1,5 @@
-"""`distill head export`: a classification head and its model in one ONNX graph per precision.
+"""`distill head export`: a classification head and its model in one ONNX graph per precision (a tokens head:
+`distill.heads.tagger_export`).
 
 The model is exported as `distill export` exports a student (a saved student; a teacher, copied
 into a transformer student with all its layers, as `distill eval` times it), or copied as it is (an
@@ -41,6 +42,7 @@ from distill.errors import DistillError
 from distill.export.exporter import EDGE_TEXTS, PARITY_FILE, export_student
 from distill.heads.classifier import FORMAT_VERSION, ClassifierHead
 from distill.heads.data import Encode, read_table
+from distill.heads.tagger_export import export_tagger
 from distill.io import atomic_dir, read_json, write_json
 from distill.runtime import CONFIG_FILE, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
 from distill.runtime.classifier import HEAD_FILE, PROBABILITIES, OnnxClassifier
@@ -68,7 +70,20 @@ def export_head(
     model = model or head.config.model
     if not model:
         raise DistillError(f"the head in {str(head_dir)!r} does not say which model it was trained on; pass --model")
+    if head.config.task == "tokens":
+        return export_tagger(head, tagger_model(load_model(model), model), output_dir, texts=texts)
     return export_classifier(head, load_model(model), output_dir, texts=texts)
+
+
+def tagger_model(model: Student | Teacher | Path, name: str) -> TransformerStudent:
+    """The transformer a tagger is exported with: a transformer student, or the teacher copied into one."""
+    if isinstance(model, Teacher):
+        return teacher_student(model)
+    if isinstance(model, TransformerStudent):
+        return model
+    what = "an ONNX export, which gives sentence vectors only" if isinstance(model, Path) else f"a {model.kind} student"
+    raise DistillError(f"a tagger reads token vectors in context; {name!r} is {what}: export the tagger with the "
+                       "transformer student or the teacher it was trained on")  # fmt: skip
 
 
 def load_model(model: str) -> Student | Teacher | Path:
@@ -92,7 +107,8 @@ def export_classifier(
     probabilities differ from the torch head's by more than `HEAD_TOLERANCE`.
     """
     if head.config.task != "classify":
-        raise DistillError(f"only a classify head can be exported to ONNX; this one is a {head.config.task!r} head")
+        raise DistillError(f"only a classify head is joined to a model's sentence vectors; this one is a "
+                           f"{head.config.task!r} head (export_head exports a tokens head as a tagger)")  # fmt: skip
     if not texts:
         raise DistillError("the head's parity check needs texts; got none")
     check_dim(head, model)

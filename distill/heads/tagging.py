@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
 from distill.heads.classifier import ClassifierHead, HeadTrainConfig, fit_head, fitted_as
 from distill.heads.data import read_table
 from distill.io import read_json
+from distill.runtime.tagger import OUTSIDE, fallback_of, first_subtokens
 from students.base import pad, prepare_tokenizer
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 # sentences (lists of words) -> one (n_words, dim) float32 array each; a word with no vector has a row of NaN
 TokenEncode = Callable[[Sequence[Sequence[str]]], list[np.ndarray]]
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (batch, seq) ids, mask -> (batch, seq, dim)
-OUTSIDE = "O"
 _NEEDS_CONTEXT = "the tokens task needs token vectors in context"
 
 
@@ -190,42 +190,6 @@ def word_vectors(
     return out
 
 
-def first_subtokens(
-    tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], prompt: str = "", special_tokens: bool = True
-) -> tuple[list[list[int]], list[np.ndarray]]:
-    """Each sentence's token ids as the model reads it, and each word's first sub-token position (-1: none).
-
-    The model reads the prompt, then the words joined by single spaces, as it reads any text; the tokens'
-    character offsets map them back to words, and special tokens ([CLS], <s>, ...) have none.
-
-    NOTE: the words are joined rather than given to the tokenizer pre-split (`is_pretokenized`): a byte-level
-    BPE tokenizer (RoBERTa's) reads each pre-split word as the start of a text, without the space mark every
-    later word carries in running text, so the model would see ids it never saw in its training.
-    """
-    texts, starts = [], []
-    for words in sentences:
-        starts.append(len(prompt) + np.cumsum([0, *(len(w) + 1 for w in words)])[:-1])  # where each word begins
-        texts.append(prompt + " ".join(words))
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=special_tokens)
-    firsts = [_first_positions(e, s, [len(w) for w in words])
-              for e, s, words in zip(encodings, starts, sentences, strict=True)]  # fmt: skip
-    return [e.ids for e in encodings], firsts
-
-
-def _first_positions(encoding: Encoding, starts: np.ndarray, lengths: list[int]) -> np.ndarray:
-    first = np.full(len(starts), -1, dtype=np.int64)
-    for position, (begin, end) in enumerate(encoding.offsets):
-        if end <= begin:  # a special token
-            continue
-        last = end - 1  # NOTE: its last character: a byte-level or metaspace token carries the space before its word
-        word = int(np.searchsorted(starts, last, side="right")) - 1
-        if word >= 0 and last >= starts[word] + lengths[word]:  # a space between words: the next word's mark
-            word += 1
-        if 0 <= word < len(starts) and lengths[word] and first[word] < 0:
-            first[word] = position
-    return first
-
-
 def train_tagger(
     word_vectors: Sequence[np.ndarray], tags: Sequence[Sequence[str]], config: HeadTrainConfig | None = None, *,
     model: str = "", encoder: str = "",
@@ -306,10 +270,7 @@ def predict_tags(head: ClassifierHead, word_vectors: Sequence[np.ndarray]) -> li
 
 def fallback_tag(head: ClassifierHead) -> str:
     """The tag of a word the model gives no vector: "O" when the head has it, else its most frequent tag."""
-    if OUTSIDE in head.labels:
-        return OUTSIDE
-    counts = head.config.metrics.get("class_counts") or {}
-    return max(head.labels, key=lambda tag: counts.get(tag, 0))
+    return fallback_of(head.labels, head.config.metrics.get("class_counts") or {})
 
 
 def evaluate_tagger(head: ClassifierHead | str | Path, token_encode: TokenEncode, sentences: Sequence[Sequence[str]],

@@ -6,7 +6,7 @@
     vectors = embedder.encode(["a sentence", "another one"])  # (2, dim) float32, unit length
 
 `OnnxClassifier` does the same for an export with a classification head (`distill head export`)
-and gives label probabilities too.
+and gives label probabilities too; `OnnxTagger` gives each word its tag from an exported tagger.
 
 `distill.runtime.embed` embeds files (`distill embed`) and `distill.runtime.serve` is the HTTP
 service (`distill serve`, with the `[serve]` extra). Nothing here imports torch, transformers or
@@ -27,6 +27,7 @@ from distill.runtime.embedder import (
     flatten,
     pad,
 )
+from distill.runtime.tagger import TOKEN_PROBABILITIES, OnnxTagger, split_words
 
 __all__ = [
     "CONFIG_FILE",
@@ -38,9 +39,12 @@ __all__ = [
     "OUTPUT_NAME",
     "PROBABILITIES",
     "TOKENIZER_FILE",
+    "TOKEN_PROBABILITIES",
     "ExportConfig",
     "OnnxClassifier",
     "OnnxEmbedder",
+    "OnnxTagger",
     "flatten",
     "pad",
+    "split_words",
 ]

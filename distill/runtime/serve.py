@@ -10,7 +10,8 @@ accepting requests, and hands each request its own rows. Requests that arrive wh
 the next batch, so batches grow with load and a lone request never waits.
 
 An export with a classification head (`distill head export`) also answers `POST /v1/classify`: each
-text's label and the probabilities of every label, through the same batcher.
+text's label and the probabilities of every label, through the same batcher; an export with a tagger (a tokens
+head) answers `POST /v1/tag`: each word of each text with its tag (`distill.runtime.serve_tag`).
 
 Beside it: `GET /v1/models` (OpenAI's list of the one model served), `GET /metrics` (Prometheus text)
 and `GET /health`. With an API key, every request but `GET /health` needs `Authorization: Bearer <key>`,
@@ -50,6 +51,7 @@ from distill.errors import DistillError
 from distill.runtime.batcher import Batcher
 from distill.runtime.guards import ApiError, BearerAuth, BodyLimit, check_api_key
 from distill.runtime.metrics import Metrics, Observe, prometheus_text
+from distill.runtime.serve_tag import Tagger, add_tag_route
 
 if TYPE_CHECKING:
     from distill.runtime import OnnxEmbedder
@@ -170,6 +172,8 @@ def create_app(
         return Response(content, media_type="application/json")
 
     _add_classify_route(app, classifier, model_name, max_batch=max_batch, max_text_chars=max_text_chars)
+    add_tag_route(app, embedder if isinstance(embedder, Tagger) else None, model_name, max_batch=max_batch,
+                  max_text_chars=max_text_chars, batch_size=batch_size)  # fmt: skip
     return app
 
 
@@ -219,8 +223,8 @@ def _add_info_routes(app: FastAPI, embedder: Embedder, model_name: str) -> None:
     batcher: Batcher = app.state.batcher
     # NOTE: `created` is when this server loaded the model: an export records no date of its own.
     card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "distill-embeddings"}
-    if isinstance(embedder, Classifier):
-        card["labels"] = list(embedder.labels)  # what POST /v1/classify answers with
+    if isinstance(embedder, Classifier | Tagger):
+        card["labels"] = list(embedder.labels)  # what POST /v1/classify or POST /v1/tag answers with
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -377,6 +381,8 @@ def serve(
                 f" with {workers} worker processes of {threads} threads" if workers > 1 else "")  # fmt: skip
     if isinstance(embedder, Classifier):
         logger.info("POST /v1/classify: %d labels (%s)", len(embedder.labels), ", ".join(embedder.labels))
+    if isinstance(embedder, Tagger):
+        logger.info("POST /v1/tag: %d tags (%s)", len(embedder.labels), ", ".join(embedder.labels))
     options = {"host": host, "port": port, "access_log": access_log, "log_level": "info",
                "timeout_graceful_shutdown": graceful_timeout}  # fmt: skip
     if workers == 1:
@@ -394,10 +400,17 @@ def app_from_environment() -> FastAPI:
 
 
 def load_model(model_dir: str | Path, precision: str, threads: int | None) -> OnnxEmbedder:
-    """The export in `model_dir`: an `OnnxClassifier` when it holds a head (`head.json`), else an `OnnxEmbedder`."""
-    from distill.runtime import HEAD_FILE, OnnxClassifier, OnnxEmbedder
+    """The export in `model_dir`: an `OnnxTagger` when it holds a tokens head, an `OnnxClassifier` when it holds
+    another head (`head.json`), else an `OnnxEmbedder`."""
+    from distill.runtime import HEAD_FILE, OnnxClassifier, OnnxEmbedder, OnnxTagger
 
-    loader = OnnxClassifier if (Path(model_dir) / HEAD_FILE).is_file() else OnnxEmbedder
+    loader: type[OnnxEmbedder] = OnnxEmbedder
+    if (Path(model_dir) / HEAD_FILE).is_file():
+        try:
+            task = json.loads((Path(model_dir) / HEAD_FILE).read_text(encoding="utf-8"))["config"].get("task")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DistillError(f"{str(Path(model_dir) / HEAD_FILE)!r} is not a valid head config ({e})") from e
+        loader = OnnxTagger if task == "tokens" else OnnxClassifier
     return loader(model_dir, precision=precision, threads=threads)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from distill import distributed
+from distill.cards import write_run_cards
 from distill.data.augment import Augment, augmented, vocabulary_words
 from distill.data.augment import parse as parse_augment
 from distill.data.corpus import Split, assign_splits, iter_corpus
@@ -302,6 +303,7 @@ def train_students(
         logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)
     if here.is_main:
         write_json(run_dir / "summary.json", asdict(summary))
+        write_run_cards(run_dir)  # a README.md with the Hub's metadata and these figures in each student's folder
     distributed.barrier()
     return summary
 
