@@ -17,6 +17,7 @@ import click
 from distill.cli.common import setup_logging as _setup_logging
 from distill.cli.common import user_errors as _user_errors
 from distill.cli.heads import head
+from distill.cli.tasks import TASKS_OPTION
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ def _config(config_file: str | None, verbose: bool, **flags: Any) -> RunConfig:
     from distill.training.config import build_config, read_toml
 
     _setup_logging(verbose)
+    if "tasks" in flags:
+        flags["tasks"] = list(flags["tasks"]) or None  # NOTE: no --tasks given: the config file's, if any
     return build_config(read_toml(config_file) if config_file else {}, flags)
 
 
@@ -130,6 +133,7 @@ def main() -> None:
 @main.command()
 @_options
 @click.option("--resume", is_flag=True, help="Go on from the last checkpoint of each student.")
+@TASKS_OPTION
 @_user_errors
 def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
     """Build the teacher's targets, then train, test and save every student.
@@ -143,14 +147,18 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
     fidelity, is flagged in the summary with what to try.
     """
     from distill import distributed
+    from distill.cli.tasks import read_tasks, score_and_print
     from distill.training.pipeline import run as run_pipeline
 
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
         return
+    tasks = read_tasks(config)
     summary = run_pipeline(config, resume=resume, progress=True)
     if distributed.group().is_main:
         _print_summary(summary)
+        if tasks:
+            score_and_print(summary.run_dir, tasks, config.device)
     distributed.close()
 
 
@@ -176,21 +184,26 @@ def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
 @main.command()
 @_options
 @click.option("--resume", is_flag=True, help="Go on from the last checkpoint of each student.")
+@TASKS_OPTION
 @_user_errors
 def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
     """Train the students on targets that `distill targets` already cached."""
     from distill import distributed
+    from distill.cli.tasks import read_tasks, score_and_print
     from distill.training.pipeline import Stopwatch, cached_targets, load_teacher, train_students
 
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
         return
+    tasks = read_tasks(config)
     distributed.init(config.placement().device.type)
     teacher = load_teacher(config)
     summary = train_students(teacher, cached_targets(teacher, config), config, Stopwatch(), resume=resume,
                              progress=True)  # fmt: skip
     if distributed.group().is_main:
         _print_summary(summary)
+        if tasks:
+            score_and_print(summary.run_dir, tasks, config.device)
     distributed.close()
 
 
@@ -216,12 +229,22 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
               help="Also time the teacher exported to ONNX fp32 / int8 (once, cached): like with like.")  # fmt: skip
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also evaluate model2vec's distillation of the teacher (needs model2vec[distill]).")  # fmt: skip
+@click.option("--tasks", multiple=True,
+              help="Your tasks, scored on the teacher and every model and backend: 'default' (a small suite that "
+              "ships; `make eval` runs it), KIND:PATH (retrieval: a BEIR folder; classification: a folder of train "
+              "and test files; clustering: a text,label file; sts: a pairs file) or PATH (the kind its layout "
+              "says, or a folder of several); comma-separated or repeated.")  # fmt: skip
+@click.option("--mteb", multiple=True, metavar="TASK[,TASK...]",
+              help="MTEB tasks by name (needs the mteb extra and their data, downloaded once); its own result files "
+              "go to RUN/mteb/.")  # fmt: skip
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Where corpus vectors of retrieval tasks are cached [default: the run's cache folder].")  # fmt: skip
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @_user_errors
 def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
-    """Compare the teacher, every student and the peer baseline: fidelity, tasks, size and speed.
+    """Compare the teacher, every student and the peer baseline: task scores, fidelity, size and speed.
 
-    Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png).
+    Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png; tasks.png with --tasks).
     """
     from eval.report import EvalSettings, evaluate_run, write_report
 
