@@ -23,7 +23,7 @@ import numpy as np
 Qrels = Mapping[str, Mapping[str, int]]  # query id -> document id -> graded relevance
 Ranked = Mapping[str, Sequence[str]]  # query id -> document ids, best first
 
-QUERY_CHUNK = 256  # queries scored against all documents at a time: (256, documents) floats in memory
+BLOCK_SCORES = 2**25  # scores held at once: queries are scored in blocks of (queries, documents), 128 MB of float32
 
 
 def search(
@@ -38,8 +38,9 @@ def search(
     # is broken by id as trec_eval breaks it, not by argpartition's arbitrary order.
     id_order = np.argsort(np.argsort(np.asarray(document_ids, dtype=object), kind="stable"), kind="stable")
     out: dict[str, list[str]] = {}
-    for start in range(0, len(queries), QUERY_CHUNK):
-        scores = queries[start : start + QUERY_CHUNK] @ documents.T  # (chunk, documents)
+    chunk = max(1, min(256, BLOCK_SCORES // max(1, len(document_ids))))
+    for start in range(0, len(queries), chunk):
+        scores = queries[start : start + chunk] @ documents.T  # (chunk, documents)
         kth = np.partition(scores, -k, axis=1)[:, -k]  # (chunk,) the k-th best score of each query
         for row, (line, cut) in enumerate(zip(scores, kth, strict=True)):
             candidates = np.flatnonzero(line >= cut)

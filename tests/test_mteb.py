@@ -118,3 +118,12 @@ def test_without_the_mteb_extra_the_eval_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, "mteb", None)  # import mteb now raises ImportError
     with pytest.raises(DistillError, match=r"pip install 'distill-embeddings\[mteb\]'"):
         mteb_tasks(["STSBenchmark"], tmp_path)
+
+
+def test_eval_settings_read_mteb_names_before_any_model_loads(tmp_path: Path) -> None:
+    from eval.report import EvalSettings, run_tasks
+
+    settings = EvalSettings(mteb=["NoSuchTask,AlsoMissing"], tasks=["none"])
+    assert settings.mteb == ["NoSuchTask", "AlsoMissing"]
+    with pytest.raises(DistillError, match="MTEB has no task 'NoSuchTask'"):
+        run_tasks(settings, {"targets": str(tmp_path / "cache" / "targets-x")}, tmp_path)
