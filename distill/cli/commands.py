@@ -17,7 +17,7 @@ import click
 from distill.cli.common import setup_logging as _setup_logging
 from distill.cli.common import user_errors as _user_errors
 from distill.cli.heads import head
-from distill.cli.tasks import TASKS_OPTION
+from distill.cli.tasks import TASKS_OPTION, eval_task_options
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
@@ -229,16 +229,7 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
               help="Also time the teacher exported to ONNX fp32 / int8 (once, cached): like with like.")  # fmt: skip
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also evaluate model2vec's distillation of the teacher (needs model2vec[distill]).")  # fmt: skip
-@click.option("--tasks", multiple=True,
-              help="Your tasks, scored on the teacher and every model and backend: 'default' (a small suite that "
-              "ships; `make eval` runs it), KIND:PATH (retrieval: a BEIR folder; classification: a folder of train "
-              "and test files; clustering: a text,label file; sts: a pairs file) or PATH (the kind its layout "
-              "says, or a folder of several); comma-separated or repeated.")  # fmt: skip
-@click.option("--mteb", multiple=True, metavar="TASK[,TASK...]",
-              help="MTEB tasks by name (needs the mteb extra and their data, downloaded once); its own result files "
-              "go to RUN/mteb/.")  # fmt: skip
-@click.option("--cache-dir", type=click.Path(file_okay=False),
-              help="Where corpus vectors of retrieval tasks are cached [default: the run's cache folder].")  # fmt: skip
+@eval_task_options
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @_user_errors
 def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:

@@ -1,5 +1,6 @@
-"""`--tasks` on `distill run` and `distill train`: the user's tasks scored on the teacher and the students just
-trained (torch), written into summary.json and printed under the run's table.
+"""The task flags: `distill eval`'s --tasks, --mteb and --cache-dir, and `--tasks` on `distill run` and `distill
+train`, where the user's tasks are scored on the teacher and the students just trained (torch), written into
+summary.json and printed under the run's table.
 
 NOTE: the training pipeline never imports eval (a lower floor reports, a higher one reads): the CLI, above
 both, reads the tasks before training (so a bad path fails before any work) and scores them after.
@@ -7,6 +8,7 @@ both, reads the tasks before training (so a bad path fails before any work) and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +19,30 @@ if TYPE_CHECKING:
     from eval.suite import Task
 
 TASKS_OPTION = click.option(
-    "--tasks", multiple=True,
+    "--tasks", multiple=True, metavar="SPEC",
     help="Tasks to score the teacher and every student on once training ends, into summary.json and the final "
     "table: 'default' (a small suite that ships), KIND:PATH (retrieval, classification, clustering, sts) or a "
     "folder of tasks; comma-separated or repeated.",
 )  # fmt: skip
+
+
+def eval_task_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`distill eval`'s task flags: --tasks, --mteb and --cache-dir."""
+    options = [
+        click.option("--tasks", multiple=True, metavar="SPEC",
+                     help="Your tasks, scored on the teacher and every model and backend: 'default' (a small suite "
+                     "that ships; `make eval` runs it), KIND:PATH (retrieval: a BEIR folder; classification: a folder "
+                     "of train and test files; clustering: a text,label file; sts: a pairs file) or PATH (the kind "
+                     "its layout says, or a folder of several); comma-separated or repeated."),
+        click.option("--mteb", multiple=True, metavar="TASK[,TASK...]",
+                     help="MTEB tasks by name (needs the mteb extra and their data, downloaded once); MTEB's own "
+                     "result files go to RUN/mteb/."),
+        click.option("--cache-dir", type=click.Path(file_okay=False),
+                     help="Where corpus vectors of retrieval tasks are cached [default: the run's cache folder]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 def read_tasks(config: RunConfig) -> list[Task]:
