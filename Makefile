@@ -24,8 +24,9 @@ install: $(INSTALLED) ## Create .venv and install the toolkit (done by every tar
 distill: $(INSTALLED) ## Distill the default teacher into the students of configs/default.toml (runs/default)
 	$(BIN)/distill run --config $(CONFIG)
 
-eval: $(INSTALLED) ## Compare teacher, students and the model2vec peer (after make distill): runs/default/report.md + plots
-	$(BIN)/distill eval --run $(RUN) $(if $(SHARED_STS),--sts $(SHARED_STS))
+eval: $(INSTALLED) ## Compare teacher, students and the model2vec peer on tasks, fidelity and speed (after make distill; TASKS=SPEC, MTEB=TASK,...: yours too): runs/default/report.md + plots
+	$(BIN)/distill eval --run $(RUN) --tasks default $(if $(SHARED_STS),--sts $(SHARED_STS) --tasks sts:$(SHARED_STS)) \
+		$(if $(TASKS),--tasks $(TASKS)) $(if $(MTEB),--mteb $(MTEB))
 
 export: $(INSTALLED) ## Export every student of runs/default to ONNX fp32 + int8, parity-checked, into its export/
 	$(BIN)/distill export --run $(RUN)

@@ -1,4 +1,5 @@
-"""`report.md`: the report as one readable table, fidelity on other text forms, and notes."""
+"""`report.md`: what each student keeps of the teacher's task scores (when tasks ran), then fidelity to the teacher
+as one readable table, speed by backend, fidelity on other text forms, and notes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ COLUMNS = ["model", "params", "size MB", "int8 ONNX MB", "cosine", "other cos", 
            "b128 x", "int8 ONNX b32 x"]  # fmt: skip
 SPEED_COLUMNS = ["model", "backend", "file MB", "test cosine", "p50 ms", "b32 texts/s", "b32 x", "b128 x"]
 BACKENDS = {"torch": "torch", "numpy": "numpy (its own encoder)", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
+METRICS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "recall@100", "mrr_at_10": "MRR@10", "accuracy": "accuracy",
+           "macro_f1": "macro-F1", "v_measure": "V-measure", "spearman": "Spearman"}  # fmt: skip
+INDEX_SUFFIX = "_teacher_index"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -19,9 +23,73 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Measured {report['created']} on {report['machine']['threads']} threads "
              f"({report['machine']['processor']}, torch {report['machine']['torch']}); "
              f"fidelity on the run's {report['data']['test_texts']} held-out test texts.", "",
+             *task_section(report), "## Fidelity to the teacher", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
     lines += ["| " + " | ".join(table_row(name, entry)) + " |" for name, entry in rows.items()]
     return "\n".join([*lines, "", *speed_table(rows), *other_domain_table(report, rows), *notes(report, rows)]) + "\n"
+
+
+def task_section(report: dict[str, Any]) -> list[str]:
+    """ "What each student keeps": every task's scores with each model's share of the teacher's; none without tasks."""
+    results = report.get("tasks")
+    if not results:
+        return []
+    header, rows = task_table(results)
+    lines = ["## What each student keeps", "",
+             "Each task's score (x 100) for the teacher and every model and backend, and in brackets its share of "
+             "the teacher's score.", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", *task_notes(results), "", "![share of the teacher's task score against speed](tasks.png)", ""]
+    return lines
+
+
+def task_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the task results: task, metric, the teacher's score, each model's score (share); the last
+    row each model's mean share of the teacher's main scores. Shared by report.md and `distill run --tasks`."""
+    teacher, models = results["teacher"], [m for m in results["models"] if m != results["teacher"]]
+    small = {task["name"] for task in results["tasks"] if task.get("small")}
+    header = ["task", "metric", teacher, *(column_label(m) for m in models)]
+    rows = []
+    for row in results["rows"]:
+        scores, shares = row["scores"], row["shares"]
+        cells = [_num(scores[m], 2) + ("" if shares.get(m) is None else f" ({100 * shares[m]:.0f}%)") for m in models]
+        task = row["task"] + (" (small)" if row["task"] in small else "")
+        rows.append([task, metric_label(row["metric"]), _num(scores[teacher], 2), *cells])
+    mean = results["mean_share"]
+    rows.append(["mean share", "main metrics", "100%", *("-" if mean[m] is None else f"{100 * mean[m]:.0f}%"
+                                                         for m in models)])  # fmt: skip
+    return header, rows
+
+
+def metric_label(metric: str) -> str:
+    """ndcg_at_10 -> nDCG@10; ndcg_at_10_teacher_index -> nDCG@10, teacher index; MTEB's names stay as they are."""
+    index = metric.endswith(INDEX_SUFFIX)
+    base = metric.removesuffix(INDEX_SUFFIX)
+    return METRICS.get(base, base) + (", teacher index" if index else "")
+
+
+def column_label(column: str) -> str:
+    """static:onnx_int8 -> static ONNX int8."""
+    model, _, backend = column.partition(":")
+    return f"{model} {BACKENDS.get(backend, backend)}" if backend else column
+
+
+def task_notes(results: dict[str, Any]) -> list[str]:
+    out = []
+    for task in results["tasks"]:
+        size = ", ".join(f"{value:,} {key}" for key, value in task["size"].items())
+        small = " Small: indicative only." if task.get("small") else ""
+        out.append(f"- {task['name']} ({task['kind']}, {size}): {task['source']}.{small}")
+    out += ["- Retrieval: nDCG@10, recall@100 and MRR@10 as trec_eval (pytrec_eval, BEIR, MTEB) defines them; "
+            "documents are title and text, truncated at each model's max length. 'teacher index': the model's "
+            "queries against the document vectors of the teacher (torch), as a student serving queries against an "
+            "index the teacher built. Classification: the project's logistic-regression head (C by 5-fold "
+            "cross-validation) trained on the train texts' vectors, scored on the test texts. Clustering: k-means "
+            "(k = the number of labels) V-measure, mean of 10 seeds. STS: Spearman of cosine against gold.",
+            "- mean share: the mean over the tasks of each model's score over the teacher's on the task's main "
+            "metric (retrieval nDCG@10, classification accuracy, clustering V-measure, STS Spearman, MTEB's main "
+            "score)."]  # fmt: skip
+    return out
 
 
 def table_row(name: str, entry: dict[str, Any]) -> list[str]:

@@ -2,11 +2,17 @@
 
 A `Candidate` is a name, a role, its size, and one `(texts, batch_size) -> vectors` function
 per backend (torch, onnx_fp32, onnx_int8). The evaluators only ever call `encode`, so they
-cannot tell a student from the teacher or from the peer baseline.
+cannot tell a student from the teacher or from the peer baseline. `task_encoders` gives the
+task evaluators each backend as a `TaskEncoder`: with the teacher's own query and document
+prompts where its files name them, and an identity (a hash of the files its vectors depend on)
+that keys the cache of corpus vectors.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,14 +29,17 @@ from distill.errors import DistillError
 from distill.export.exporter import EXPORT_DIR, EXPORT_FORMAT, PARITY_FILE, export_student
 from distill.io import atomic_dir, read_json
 from distill.runtime import MODEL_FILES, OnnxEmbedder
+from distill.runtime.embedder import CONFIG_FILE, TOKENIZER_FILE
 from distill.teacher.model import Teacher, read_teacher_files
 from distill.training.pipeline import folder_bytes
+from eval.encoders import TaskEncoder, files_fingerprint, fingerprint
 from eval.latency import BatchEncode
 from students.transformer import TransformerStudent
 
 logger = logging.getLogger(__name__)
 
 TEACHER_FILES = ("model.safetensors", "pytorch_model.bin")
+ROLES = {"query": ("query",), "document": ("document", "passage", "corpus")}  # a teacher's prompt names for each role
 
 
 @dataclass
@@ -43,20 +52,89 @@ class Candidate:
     token_fidelity: Callable[[], float] | None = None  # for students that give token vectors
     same_space: bool = True  # whether its vectors live in the teacher's space (cosine to it is meaningful)
     details: dict[str, Any] = field(default_factory=dict)
+    # per backend: the encode of each role ("query", "document") with the model's own prompt for it, where it has one
+    prompted: dict[str, dict[str, BatchEncode]] = field(default_factory=dict)
+    # per backend: a hash of everything its document vectors depend on (weights, max length, prompt): the cache key
+    identities: dict[str, Callable[[], str]] = field(default_factory=dict)
 
     def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
         """(n, dim) float32 vectors from the reference backend (the one evaluated for quality)."""
         return np.asarray(next(iter(self.backends.values()))(texts, batch_size), dtype=np.float32)
 
+    def column(self, backend: str) -> str:
+        """The backend's name in task tables: the model's name for its reference backend, else "name:backend"."""
+        return self.name if backend == next(iter(self.backends)) else f"{self.name}:{backend}"
+
+
+def task_encoders(candidate: Candidate, batch_size: int = 128) -> list[TaskEncoder]:
+    """Each backend of a candidate as the task evaluators see it, the reference backend first."""
+
+    def texts_only(encode: BatchEncode | None) -> Callable[[Sequence[str]], np.ndarray] | None:
+        return None if encode is None else lambda texts: np.asarray(encode(texts, batch_size), dtype=np.float32)
+
+    out = []
+    for backend, encode in candidate.backends.items():
+        roles = candidate.prompted.get(backend, {})
+        out.append(TaskEncoder(
+            name=candidate.column(backend), encode=texts_only(encode), query=texts_only(roles.get("query")),
+            document=texts_only(roles.get("document")), identity=candidate.identities.get(backend),
+            same_space=candidate.same_space,
+        ))  # fmt: skip
+    return out
+
+
+def role_prompts(teacher: Teacher) -> dict[str, str]:
+    """The teacher's own prompts for queries and documents (e5's "query: ", "passage: ") where its files name them."""
+    prompts = read_teacher_files(teacher.path).prompts if teacher.path else {}
+    out = {}
+    for role, names in ROLES.items():
+        name = next((n for n in names if n in prompts), None)
+        if name is not None:
+            out[role] = prompts[name]
+    return out
+
+
+def teacher_with_prompt(teacher: Teacher, prompt: str) -> BatchEncode:
+    """The teacher's encode with `prompt` in place of the run's prompt."""
+
+    def encode(texts: Sequence[str], batch_size: int) -> np.ndarray:
+        saved, teacher.prompt = teacher.prompt, prompt
+        try:
+            return teacher.sentence_vectors(texts, batch_size)
+        finally:
+            teacher.prompt = saved
+
+    return encode
+
+
+def embedder_with_prompt(embedder: OnnxEmbedder, prompt: str) -> BatchEncode:
+    """An export's encode with `prompt` in place of the one it was distilled with (the same session, shared)."""
+    clone = copy.copy(embedder)
+    clone.config = dataclasses.replace(embedder.config, prompt=prompt)
+    return clone.encode
+
+
+def _identity(*parts: str | Callable[[], str]) -> Callable[[], str]:
+    """A cache identity computed once, when first asked for (hashing weights takes a moment)."""
+    return functools.cache(lambda: fingerprint(p if isinstance(p, str) else p() for p in parts))
+
+
+def _folder_files(folder: Path) -> Callable[[], str]:
+    return lambda: files_fingerprint(f for f in Path(folder).rglob("*") if f.is_file())
+
 
 def teacher_candidate(teacher: Teacher) -> Candidate:
     folder = read_teacher_files(teacher.path).transformer if teacher.path else None  # may be a subfolder
     weights = [folder / f for f in TEACHER_FILES] if folder else []
+    prompts = role_prompts(teacher)
+    document = prompts.get("document", teacher.prompt)
     return Candidate(
         name="teacher", role="teacher", params=sum(p.numel() for p in teacher.model.parameters()),
         bytes=next((f.stat().st_size for f in weights if f.is_file()), None),
         backends={"torch": lambda texts, batch_size: teacher.sentence_vectors(texts, batch_size)},
-        details={"model": teacher.name},
+        details={"model": teacher.name, **({"prompts": prompts} if prompts else {})},
+        prompted={"torch": {role: teacher_with_prompt(teacher, p) for role, p in prompts.items()}},
+        identities={"torch": _identity("teacher", lambda: teacher.fingerprint, "document prompt", document)},
     )  # fmt: skip
 
 
@@ -72,25 +150,31 @@ def add_teacher_onnx(
     if export_is_stale(cache):
         try:
             every_layer = list(range(teacher.model.config.num_hidden_layers))
-            copy = TransformerStudent.from_teacher(teacher, targets, layers=every_layer)
+            whole = TransformerStudent.from_teacher(teacher, targets, layers=every_layer)
         except (DistillError, AttributeError, KeyError) as e:
             logger.warning("the teacher cannot be copied into a transformer student (%s): no ONNX teacher to compare "
                            "with", e)  # fmt: skip
             return
         texts, vectors = targets.texts_and_vectors(Split.TEST, 256)
         logger.info("exporting the teacher to ONNX once, for the comparison (cached in %s)", cache)
-        export_student(copy, cache, name="teacher", texts=texts, teacher_vectors=vectors)
-    add_onnx_backends(candidate, cache, threads)
+        export_student(whole, cache, name="teacher", texts=texts, teacher_vectors=vectors)
+    prompts = role_prompts(teacher)
+    for backend, embedder in add_onnx_backends(candidate, cache, threads).items():
+        candidate.prompted[backend] = {role: embedder_with_prompt(embedder, p) for role, p in prompts.items()}
+        candidate.identities[backend] = _identity(candidate.identities[backend], "document prompt",
+                                                  prompts.get("document", embedder.config.prompt))  # fmt: skip
 
 
-def student_candidates(summary: dict[str, Any], run_dir: Path, targets: Targets, token_fidelity: Callable[[Any], float],
-                       threads: int | None, device: torch.device | None = None) -> list[Candidate]:  # fmt: skip
-    """Every student of a run (torch on `device`) with its ONNX exports, made first where missing or stale."""
+def student_candidates(summary: dict[str, Any], run_dir: Path, targets: Targets | None,
+                       token_fidelity: Callable[[Any], float] | None, threads: int | None,
+                       device: torch.device | None = None, onnx: bool = True) -> list[Candidate]:  # fmt: skip
+    """Every student of a run (torch on `device`) with its ONNX exports, made first where missing or stale (with
+    `onnx`; without, torch alone: `targets` and `token_fidelity` are then not needed)."""
     out = []
     for entry in summary["students"]:
         student = students.load(entry["path"])
         export = run_dir / EXPORT_DIR / entry["name"]
-        if export_is_stale(export, Path(entry["path"])):
+        if onnx and targets is not None and export_is_stale(export, Path(entry["path"])):
             logger.info("exporting %s to ONNX (its export is missing or older than the student)", entry["name"])
             texts, vectors = targets.texts_and_vectors(Split.TEST, 512)
             export_student(student, export, name=entry["name"], texts=texts, teacher_vectors=vectors)
@@ -99,10 +183,12 @@ def student_candidates(summary: dict[str, Any], run_dir: Path, targets: Targets,
         candidate = Candidate(
             name=entry["name"], role="student", params=student.num_parameters(),
             bytes=folder_bytes(Path(entry["path"])), backends={"torch": student.encode},
-            token_fidelity=(lambda s=student: token_fidelity(s)) if gives_tokens else None,
+            token_fidelity=(lambda s=student: token_fidelity(s)) if gives_tokens and token_fidelity else None,
             details={"kind": student.kind, "path": entry["path"]},
+            identities={"torch": _identity("student", _folder_files(Path(entry["path"])))},
         )  # fmt: skip
-        add_onnx_backends(candidate, export, threads)
+        if onnx:
+            add_onnx_backends(candidate, export, threads)
         out.append(candidate)
     return out
 
@@ -118,12 +204,19 @@ def export_is_stale(export: Path, student: Path | None = None) -> bool:
     return newest > parity.stat().st_mtime
 
 
-def add_onnx_backends(candidate: Candidate, export: Path, threads: int | None) -> None:
-    """The export's fp32 and int8 graphs as `onnx_fp32` / `onnx_int8` backends, with their sizes and parity figures."""
+def add_onnx_backends(candidate: Candidate, export: Path, threads: int | None) -> dict[str, OnnxEmbedder]:
+    """The export's fp32 and int8 graphs as `onnx_fp32` / `onnx_int8` backends, with their sizes and parity figures;
+    returns the embedders by backend."""
+    embedders = {}
     for precision, file in MODEL_FILES.items():
-        candidate.backends[f"onnx_{precision}"] = OnnxEmbedder(export, precision=precision, threads=threads).encode
-        candidate.details[f"onnx_{precision}_bytes"] = (export / file).stat().st_size
+        backend = f"onnx_{precision}"
+        embedders[backend] = OnnxEmbedder(export, precision=precision, threads=threads)
+        candidate.backends[backend] = embedders[backend].encode
+        candidate.details[f"{backend}_bytes"] = (export / file).stat().st_size
+        files = [export / file, export / CONFIG_FILE, export / TOKENIZER_FILE]
+        candidate.identities[backend] = _identity("export", lambda files=files: files_fingerprint(files))
     candidate.details["export"] = read_json(export / PARITY_FILE)
+    return embedders
 
 
 def model2vec_candidate(teacher: Teacher, cache: Path) -> Candidate | None:
@@ -155,4 +248,5 @@ def model2vec_candidate(teacher: Teacher, cache: Path) -> Candidate | None:
         backends={"numpy": lambda texts, batch_size: model.encode(list(texts), batch_size=batch_size)
                   .astype(np.float32)},
         same_space=False, details={"settings": "model2vec distill_from_model with its default settings (PCA to 256)"},
+        identities={"numpy": _identity("model2vec", _folder_files(cache))},
     )  # fmt: skip

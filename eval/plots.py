@@ -1,4 +1,5 @@
-"""The report's plots: fidelity against throughput (the Pareto picture), size, and a 2-D map of words."""
+"""The report's plots: fidelity against throughput (the Pareto picture), size, a 2-D map of words, and, when tasks
+ran, each model's share of the teacher's task scores against its throughput."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ def draw_all(report: dict[str, Any], word_vectors: dict[str, np.ndarray], out: P
     pareto(report, paths[0])
     sizes(report, paths[1])
     word_map(word_vectors, paths[2])
+    if report.get("tasks"):
+        paths.append(out / "tasks.png")
+        task_shares(report, paths[-1])
     return paths
 
 
@@ -70,6 +74,33 @@ def pareto(report: dict[str, Any], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle("Fidelity against throughput")
+    _save(fig, path)
+
+
+def task_shares(report: dict[str, Any], path: Path) -> None:
+    """Each model and backend's mean share of the teacher's task scores against its texts/s at batch 32."""
+    results, models = report["tasks"], _models(report)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    points = []
+    for column, share in results["mean_share"].items():
+        where = results["backends"].get(column, {})
+        speed = models.get(where.get("model"), {}).get("latency", {}).get(where.get("backend"), {})
+        if share is None or "batch32_texts_per_s" not in speed:
+            continue
+        index = list(models).index(where["model"])
+        x, y = speed["batch32_texts_per_s"], 100 * share
+        ax.scatter(x, y, marker=MARKERS.get(where["backend"], "o"), s=70, color=f"C{index}", label=column, zorder=3)
+        points.append((x, y))
+    if points:
+        ax.plot(*zip(*pareto_frontier(points), strict=True), color="grey", linestyle="--", linewidth=1, zorder=2,
+                label="frontier")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel(f"texts per second at batch 32 ({report['machine']['threads']} threads, log scale)")
+    ax.set_ylabel("mean share of the teacher's task score (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    names = ", ".join(t["name"] + (" (small)" if t.get("small") else "") for t in results["tasks"])
+    ax.set_title(f"What each model keeps of the teacher's task scores, against speed\n{names}", fontsize=9)
     _save(fig, path)
 
 

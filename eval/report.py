@@ -1,17 +1,19 @@
 """`distill eval`: the teacher, every student and the peer baseline on the same data, in one process.
 
 `evaluate_run` measures, on the run's test split and on held-out text of other forms than the
-training corpus (`distill.data.domains`, which no student trains on); `write_report` writes
+training corpus (`distill.data.domains`, which no student trains on), and on the user's tasks
+(`--tasks`, `eval.suite`; `--mteb`, `eval.mteb_tasks`): each task's scores for the teacher and every
+model and backend, each also as a share of the teacher's (`eval.scoring`). `write_report` writes
 `report.json`, `report.md` and the plots into the run folder. Quality figures are deterministic
-(fixed data, fixed folds); speeds are taken with one thread count for every model and also given
-as ratios to the teacher timed beside them.
+(fixed data, fixed folds, fixed seeds); speeds are taken with one thread count for every model and
+also given as ratios to the teacher timed beside them.
 """
 
 from __future__ import annotations
 
 import logging
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,20 +26,32 @@ from distill.data.corpus import Split
 from distill.data.domains import other_domain_texts
 from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.io import atomic_path, write_json
+from distill.io import atomic_path, read_json, write_json
 from distill.teacher.model import Teacher
 from distill.training.pipeline import open_run, run_teacher
 from distill.training.trainer import token_fidelity
 from eval import plots
+from eval.encoders import VectorCache
 from eval.fidelity import DomainFidelityEvaluator, FidelityEvaluator
 from eval.latency import measure, with_ratios
 from eval.markdown import render_markdown
-from eval.models import Candidate, add_teacher_onnx, model2vec_candidate, student_candidates, teacher_candidate
+from eval.models import (
+    Candidate,
+    add_teacher_onnx,
+    model2vec_candidate,
+    student_candidates,
+    task_encoders,
+    teacher_candidate,
+)
+from eval.scoring import score_tasks
+from eval.suite import Task, parse_tasks
 from eval.tasks import AnalogyEvaluator, PolarityProbe, STSEvaluator, WordSimilarityEvaluator
 
 logger = logging.getLogger(__name__)
 
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
+TASK_VECTORS = "task-vectors"  # the cache of corpus vectors, in the run's cache folder (beside its targets)
+MTEB_RESULTS = "mteb"  # MTEB's own result files, in the run folder
 
 
 @dataclass
@@ -52,8 +66,12 @@ class EvalSettings:
     baseline: bool = True  # evaluate model2vec's distillation of the teacher too
     teacher_onnx: bool = True  # time the teacher as ONNX fp32 / int8 too (exported once, as the students are)
     device: str = "auto"  # where the teacher and the students' torch backends run (auto: CUDA when present)
+    tasks: list[str] = field(default_factory=list)  # task specs (`eval.suite`): "default", KIND:PATH, PATH
+    mteb: list[str] = field(default_factory=list)  # MTEB task names (needs the mteb extra, and its data)
+    cache_dir: str | None = None  # where corpus vectors are cached [default: the run's cache folder]
 
     def __post_init__(self) -> None:
+        self.tasks, self.mteb = list(self.tasks), [t.strip() for m in self.mteb for t in m.split(",") if t.strip()]
         if min(self.latency_texts, self.singles, self.repeats) <= 0 or (self.threads or 1) <= 0 or self.min_seconds < 0:
             raise DistillError("latency texts, singles, repeats and threads must be positive, min seconds not negative")
 
@@ -63,9 +81,37 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, progress: bool 
     extra_texts = read_texts(settings.text_file) if settings.text_file else None  # NOTE: a bad file fails first
     sts = STSEvaluator(settings.sts_file) if settings.sts_file else None
     summary, targets = open_run(run_dir)
+    tasks = run_tasks(settings, summary, Path(run_dir))
     teacher = run_teacher(summary, settings.device)
     return evaluate_from_model(teacher, targets, summary, Path(run_dir), settings, extra_texts=extra_texts, sts=sts,
-                               other_domain=other_domain_texts(), progress=progress)  # fmt: skip
+                               other_domain=other_domain_texts(), tasks=tasks, progress=progress)  # fmt: skip
+
+
+def run_tasks(settings: EvalSettings, summary: dict[str, Any], run_dir: Path) -> list[Task]:
+    """The tasks `settings` names, read (and MTEB's data fetched) before any model loads, so a bad one fails first."""
+    cache = VectorCache(Path(settings.cache_dir or Path(summary["targets"]).parent) / TASK_VECTORS)
+    tasks = parse_tasks(settings.tasks, cache)
+    if settings.mteb:
+        from eval.mteb_tasks import mteb_tasks
+
+        tasks += mteb_tasks(settings.mteb, run_dir / MTEB_RESULTS)
+    return tasks
+
+
+def score_run_tasks(run_dir: str | Path, tasks: list[Task], device: str = "auto", *,
+                    progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The tasks scored on a finished run's teacher and students (torch; `distill eval` adds the exports), written
+    into its summary.json as "tasks": what `distill run --tasks` shows right after training."""
+    summary_file = Path(run_dir) / "summary.json"
+    summary = read_json(summary_file)
+    teacher = run_teacher(summary, device)
+    candidates = [
+        teacher_candidate(teacher),
+        *student_candidates(summary, Path(run_dir), None, None, None, teacher.placement.device, onnx=False),
+    ]
+    results = score_tasks(tasks, [e for c in candidates for e in task_encoders(c)], progress=progress)
+    write_json(summary_file, {**read_json(summary_file), "tasks": results})
+    return results
 
 
 def evaluate_from_model(
@@ -78,11 +124,13 @@ def evaluate_from_model(
     extra_texts: list[str] | None = None,
     sts: STSEvaluator | None = None,
     other_domain: dict[str, list[str]] | None = None,
+    tasks: list[Task] | None = None,
     progress: bool = False,
 ) -> tuple[dict, dict]:
     """The core of `evaluate_run`, on a teacher and targets already in memory.
 
     `other_domain`: named sets of held-out text of other forms (`distill.data.domains.other_domain_texts()`).
+    `tasks`: the user's tasks (`eval.suite.parse_tasks`), scored on every model and backend into report["tasks"].
     """
     threads = settings.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -92,7 +140,7 @@ def evaluate_from_model(
         fidelity["text"] = FidelityEvaluator(extra_texts, teacher.sentence_vectors(extra_texts))
     other_domain = {name: texts for name, texts in (other_domain or {}).items() if texts}
     others = DomainFidelityEvaluator(other_domain, {n: teacher.sentence_vectors(t) for n, t in other_domain.items()})
-    tasks: list[Any] = [WordSimilarityEvaluator(), AnalogyEvaluator(), PolarityProbe(), *([sts] if sts else [])]
+    word_tasks: list[Any] = [WordSimilarityEvaluator(), AnalogyEvaluator(), PolarityProbe(), *([sts] if sts else [])]
     tokens = lambda student: token_fidelity(student, targets, targets.indices(Split.TEST))  # noqa: E731
     teacher_entry = teacher_candidate(teacher)
     if settings.teacher_onnx:
@@ -105,10 +153,13 @@ def evaluate_from_model(
         candidates.append(baseline)
     entries, word_vectors = {}, {}
     for candidate in tqdm(candidates, desc="eval", unit="model", disable=not progress):
-        entries[candidate.name] = evaluate(candidate, fidelity, tasks, test_texts[: settings.latency_texts], settings)
+        entries[candidate.name] = evaluate(candidate, fidelity, word_tasks, test_texts[: settings.latency_texts],
+                                           settings)  # fmt: skip
         entries[candidate.name].update(others.of_teacher() if candidate.role == "teacher"
                                        else others(candidate.encode, candidate.same_space))  # fmt: skip
         word_vectors[candidate.name] = candidate.encode(plots.MAP_WORDS)
+    task_results = (score_tasks(tasks, [e for c in candidates for e in task_encoders(c)], progress=progress)
+                    if tasks else None)  # fmt: skip
     teacher_speed = entries["teacher"]["latency"]["torch"]
     for entry in entries.values():
         entry["latency"] = with_ratios(entry["latency"], teacher_speed)
@@ -124,6 +175,11 @@ def evaluate_from_model(
         "students": {c.name: entries[c.name] for c in candidates if c.role == "student"},
         "baselines": {c.name: entries[c.name] for c in candidates if c.role == "baseline"},
     }  # fmt: skip
+    if task_results:
+        # NOTE: which model and backend each column is, so the plot finds its speed in the entries
+        task_results["backends"] = {c.column(b): {"model": c.name, "backend": b}
+                                    for c in candidates for b in c.backends}  # fmt: skip
+        report["tasks"] = task_results
     return report, word_vectors
 
 

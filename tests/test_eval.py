@@ -282,3 +282,37 @@ def test_latency_keeps_measuring_a_fast_encoder_until_min_seconds() -> None:
     figures = measure(encode, ["a"] * 10, singles=5, repeats=2, min_seconds=0.05)
     assert calls.count(10) > 2 * 2  # more passes than `repeats` at each batch size: each took microseconds
     assert figures["batch32_texts_per_s"] > 0 and figures["single_p50_ms"] <= figures["single_p95_ms"]
+
+
+def test_tasks_score_every_model_and_backend_and_lead_the_report(
+    tiny_teacher: Teacher, tiny_run: tuple, tmp_path: Path
+) -> None:
+    from eval.encoders import VectorCache
+    from eval.suite import parse_tasks
+    from tests.test_task_suite import write_tasks
+
+    run_dir, summary, targets = tiny_run
+    tasks = parse_tasks([str(write_tasks(tmp_path / "tasks"))], VectorCache(tmp_path / "vectors"))
+    report, words = evaluate_from_model(tiny_teacher, targets, summary, run_dir, replace(QUICK, teacher_onnx=True),
+                                        tasks=tasks)  # fmt: skip
+    results = report["tasks"]
+    assert results["models"] == ["teacher", "teacher:onnx_fp32", "teacher:onnx_int8", "static", "static:onnx_fp32",
+                                 "static:onnx_int8"]  # fmt: skip
+    assert results["backends"]["static:onnx_int8"] == {"model": "static", "backend": "onnx_int8"}
+    assert all(row["shares"]["teacher"] == pytest.approx(1.0) for row in results["rows"])
+    # the teacher's fp32 export gives its vectors to 1e-5: the same scores, but for a rare tie broken otherwise
+    fp32 = [row["shares"]["teacher:onnx_fp32"] for row in results["rows"] if row["main"]]
+    assert fp32 == pytest.approx([1.0] * 4, abs=0.02)
+    assert {row["metric"] for row in results["rows"] if row["task"] == "qa"} >= {"ndcg_at_10_teacher_index"}
+    written = write_report(tmp_path, report, words)
+    assert tmp_path / "tasks.png" in written and (tmp_path / "tasks.png").read_bytes()[:4] == b"\x89PNG"
+    headings = [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("## ")]
+    assert headings[:2] == ["## What each student keeps", "## Fidelity to the teacher"]
+    assert json.loads((tmp_path / "report.json").read_text())["tasks"]["mean_share"]["teacher"] == 1.0
+    # the second eval reads every backend's document vectors back instead of embedding the corpus again
+    cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "vectors").glob("*.npy")}
+    assert len(cached) == 6
+    again, _ = evaluate_from_model(tiny_teacher, targets, summary, run_dir, replace(QUICK, teacher_onnx=True),
+                                   tasks=tasks)  # fmt: skip
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "vectors").glob("*.npy")} == cached
+    assert again["tasks"]["rows"] == results["rows"]

@@ -18,6 +18,7 @@ from distill.cli.common import setup_logging as _setup_logging
 from distill.cli.common import user_errors as _user_errors
 from distill.cli.heads import head
 from distill.cli.share import push, write_table
+from distill.cli.tasks import TASKS_OPTION, eval_task_options
 from distill.errors import DistillError
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ def _config(config_file: str | None, verbose: bool, **flags: Any) -> RunConfig:
     from distill.training.config import build_config, read_toml
 
     _setup_logging(verbose)
+    if "tasks" in flags:
+        flags["tasks"] = list(flags["tasks"]) or None  # NOTE: no --tasks given: the config file's, if any
     return build_config(read_toml(config_file) if config_file else {}, flags)
 
 
@@ -131,6 +134,7 @@ def main() -> None:
 @main.command()
 @_options
 @click.option("--resume", is_flag=True, help="Go on from the last checkpoint of each student.")
+@TASKS_OPTION
 @_user_errors
 def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
     """Build the teacher's targets, then train, test and save every student.
@@ -144,14 +148,18 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
     fidelity, is flagged in the summary with what to try.
     """
     from distill import distributed
+    from distill.cli.tasks import read_tasks, score_and_print
     from distill.training.pipeline import run as run_pipeline
 
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
         return
+    tasks = read_tasks(config)
     summary = run_pipeline(config, resume=resume, progress=True)
     if distributed.group().is_main:
         _print_summary(summary)
+        if tasks:
+            score_and_print(summary.run_dir, tasks, config.device)
     distributed.close()
 
 
@@ -177,21 +185,26 @@ def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
 @main.command()
 @_options
 @click.option("--resume", is_flag=True, help="Go on from the last checkpoint of each student.")
+@TASKS_OPTION
 @_user_errors
 def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
     """Train the students on targets that `distill targets` already cached."""
     from distill import distributed
+    from distill.cli.tasks import read_tasks, score_and_print
     from distill.training.pipeline import Stopwatch, cached_targets, load_teacher, train_students
 
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
         return
+    tasks = read_tasks(config)
     distributed.init(config.placement().device.type)
     teacher = load_teacher(config)
     summary = train_students(teacher, cached_targets(teacher, config), config, Stopwatch(), resume=resume,
                              progress=True)  # fmt: skip
     if distributed.group().is_main:
         _print_summary(summary)
+        if tasks:
+            score_and_print(summary.run_dir, tasks, config.device)
     distributed.close()
 
 
@@ -217,12 +230,13 @@ def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) ->
               help="Also time the teacher exported to ONNX fp32 / int8 (once, cached): like with like.")  # fmt: skip
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also evaluate model2vec's distillation of the teacher (needs model2vec[distill]).")  # fmt: skip
+@eval_task_options
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @_user_errors
 def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
-    """Compare the teacher, every student and the peer baseline: fidelity, tasks, size and speed.
+    """Compare the teacher, every student and the peer baseline: task scores, fidelity, size and speed.
 
-    Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png).
+    Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png; tasks.png with --tasks).
     """
     from distill.cards import write_run_cards
     from eval.report import EvalSettings, evaluate_run, write_report

@@ -90,14 +90,24 @@ def forum_sentences(limit: int = FORUM_SENTENCES) -> list[str]:
 
 def chat_turns() -> list[str]:
     """Turns of chatterbot-corpus's English conversations (code snippets left out): questions and everyday chat."""
+    turns: list[str] = []
+    for category, conversations in chat_conversations().items():
+        if category == "coding":
+            continue
+        for conversation in conversations:
+            turns.extend(t for t in conversation if 2 <= len(t.split()) <= 40)
+    return turns
+
+
+def chat_conversations() -> dict[str, list[list[str]]]:
+    """chatterbot-corpus's English conversations by category (its file names: ai, food, trivia, ...), each a list of
+    turns, in file order (non-text turns left out)."""
     import chatterbot_corpus
     import yaml
 
     root = Path(chatterbot_corpus.__file__).parent / "data" / "english"
-    turns: list[str] = []
+    out: dict[str, list[list[str]]] = {}
     for path in sorted(root.glob("*.yml")):
-        if path.stem == "coding":
-            continue
-        for conversation in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("conversations", []):
-            turns.extend(t for t in conversation if isinstance(t, str) and 2 <= len(t.split()) <= 40)
-    return turns
+        conversations = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("conversations", [])
+        out[path.stem] = [[t for t in c if isinstance(t, str)] for c in conversations if isinstance(c, list)]
+    return out

@@ -50,6 +50,9 @@ class RunConfig:
     teacher_batch_tokens: int | None = None  # padded tokens a batch in target extraction (default: by device)
     chunk_texts: int = CHUNK_TEXTS  # texts a targets cache chunk: the unit of resuming and of sharing out by rank
     processes: int = 1  # processes on this machine (through torchrun); torchrun itself says it when it starts them
+    # task specs to score once training ends (`distill run --tasks`; eval.suite says what a spec is). NOTE: the CLI
+    # scores them, a floor above both training and eval: the pipeline never reads this.
+    tasks: list[str] = field(default_factory=list)
     train: dict[str, Any] = field(default_factory=dict)  # training settings shared by all students
     students: dict[str, dict[str, Any]] = field(default_factory=lambda: {"static": {}})
 
@@ -70,6 +73,7 @@ class RunConfig:
         if self.processes <= 0:
             raise DistillError(f"processes must be a positive whole number, not {self.processes}")
         self.augment = [a.value for a in parse_augment(self.augment)]
+        self.tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
         if isinstance(self.token_targets, bool):  # NOTE: configs of earlier versions said true / false
             self.token_targets = "store" if self.token_targets else "none"
         if self.token_targets not in [t.value for t in TokenTargets]:

@@ -1,0 +1,73 @@
+"""The task flags: `distill eval`'s --tasks, --mteb and --cache-dir, and `--tasks` on `distill run` and `distill
+train`, where the user's tasks are scored on the teacher and the students just trained (torch), written into
+summary.json and printed under the run's table.
+
+NOTE: the training pipeline never imports eval (a lower floor reports, a higher one reads): the CLI, above
+both, reads the tasks before training (so a bad path fails before any work) and scores them after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from distill.training.config import RunConfig
+    from eval.suite import Task
+
+TASKS_OPTION = click.option(
+    "--tasks", multiple=True, metavar="SPEC",
+    help="Tasks to score the teacher and every student on once training ends, into summary.json and the final "
+    "table: 'default' (a small suite that ships), KIND:PATH (retrieval, classification, clustering, sts) or a "
+    "folder of tasks; comma-separated or repeated.",
+)  # fmt: skip
+
+
+def eval_task_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`distill eval`'s task flags: --tasks, --mteb and --cache-dir."""
+    options = [
+        click.option("--tasks", multiple=True, metavar="SPEC",
+                     help="Your tasks, scored on the teacher and every model and backend: 'default' (a small suite "
+                     "that ships; `make eval` runs it), KIND:PATH (retrieval: a BEIR folder; classification: a folder "
+                     "of train and test files; clustering: a text,label file; sts: a pairs file) or PATH (the kind "
+                     "its layout says, or a folder of several); comma-separated or repeated."),
+        click.option("--mteb", multiple=True, metavar="TASK[,TASK...]",
+                     help="MTEB tasks by name (needs the mteb extra and their data, downloaded once); MTEB's own "
+                     "result files go to RUN/mteb/."),
+        click.option("--cache-dir", type=click.Path(file_okay=False),
+                     help="Where corpus vectors of retrieval tasks are cached [default: the run's cache folder]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def read_tasks(config: RunConfig) -> list[Task]:
+    """The run's tasks, read now; corpus vectors are cached in the run's cache folder."""
+    if not config.tasks:
+        return []
+    from eval.encoders import VectorCache
+    from eval.report import TASK_VECTORS
+    from eval.suite import parse_tasks
+
+    return parse_tasks(config.tasks, VectorCache(Path(config.cache_dir) / TASK_VECTORS))
+
+
+def score_and_print(run_dir: str | Path, tasks: list[Task], device: str) -> None:
+    """Score `tasks` on the finished run, write them into its summary.json, and print their table."""
+    from eval.markdown import task_table
+    from eval.report import score_run_tasks
+
+    header, rows = task_table(score_run_tasks(run_dir, tasks, device, progress=True))
+    click.echo("\ntasks: each score x 100, in brackets its share of the teacher's")
+    for line in aligned([header, *rows]):
+        click.echo(line)
+
+
+def aligned(rows: list[list[Any]]) -> list[str]:
+    """Rows of cells as text columns, each as wide as its widest cell."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
