@@ -116,8 +116,18 @@ def run_figures(run_dir: Path, name: str) -> dict[str, Figure]:
             figures["fidelity on text of other forms"] = Figure(f"{entry['other_domain_fidelity']:.4f}", run)
         figures["parameters"] = Figure(f"{entry['params']:,}", run)
         figures["saved size"] = Figure(_mb(entry["bytes"]), run)
-    report = (_read(run_dir / "report.json") or {}).get("students", {}).get(name)
-    teacher = (_read(run_dir / "report.json") or {}).get("teacher", {})
+    full_report = _read(run_dir / "report.json") or {}
+    report = full_report.get("students", {}).get(name)
+    teacher = full_report.get("teacher", {})
+    # NOTE: the task suite's rows, from `distill eval --tasks` or else from `distill run --tasks`
+    tasks, command = full_report.get("tasks"), f"{EVAL} --run {run_dir} --tasks ..."
+    if not tasks:
+        tasks, command = summary.get("tasks"), f"{RUN} --tasks ..."
+    for row in (tasks or {}).get("rows", []):
+        score, share = row["scores"].get(name), row["shares"].get(name)
+        if row.get("main") and isinstance(score, int | float):
+            kept = f", {share:.1%} of the teacher's" if isinstance(share, int | float) else ""
+            figures[f"{row['task']}: {row['metric']}"] = Figure(f"{score:.2f}{kept}", command)
     if report:
         evaluate = f"{EVAL} --run {run_dir}"
         for task, score in sorted(report.get("tasks", {}).items()):

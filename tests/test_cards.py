@@ -45,6 +45,12 @@ def run_dir(tiny_teacher: Teacher, tiny_targets: Targets, tmp_path_factory: pyte
     write_json(run / "summary.json", {"teacher": DEFAULT_TEACHER, "students": entries})
     write_json(run / "report.json", {
         "teacher": {"tasks": {"sts": 0.82}},
+        "tasks": {"rows": [
+            {"task": "qa-retrieval", "metric": "ndcg@10", "main": True, "scores": {"teacher": 60.0, "static": 45.0},
+             "shares": {"teacher": 1.0, "static": 0.75}},
+            {"task": "qa-retrieval", "metric": "mrr@10", "main": False, "scores": {"teacher": 50.0, "static": 40.0},
+             "shares": {"teacher": 1.0, "static": 0.8}},
+        ]},
         "students": {"static": {"tasks": {"sts": 0.7711},
                                 "latency": {"onnx_int8": {"batch32_texts_per_s": 20000.0,
                                                           "speedup": {"batch32_texts_per_s": 41.5}}}}},
@@ -79,6 +85,9 @@ def test_the_card_carries_what_eval_and_export_measured_with_their_commands(run_
     _, text = card(run_dir / "students" / "static")
     assert f"| task: sts | 0.7711 (teacher 0.8200) | `distill eval --run {run_dir}` |" in text
     assert "| speed, onnx_int8, batch 32 | 20,000 texts/s, 41.5x the teacher |" in text
+    kept = "| qa-retrieval: ndcg@10 | 45.00, 75.0% of the teacher's |"
+    assert f"{kept} `distill eval --run {run_dir} --tasks ...` |" in text
+    assert "mrr@10" not in text  # the task's main metric only
     assert f"| ONNX int8: fidelity lost | 0.0012 | `distill export --run {run_dir}` |" in text
     metadata, export_text = card(run_dir / "export" / "static")
     assert metadata["library_name"] == "onnx" and metadata["base_model"] == DEFAULT_TEACHER
