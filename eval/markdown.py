@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eval.scoring import INDEX_SUFFIX
+
 K = 10
 COLUMNS = ["model", "params", "size MB", "int8 ONNX MB", "cosine", "other cos", "cosine p5", f"top-{K} nbrs",
            "pairwise ρ", f"x-recall@{K}", "SimLex", "WS-353", "analogy %", "probe %", "STS", "p50 ms", "b32 x",
@@ -13,7 +15,6 @@ SPEED_COLUMNS = ["model", "backend", "file MB", "test cosine", "p50 ms", "b32 te
 BACKENDS = {"torch": "torch", "numpy": "numpy (its own encoder)", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
 METRICS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "recall@100", "mrr_at_10": "MRR@10", "accuracy": "accuracy",
            "macro_f1": "macro-F1", "v_measure": "V-measure", "spearman": "Spearman"}  # fmt: skip
-INDEX_SUFFIX = "_teacher_index"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
