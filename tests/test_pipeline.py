@@ -32,3 +32,12 @@ def test_a_named_student_of_a_given_kind_trains_beside_its_kind(tmp_path: Path) 
     assert config.kind_of("wide") == "static" and config.kind_of("static") == "static"
     assert config.student_options("wide") == {"init": "vocab"}
     assert config.train_config_for("wide", {}).epochs == 1
+
+
+def test_a_student_named_with_a_dash_keeps_its_settings() -> None:
+    from distill.training.config import build_config
+
+    config = build_config({"students": ["static-wide"], "static-wide": {"kind": "static", "grad-clip": 0.5}},
+                          {"max-length": 64})  # fmt: skip
+    assert config.kind_of("static-wide") == "static" and config.max_length == 64
+    assert config.train_config_for("static-wide", {}).grad_clip == 0.5

@@ -134,8 +134,9 @@ class RunConfig:
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:
     """A `RunConfig` from a TOML file's values under the flags the user gave (flags win)."""
-    values = {_key(k): v for k, v in file_values.items()}
-    values.update({_key(k): v for k, v in flag_values.items() if v is not None})
+    # NOTE: a table's name is a student's name, kept as written ("static-wide"); setting names take - or _
+    values = {k if isinstance(v, dict) else _key(k): v for k, v in file_values.items()}
+    values.update({k if isinstance(v, dict) else _key(k): v for k, v in flag_values.items() if v is not None})
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "students"}
     students = values.pop("students", None)
     if isinstance(students, str):
