@@ -53,7 +53,8 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
                      "CUDA, one GPU each) [default: 1]. Across machines, start `distill.cli` under torchrun instead."),
         click.option("--augment", help="New text forms made from the training texts, comma-separated: spans (2-8 "
                      "words: queries, titles), words (no punctuation, lower case), drop (a fifth of the words "
-                     "dropped), join (two texts as one) [default: as configs/default.toml says, else none]."),
+                     "dropped), join (two texts as one), bags (3-10 vocabulary words, one bag for every two texts, so "
+                     "every row of a static table is trained) [default: as configs/default.toml says, else none]."),
         click.option("--token-targets", type=click.Choice(["auto", "store", "online", "none"]),
                      help="The teacher's token vectors: kept on disk (store), recomputed in the training loop "
                      "(online) or not used (none) [default: auto: store while they fit on disk, else online on "
