@@ -39,7 +39,7 @@ bench: $(INSTALLED) ## Measure runs/default now and print the headline figures (
 		$(if $(wildcard ../shared/data/corpus-reviews-speeches.txt),--corpus ../shared/data/corpus-reviews-speeches.txt))
 
 test: $(INSTALLED) ## Run the tests
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: $(INSTALLED) ## Check style with ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
