@@ -45,7 +45,11 @@ def test_run_tasks_go_into_summary_json_and_the_final_table(trained: tuple) -> N
     assert results["models"] == ["teacher", "static"]  # torch: nothing is exported yet
     assert {t["name"] for t in results["tasks"]} == {"chat-qa", "polarity", "chat-topics", "qa", "topics", "clusters",
                                                       "pairs"}  # fmt: skip
-    assert all(row["shares"]["teacher"] == pytest.approx(1.0) for row in results["rows"])
+    # NOTE: a share needs a positive teacher score; the tiny teacher may rank the tiny STS pairs backwards
+    for row in results["rows"]:
+        teacher = row["scores"]["teacher"]
+        assert row["shares"]["teacher"] == (pytest.approx(1.0) if teacher is not None and teacher > 0 else None)
+    assert sum(row["shares"]["teacher"] is not None for row in results["rows"]) >= len(results["rows"]) - 2
     table = [line for line in output[output.index("tasks: each score") :].splitlines() if line.strip()]
     assert table[1].split() == ["task", "metric", "teacher", "static"]
     assert any(line.startswith("chat-qa (small)") and "nDCG@10, teacher index" in line for line in table)
