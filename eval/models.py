@@ -98,11 +98,8 @@ def teacher_with_prompt(teacher: Teacher, prompt: str) -> BatchEncode:
     """The teacher's encode with `prompt` in place of the run's prompt."""
 
     def encode(texts: Sequence[str], batch_size: int) -> np.ndarray:
-        saved, teacher.prompt = teacher.prompt, prompt
-        try:
+        with teacher.with_prompt(prompt):
             return teacher.sentence_vectors(texts, batch_size)
-        finally:
-            teacher.prompt = saved
 
     return encode
 
@@ -158,7 +155,7 @@ def add_teacher_onnx(
         texts, vectors = targets.texts_and_vectors(Split.TEST, 256)
         logger.info("exporting the teacher to ONNX once, for the comparison (cached in %s)", cache)
         export_student(whole, cache, name="teacher", texts=texts, teacher_vectors=vectors)
-    prompts = role_prompts(teacher)
+    prompts = candidate.details.get("prompts", {})  # NOTE: the teacher's role prompts, read by teacher_candidate
     for backend, embedder in add_onnx_backends(candidate, cache, threads).items():
         candidate.prompted[backend] = {role: embedder_with_prompt(embedder, p) for role, p in prompts.items()}
         candidate.identities[backend] = _identity(candidate.identities[backend], "document prompt",

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -265,13 +265,17 @@ class Teacher:
         return out
 
     @contextmanager
-    def without_prompt(self) -> Iterator[Teacher]:
-        """The teacher with no prompt for the block: vectors of tokens and words alone, as `vocab_vectors` gives."""
-        prompt, self.prompt = self.prompt, ""
+    def with_prompt(self, prompt: str) -> Iterator[Teacher]:
+        """The teacher with `prompt` in place of its own for the block (a query or a document prompt)."""
+        saved, self.prompt = self.prompt, prompt
         try:
             yield self
         finally:
-            self.prompt = prompt
+            self.prompt = saved
+
+    def without_prompt(self) -> AbstractContextManager[Teacher]:
+        """The teacher with no prompt for the block: vectors of tokens and words alone, as `vocab_vectors` gives."""
+        return self.with_prompt("")
 
     def single_token_template(self) -> tuple[list[int], list[int]]:
         """The special-token ids the tokenizer puts before and after one text: ([101], [102]) for BERT."""
