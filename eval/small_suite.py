@@ -10,11 +10,10 @@ texts): the figures say which way a student leans, not what it scores on a publi
 
 from __future__ import annotations
 
-from distill.data.domains import chat_conversations
+from distill.data.domains import CODE_CATEGORIES, chat_conversations
 from eval.retrieval import RetrievalData
 from eval.tasks import PolarityProbe
 
-SKIPPED_TOPICS = ("coding",)  # code snippets, not language
 TOPIC_MIN, TOPIC_MAX = 10, 50  # a topic clustered needs this many questions; the first TOPIC_MAX of each count
 
 
@@ -24,7 +23,7 @@ def chat_qa() -> RetrievalData:
     questions: dict[str, str] = {}  # question text -> query id
     qrels: dict[str, dict[str, int]] = {}
     for topic, conversations in chat_conversations().items():
-        if topic in SKIPPED_TOPICS:
+        if topic in CODE_CATEGORIES:
             continue
         for conversation in conversations:
             if len(conversation) < 2:
@@ -59,7 +58,7 @@ def chat_topics() -> tuple[list[str], list[str]]:
     labels: list[str] = []
     for topic, conversations in chat_conversations().items():
         questions = list(dict.fromkeys(" ".join(c[0].split()) for c in conversations if c and c[0].strip()))
-        if topic in SKIPPED_TOPICS or len(questions) < TOPIC_MIN:
+        if topic in CODE_CATEGORIES or len(questions) < TOPIC_MIN:
             continue
         texts += questions[:TOPIC_MAX]
         labels += [topic] * len(questions[:TOPIC_MAX])

@@ -88,11 +88,14 @@ def forum_sentences(limit: int = FORUM_SENTENCES) -> list[str]:
     return _unique(out)[:limit]
 
 
+CODE_CATEGORIES = ("coding",)  # chatterbot-corpus's categories of code snippets, not language
+
+
 def chat_turns() -> list[str]:
     """Turns of chatterbot-corpus's English conversations (code snippets left out): questions and everyday chat."""
     turns: list[str] = []
     for category, conversations in chat_conversations().items():
-        if category == "coding":
+        if category in CODE_CATEGORIES:
             continue
         for conversation in conversations:
             turns.extend(t for t in conversation if 2 <= len(t.split()) <= 40)
