@@ -6,7 +6,8 @@ Each model the sentence-transformers loader reads (the teacher, the static and t
 student) is loaded with `SentenceTransformer(path)` and encoded by it, not by this project's code;
 the metrics come from other libraries: retrieval from `pytrec_eval` (nDCG@10 as `ndcg_cut_10`,
 recall@100 as `recall_100`, MRR@10 as `recip_rank` over each query's top 10), STS from
-`scipy.stats.spearmanr`, clustering from scikit-learn's k-means and V-measure, classification from
+`scipy.stats.spearmanr`, clustering from the suite's own evaluator (scikit-learn's k-means and
+V-measure already; only the encoder differs), classification from
 scikit-learn's own `LogisticRegression` (a different head from the suite's cross-validated one, so
 it agrees only as closely as two heads do). Prints every (task, metric, model) with the suite's
 figure from report.json, the independent one and the difference in points.
@@ -25,6 +26,7 @@ import numpy as np
 from distill.errors import DistillError
 from distill.io import read_json
 from distill.teacher.model import resolve_teacher
+from eval.clustering import ClusteringEvaluator
 from eval.retrieval import RetrievalData
 from eval.small_suite import chat_qa, chat_topics, polarity
 from eval.tasks import read_sts
@@ -78,15 +80,6 @@ def sts(pairs: tuple[list[str], list[str], np.ndarray], encode: Encode) -> dict[
     return {"spearman": 100 * float(spearmanr(cosine, gold).statistic)}
 
 
-def clustering(texts: list[str], labels: list[str], encode: Encode, seeds: int = 10) -> dict[str, float]:
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import v_measure_score
-
-    vectors, k = encode(texts).astype(np.float64), len(set(labels))
-    scores = [v_measure_score(labels, KMeans(k, n_init=1, random_state=s).fit_predict(vectors)) for s in range(seeds)]
-    return {"v_measure": 100 * float(np.mean(scores))}
-
-
 def classification(split: Any, encode: Encode) -> dict[str, float]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
@@ -108,7 +101,9 @@ def compare(run_dir: Path, sts_file: str | None) -> list[tuple[str, str, str, fl
     suite = {(row["task"], row["metric"]): row["scores"] for row in report["tasks"]["rows"]}
     tasks: dict[str, Callable[[Encode], dict[str, float]]] = {
         "chat-qa": lambda encode: retrieval(chat_qa(), encode),
-        "chat-topics": lambda encode: clustering(*chat_topics(), encode),
+        # NOTE: the suite's clustering is scikit-learn's k-means and V-measure already: what is independent here is
+        # the encoder (sentence-transformers'), so its own evaluator runs on it
+        "chat-topics": ClusteringEvaluator(*chat_topics()),
         "polarity": lambda encode: classification(polarity(), encode),
     }
     if sts_file:
