@@ -131,6 +131,21 @@ class TransformerStudent(Student):
         tokens = hidden if self.projection is None else self.projection(hidden)
         return tokens, self._head(pool(hidden, attention_mask, Pooling(self.config.pooling)))
 
+    def forward_with_hidden(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, int]]]:
+        """Token and sentence vectors as `forward_with_tokens`, and each kept layer's output but the last with the
+        index of the teacher layer it was copied from: [((batch, seq, hidden), teacher layer), ...].
+
+        NOTE: the last layer's output is what the token loss already compares with the teacher's
+        token vectors (after any final norm a family applies, which its hidden states leave out).
+        """
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = out.last_hidden_state
+        tokens = hidden if self.projection is None else self.projection(hidden)
+        kept = list(zip(out.hidden_states[1:-1], self.config.layers[:-1], strict=True))
+        return tokens, self._head(pool(hidden, attention_mask, Pooling(self.config.pooling))), kept
+
     def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, seq) -> (batch, seq, token_dim) token vectors in the teacher's space."""
         return self.forward_with_tokens(input_ids, attention_mask)[0]

@@ -82,3 +82,31 @@ def test_a_student_saved_by_another_version_is_a_clear_error(tmp_path: Path) -> 
     (tmp_path / "student.json").write_text('{"kind": "transformer", "config": {"dim": 32, "bert": {}}}')
     with pytest.raises(DistillError, match="another version"):
         students.load(tmp_path)
+
+
+def test_hidden_state_loss_pulls_each_kept_layer_towards_its_teacher_layer(
+    tiny_teacher: Teacher, targets: Targets, tmp_path: Path
+) -> None:
+    """Layer 0 of a [0, 1] student starts perturbed: trained with the hidden-state loss, its output ends nearer
+    the teacher's layer 0 than the same training without it leaves it."""
+    batch = tiny_teacher.tokenize(SENTENCES)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+
+    def trained(weight: float) -> float:
+        student = TransformerStudent.from_teacher(tiny_teacher, targets, layers=[0, 1])
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in student.encoder.encoder.layer[0].parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        config = TrainConfig(**{**TransformerStudent.default_training, "epochs": 2, "lr": 3e-3,
+                                "hidden_loss_weight": weight})  # fmt: skip
+        Trainer(student, targets, config, tmp_path / str(weight), teacher=tiny_teacher).train()
+        with torch.no_grad():
+            ((mine, layer),) = student.forward_with_hidden(ids, mask)[2]
+            theirs = tiny_teacher.hidden_states_on_device(ids, mask)[layer + 1]
+        return torch.nn.functional.cosine_similarity(mine, theirs, dim=-1)[mask.bool()].mean().item()
+
+    assert trained(1.0) > trained(0.0) + 0.01
+    student = TransformerStudent.from_teacher(tiny_teacher, targets, layers=[0, 1])
+    with pytest.raises(DistillError, match="needs the transformer student and the teacher"):
+        Trainer(student, targets, TrainConfig(hidden_loss_weight=1.0), tmp_path / "no-teacher")

@@ -208,6 +208,15 @@ class Teacher:
             out = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
         return out.last_hidden_state.float()
 
+    @torch.no_grad()
+    def hidden_states_on_device(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's output, (batch, seq, hidden) float32 each, the embeddings first: hidden-state targets."""
+        device = self.placement.device
+        with self.placement.autocast():
+            out = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                             output_hidden_states=True)  # fmt: skip
+        return [h.float() for h in out.hidden_states]
+
     def place(self, placement: Placement) -> Teacher:
         """Run the teacher on `placement`'s device and in its precision from now on (changes the fingerprint)."""
         self.placement = placement

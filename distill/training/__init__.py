@@ -1,7 +1,9 @@
 """Training: the teacher's targets to trained, tested and saved students.
 
     config.py    `RunConfig`, one typed dataclass whose keys are the `distill run` flags and the TOML keys
-    losses.py    regression losses, small `(student, teacher) -> scalar` modules
+    losses.py    regression losses, small `(student, teacher) -> scalar` modules: each vector against its target,
+                 and the batch's similarity matrix and ranking against the teacher's
+    fidelity.py  the mean cosine of a student's sentence and token vectors to the teacher's
     trainer.py   one loop for every student (`TrainConfig`, AdamW, warm-up and cosine decay, early
                  stopping on validation fidelity, checkpoints, `--resume`, several processes)
     pipeline.py  the whole job, `run(config)`: corpus and teacher to targets, then every student trained,

@@ -1,4 +1,12 @@
-"""Regression losses: `(student, teacher) -> scalar`, both (..., dim) vectors for the same texts."""
+"""Regression losses: `(student, teacher) -> scalar`, both (batch, dim) vectors for the same texts.
+
+Beside each vector against its target (cosine, MSE), three losses compare what a batch's vectors
+say about one another, which is what retrieval reads: the in-batch cosine matrix (student against
+student, or the student's vectors against the teacher's as a query encoder for a teacher's index
+sees them) against the teacher's own, and the ranking each text gives the others. They follow
+the similarity and relative-similarity losses of the Jasper/Stella distillation recipe
+(arXiv:2412.19048), with a listwise ranking term in place of its pairwise margin.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +47,50 @@ class MSELoss(nn.Module):
         return (student - teacher).pow(2).sum(dim=-1).mean()
 
 
+class SimilarityLoss(nn.Module):
+    """Mean squared difference between the batch's cosine matrix and the teacher's, (batch, batch) each.
+
+    `against_teacher=False`: the student's texts against each other (a symmetric index, STS).
+    `against_teacher=True`: the student's texts against the teacher's vectors of the same texts,
+    student(q) . teacher(d) against teacher(q) . teacher(d): the student as the query encoder
+    of an index the teacher built. Its diagonal is the cosine loss, squared.
+    """
+
+    def __init__(self, against_teacher: bool = False) -> None:
+        super().__init__()
+        self.against_teacher = against_teacher
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        student, teacher = F.normalize(student, dim=-1), F.normalize(teacher, dim=-1)
+        target = teacher @ teacher.T  # (batch, batch)
+        mine = student @ (teacher if self.against_teacher else student).T
+        return (mine - target).pow(2).mean()
+
+
+class RankLoss(nn.Module):
+    """How each text ranks the batch's other texts: KL(teacher || student) of softmax(cosine / temperature) rows.
+
+    The student's row is its vector against the teacher's vectors of the other texts (the ranking a
+    query of the student gets from a teacher's index, and, as the student learns the teacher's space,
+    from its own); a text's own column is left out, so only the order of the others counts.
+    """
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        if len(student) < 3:
+            return student.sum() * 0.0  # NOTE: one other text has no order; keeps the graph for DDP
+        student, teacher = F.normalize(student, dim=-1), F.normalize(teacher, dim=-1)
+        others = ~torch.eye(len(student), dtype=torch.bool, device=student.device)
+        rows = len(student)
+        target = (teacher @ teacher.T)[others].view(rows, rows - 1) / self.temperature  # (batch, batch - 1)
+        mine = (student @ teacher.T)[others].view(rows, rows - 1) / self.temperature
+        return F.kl_div(F.log_softmax(mine, dim=-1), F.log_softmax(target, dim=-1), log_target=True,
+                        reduction="batchmean")  # fmt: skip
+
+
 class WeightedSum(nn.Module):
     """A weighted sum of losses on the same pair of inputs."""
 
@@ -52,9 +104,25 @@ class WeightedSum(nn.Module):
 
 
 def make_loss(kind: LossKind | str) -> nn.Module:
+    """The loss of each vector against its own target."""
     kind = LossKind(kind)
     if kind is LossKind.COSINE:
         return CosineLoss()
     if kind is LossKind.MSE:
         return MSELoss()
     return WeightedSum([(1.0, CosineLoss()), (1.0, MSELoss())])
+
+
+def make_sentence_loss(
+    kind: LossKind | str,
+    similarity_weight: float = 0.0,
+    index_weight: float = 0.0,
+    rank_weight: float = 0.0,
+    rank_temperature: float = 0.05,
+) -> nn.Module:
+    """The loss of a batch's sentence vectors: `kind` on each vector, plus the weighted in-batch terms."""
+    base = make_loss(kind)
+    extra = [(similarity_weight, SimilarityLoss()), (index_weight, SimilarityLoss(against_teacher=True)),
+             (rank_weight, RankLoss(rank_temperature))]  # fmt: skip
+    extra = [(w, loss) for w, loss in extra if w > 0]
+    return WeightedSum([(1.0, base), *extra]) if extra else base

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -36,13 +35,16 @@ from distill.data.targets import Targets, TokenTargets
 from distill.device import Placement
 from distill.errors import DistillError
 from distill.io import save_with
-from distill.training.losses import LossKind, make_loss
+from distill.training.fidelity import fidelity, fidelity_sum, token_fidelity
+from distill.training.losses import LossKind, make_loss, make_sentence_loss
 from students.base import Student, TextEncoder, pad
 
 if TYPE_CHECKING:
     from distill.teacher.model import Teacher
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "fidelity", "token_fidelity", "warmup_steps"]
 
 MIN_WARMUP_STEPS = 20
 
@@ -59,6 +61,15 @@ class TrainConfig:
     seed: int = 0
     loss: LossKind = LossKind.COSINE
     token_loss_weight: float = 0.0  # weight of the per-token loss, for students that give token vectors
+    # weight of each kept layer's output against the teacher layer it came from (the transformer student of a
+    # teacher's own width); runs the teacher on every batch
+    hidden_loss_weight: float = 0.0
+    # in-batch terms on the sentence vectors (distill.training.losses): the cosine matrix against the teacher's,
+    # the same as a query encoder for a teacher's index sees it, and each text's ranking of the others
+    similarity_weight: float = 0.0
+    index_weight: float = 0.0
+    rank_weight: float = 0.0
+    rank_temperature: float = 0.05
     valid_texts: int = 10_000  # validation fidelity on at most this many texts of the validation split
     workers: int | None = None  # data-loading processes (default: none on the CPU, 2 on a GPU)
 
@@ -72,6 +83,13 @@ class TrainConfig:
             raise DistillError(f"workers must be 0 or more, not {self.workers}")
         if min(self.lr, self.grad_clip, self.patience, self.valid_texts) <= 0 or not 0 <= self.warmup < 1:
             raise DistillError("lr, grad-clip, patience and valid-texts must be positive and warmup in [0, 1)")
+        weights = (self.token_loss_weight, self.hidden_loss_weight, self.similarity_weight, self.index_weight,
+                   self.rank_weight)  # fmt: skip
+        if min(weights) < 0:
+            raise DistillError("loss weights (token-loss-, hidden-loss-, similarity-, index-, rank-weight) must be 0 "
+                               "or more")  # fmt: skip
+        if self.rank_temperature <= 0:
+            raise DistillError(f"rank-temperature must be positive, not {self.rank_temperature}")
 
 
 def warmup_steps(fraction: float, total: int) -> int:
@@ -92,54 +110,6 @@ class TrainResult:
     epochs_run: int
     seconds: float
     start_fidelity: float  # validation fidelity as built from the teacher, before any training
-
-
-def fidelity(student: Student, ids: list[list[int]], targets: np.ndarray, batch_size: int = 512) -> float:
-    """Mean cosine between the student's and the teacher's sentence vectors."""
-    total, count = fidelity_sum(student, ids, targets, batch_size)
-    return total / max(count, 1)
-
-
-def fidelity_sum(
-    student: Student, ids: list[list[int]], targets: np.ndarray, batch_size: int = 512
-) -> tuple[float, int]:
-    """(sum of cosines, texts) between the student's and the teacher's sentence vectors: shares add up over ranks."""
-    was_training = student.training
-    student.eval()
-    total = 0.0
-    with torch.inference_mode():
-        for first in range(0, len(ids), batch_size):
-            batch = pad(ids[first : first + batch_size])
-            out = student(batch["input_ids"].to(student.device), batch["attention_mask"].to(student.device))
-            teacher = torch.from_numpy(np.asarray(targets[first : first + batch_size], dtype=np.float32))
-            total += F.cosine_similarity(out.float().cpu(), teacher, dim=-1).sum().item()
-    student.train(was_training)
-    return total, len(ids)
-
-
-def token_fidelity(student: Student, targets: Targets, index: np.ndarray, batch_size: int = 64) -> float | None:
-    """Mean cosine between the student's and the teacher's token vectors in context (every token counted once).
-
-    The student reads the teacher's own token ids, so this is for students that share its tokenizer;
-    None when the targets hold no token vectors.
-    """
-    if targets.token_vectors is None:
-        return None
-    was_training = student.training
-    student.eval()
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for first in range(0, len(index), batch_size):
-            rows = [targets.tokens_of(int(i)) for i in index[first : first + batch_size]]
-            batch = pad([ids.tolist() for ids, _ in rows])
-            tokens = student.forward_tokens(batch["input_ids"].to(student.device),
-                                            batch["attention_mask"].to(student.device)).float().cpu()  # fmt: skip
-            for row, (_, vectors) in enumerate(rows):
-                teacher = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
-                total += F.cosine_similarity(tokens[row, : len(teacher)], teacher, dim=-1).sum().item()
-                count += len(teacher)
-    student.train(was_training)
-    return total / max(count, 1)
 
 
 class TrainBatches(Dataset):
@@ -171,8 +141,11 @@ class _Step(nn.Module):
         super().__init__()
         self.student = student
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, with_tokens: bool) -> Any:
-        if with_tokens:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, outputs: str) -> Any:
+        """`outputs`: "sentence", "tokens" (token and sentence vectors) or "hidden" (and the kept layers' outputs)."""
+        if outputs == "hidden":
+            return self.student.forward_with_hidden(input_ids, attention_mask)
+        if outputs == "tokens":
             return self.student.forward_with_tokens(input_ids, attention_mask)
         return self.student(input_ids, attention_mask)
 
@@ -200,7 +173,9 @@ class Trainer:
         self.token_targets, self.teacher = TokenTargets(token_targets), teacher
         self.scaler = self.placement.grad_scaler()
         self.work_dir = Path(work_dir)
-        self.loss = make_loss(config.loss)
+        self.loss = make_loss(config.loss)  # each token vector against its target
+        self.sentence_loss = make_sentence_loss(config.loss, config.similarity_weight, config.index_weight,
+                                                config.rank_weight, config.rank_temperature)  # fmt: skip
         self.train_index = targets.indices(Split.TRAIN)
         self.valid_index = targets.indices(Split.VALID)[: config.valid_texts]
         if len(self.train_index) == 0 or len(self.valid_index) == 0:
@@ -214,6 +189,8 @@ class Trainer:
         self.valid_targets = np.asarray(targets.sentence_vectors[mine])
         if config.token_loss_weight > 0:
             self._check_token_targets()
+        if config.hidden_loss_weight > 0:
+            self._check_hidden_targets()
         self.steps_per_epoch = math.ceil(len(self.train_index) / config.batch_size)
         self.optimizer = torch.optim.AdamW(
             student.param_groups(config.lr), lr=config.lr, weight_decay=config.weight_decay
@@ -255,6 +232,12 @@ class Trainer:
                 raise DistillError(
                     "the student's tokenization differs from the teacher's; a token loss needs both equal"
                 )
+
+    def _check_hidden_targets(self) -> None:
+        if not hasattr(self.student, "forward_with_hidden") or self.teacher is None:
+            raise DistillError("a hidden-state loss needs the transformer student and the teacher")
+        if int(self.student.encoder.config.hidden_size) != int(self.teacher.model.config.hidden_size):
+            raise DistillError("a hidden-state loss needs a student as wide as its teacher; drop hidden-size")
 
     def validate(self) -> float:
         """Validation fidelity: each rank scores its share, the sums are added up."""
@@ -358,16 +341,26 @@ class Trainer:
         input_ids = batch["input_ids"].to(device, non_blocking=on_gpu)
         mask = batch["attention_mask"].to(device, non_blocking=on_gpu)
         teacher = batch["teacher"].to(device, non_blocking=on_gpu)
+        if self.config.token_loss_weight <= 0 and self.config.hidden_loss_weight <= 0:
+            return self.sentence_loss(self.step(input_ids, mask, "sentence").float(), teacher)
+        keep = mask.bool()
+        if self.config.hidden_loss_weight > 0:
+            tokens, sentence, kept = self.step(input_ids, mask, "hidden")
+            targets = self.teacher.hidden_states_on_device(input_ids, mask)  # the embeddings, then each layer
+            hidden_loss = sum(self.loss(h.float()[keep], targets[layer + 1][keep]) for h, layer in kept) / max(
+                len(kept), 1
+            )
+        else:
+            tokens, sentence = self.step(input_ids, mask, "tokens")  # (batch, seq, token_dim), (batch, dim)
+            hidden_loss = 0.0
+        loss = self.sentence_loss(sentence.float(), teacher) + self.config.hidden_loss_weight * hidden_loss
         if self.config.token_loss_weight <= 0:
-            return self.loss(self.step(input_ids, mask, False).float(), teacher)
-        tokens, sentence = self.step(input_ids, mask, True)  # (batch, seq, token_dim), (batch, dim)
+            return loss
         if self.token_targets is TokenTargets.ONLINE:
             token_targets = self.teacher.token_vectors_on_device(input_ids, mask)
         else:
             token_targets = batch["token_targets"].to(device, non_blocking=on_gpu)
-        keep = mask.bool()
-        token_loss = self.loss(tokens.float()[keep], token_targets[keep])
-        return self.loss(sentence.float(), teacher) + self.config.token_loss_weight * token_loss
+        return loss + self.config.token_loss_weight * self.loss(tokens.float()[keep], token_targets[keep])
 
     def _fresh_state(self) -> dict:
         return {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "best_state": None, "seconds": 0.0,
