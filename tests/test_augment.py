@@ -45,3 +45,38 @@ def test_bags_draw_whole_words_of_the_vocabulary(tiny_teacher: Teacher) -> None:
     assert drawn == list(bags(words, 50, seed=1)) and len(set(drawn)) == 50
     assert all(3 <= len(b.split()) <= 10 and set(b.split()) <= set(words) for b in drawn)
     assert len(list(augmented(TEXTS * 4, [Augment.BAGS], words=words))) == 6  # one bag for two training texts
+
+
+def test_questions_and_passages_give_the_shapes_users_embed() -> None:
+    from distill.data.augment import passages
+
+    questions = list(augmented(TEXTS, [Augment.QUESTIONS]))
+    assert len(questions) == 2 and all(q == q.lower() and 2 <= len(q.split()) <= 9 for q in questions)
+    texts = [f"Sentence number {i} says something about topic {i % 7} here." for i in range(80)]
+    made = list(passages(texts))
+    assert len(made) == 10  # one for every 8 texts
+    assert all(60 <= len(p.split()) <= 180 for p in made)
+    assert made[0].startswith(texts[0]) and texts[1] in made[0]  # consecutive texts, in order
+    assert made == list(augmented(texts, parse("passages")))  # the same each run
+
+
+def test_cut_passages_fit_the_teacher_and_keep_every_sentence() -> None:
+    from distill.data.corpus import cut_at_sentences
+
+    text = " ".join(f"Sentence {i} has exactly six words." for i in range(10))
+    pieces = cut_at_sentences(text, lambda t: len(t.split()), 20)
+    assert all(len(p.split()) <= 20 for p in pieces) and len(pieces) == 4
+    assert " ".join(pieces) == text
+    assert cut_at_sentences("Short text.", lambda t: 99, 20) == ["Short text."]
+
+
+def test_passages_cut_mode_cuts_long_corpus_texts(tiny_teacher: Teacher, corpus: list[str], tmp_path: Path) -> None:
+    long_texts = [" ".join(corpus[i : i + 12]) for i in range(0, 240, 12)]
+    texts = corpus + long_texts
+    whole = run_from_model(tiny_teacher, texts, RunConfig(output=str(tmp_path / "w"), cache_dir=str(tmp_path / "c"),
+                                                          train={"epochs": 1}))  # fmt: skip
+    cut = run_from_model(tiny_teacher, texts, RunConfig(output=str(tmp_path / "p"), cache_dir=str(tmp_path / "c"),
+                                                        passages="cut", train={"epochs": 1}))  # fmt: skip
+    assert sum(cut.texts.values()) > sum(whole.texts.values())
+    with pytest.raises(DistillError, match="passages must be whole or cut"):
+        RunConfig(passages="halves")

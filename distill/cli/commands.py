@@ -54,7 +54,13 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--augment", help="New text forms made from the training texts, comma-separated: spans (2-8 "
                      "words: queries, titles), words (no punctuation, lower case), drop (a fifth of the words "
                      "dropped), join (two texts as one), bags (3-10 vocabulary words, one bag for every two texts, so "
-                     "every row of a static table is trained) [default: as configs/default.toml says, else none]."),
+                     "every row of a static table is trained), questions (a span asked as a question), passages "
+                     "(consecutive texts joined to 60-180 words, one for every 8 texts) [default: as "
+                     "configs/default.toml says, else none]."),
+        click.option("--passages", type=click.Choice(["whole", "cut"]),
+                     help="Corpus texts longer than the teacher's max length: kept whole, so the teacher and the "
+                     "students read their first max-length tokens (whole), or cut at sentence ends into passages "
+                     "that fit (cut) [default: whole]."),
         click.option("--token-targets", type=click.Choice(["auto", "store", "online", "none"]),
                      help="The teacher's token vectors: kept on disk (store), recomputed in the training loop "
                      "(online) or not used (none) [default: auto: store while they fit on disk, else online on "
@@ -76,6 +82,16 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--patience", type=int, help="Stop after this many epochs without a better validation fidelity."),
         click.option("--seed", type=int, help="Random seed for training."),
         click.option("--loss", type=click.Choice(["cosine", "mse", "cosine+mse"]), help="Sentence-vector loss."),
+        click.option("--hidden-loss-weight", type=float, help="Weight of each kept layer's output against the "
+                     "teacher layer it was copied from (transformer student; runs the teacher on every batch) "
+                     "[default: 0]."),
+        click.option("--similarity-weight", type=float, help="Weight of the in-batch cosine matrix against the "
+                     "teacher's [default: 0; configs/quality.toml: see there]."),
+        click.option("--index-weight", type=float, help="Weight of the student's vectors against the teacher's "
+                     "(student(q) . teacher(d)): a query encoder for an index the teacher built [default: 0]."),
+        click.option("--rank-weight", type=float, help="Weight of the listwise ranking term: how each text ranks "
+                     "the batch's others, against the teacher's ranking [default: 0]."),
+        click.option("--rank-temperature", type=float, help="Softmax temperature of the ranking term [default: 0.05]."),
         click.option("-v", "--verbose", is_flag=True, help="Log debug detail."),
     ]  # fmt: skip
     for option in reversed(options):

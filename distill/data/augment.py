@@ -1,8 +1,10 @@
 """New text forms made from the training texts, so students learn the teacher, not one corpus's style.
 
 Each augmentation turns a training text into another text the teacher then embeds like any
-other: a short span of it (a query or a title), the words alone (no punctuation, lower case:
-chat, search boxes), a few words dropped, or it and the next training text joined. One more kind
+other: a short span of it (a query or a title), a span asked as a question, the words alone (no
+punctuation, lower case: chat, search boxes), a few words dropped, it and the next training text
+joined, or it and the texts after it joined into a passage of 60-180 words (what a retrieval
+corpus holds: the teacher's mean pooling and attention behave differently there). One more kind
 needs no text: bags of whole-word vocabulary tokens drawn uniformly, so that every row of a
 static table meets the teacher, not only the tokens the corpus happens to hold. They are added to
 the training split only, so validation and test stay the corpus as it was, and they are drawn
@@ -29,6 +31,13 @@ class Augment(str, Enum):
     DROP = "drop"  # a fifth of the words dropped
     JOIN = "join"  # the text and the next training text as one
     BAGS = "bags"  # 3-10 whole-word vocabulary tokens drawn uniformly, one bag for every two training texts
+    QUESTIONS = "questions"  # a 2-6 word span asked as a question ("what is ...?")
+    PASSAGES = "passages"  # consecutive training texts joined to 60-180 words, one passage for every 8 texts
+
+
+PASSAGE_EVERY = 8  # training texts a passage: each text lands in about one passage
+_QUESTIONS = ("what is {}?", "what are {}?", "who is {}?", "how does {} work?", "why {}?", "when did {}?",
+              "where is {}?", "how to {}", "{}?", "what about {}?")  # fmt: skip
 
 
 def parse(names: Sequence[str] | str) -> list[Augment]:
@@ -52,6 +61,9 @@ def augmented(
         if kind is Augment.BAGS:
             yield from bags(words, len(texts) // 2, seed)
             continue
+        if kind is Augment.PASSAGES:
+            yield from passages(texts, seed)
+            continue
         for i, text in enumerate(texts):
             rng = np.random.default_rng([seed, zlib.crc32(f"{kind.value}:{text}".encode())])
             new = _make(kind, text, texts[(i + 1) % len(texts)], rng)
@@ -68,6 +80,25 @@ def bags(words: Sequence[str], count: int, seed: int = 0) -> Iterator[str]:
         yield " ".join(words[int(i)] for i in rng.integers(0, len(words), int(rng.integers(3, 11))))
 
 
+def passages(texts: Sequence[str], seed: int = 0, every: int = PASSAGE_EVERY) -> Iterator[str]:
+    """From every `every`-th text on, it and the texts after it joined until 60-180 words (drawn per passage).
+
+    NOTE: consecutive training texts mostly come from one document (the splits are drawn per text),
+    so these read as the corpus's own paragraphs; at most 3 x `every` texts are joined, so a run of
+    very short texts never pulls in a whole section.
+    """
+    for first in range(0, len(texts), every):
+        rng = np.random.default_rng([seed, zlib.crc32(f"passage:{texts[first]}".encode())])
+        goal, joined, count = int(rng.integers(60, 181)), [], 0
+        for i in range(first, min(first + 3 * every, len(texts))):
+            joined.append(texts[i])
+            count += len(texts[i].split())
+            if count >= goal:
+                break
+        if len(joined) > 1:
+            yield " ".join(" ".join(joined).split()[:180])
+
+
 def vocabulary_words(spellings: Sequence[object | None]) -> list[str]:
     """The whole-word tokens of a vocabulary (a word's first piece, letters only), from `Speller.spellings()`."""
     return [s.text for s in spellings if s is not None and s.word_start and s.text.isalpha()]
@@ -81,6 +112,13 @@ def _make(kind: Augment, text: str, following: str, rng: np.random.Generator) ->
         size = int(rng.integers(2, min(8, len(words) - 1) + 1))
         start = int(rng.integers(0, len(words) - size + 1))
         return " ".join(words[start : start + size]).strip(" ,;:")
+    if kind is Augment.QUESTIONS:
+        if len(words) < 3:
+            return None
+        size = int(rng.integers(2, min(6, len(words)) + 1))
+        start = int(rng.integers(0, len(words) - size + 1))
+        span = _PUNCTUATION.sub(" ", " ".join(words[start : start + size])).split()
+        return _QUESTIONS[int(rng.integers(len(_QUESTIONS)))].format(" ".join(span).lower()) if span else None
     if kind is Augment.WORDS:
         return " ".join(_PUNCTUATION.sub(" ", text).lower().split())
     if kind is Augment.DROP:

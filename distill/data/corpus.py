@@ -10,7 +10,7 @@ import bz2
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import chain
@@ -56,6 +56,21 @@ def split_sentences(text: str, min_words: int = 4) -> list[str]:
     """Split prose into sentences; drop fragments shorter than `min_words` words."""
     sentences = (" ".join(s.split()) for s in _SENTENCE_END.split(text))
     return [s for s in sentences if len(s.split()) >= min_words]
+
+
+def cut_at_sentences(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
+    """`text` as passages of whole sentences, each at most `max_tokens` by `count_tokens` (a sentence longer alone
+    is its own passage, which the teacher truncates); a text that fits is returned whole."""
+    if len(text) <= max_tokens or count_tokens(text) <= max_tokens:  # NOTE: a token holds at least one character
+        return [text]
+    pieces, current = [], ""
+    for sentence in (s for s in _SENTENCE_END.split(text) if s.strip()):
+        joined = f"{current} {sentence}".strip()
+        if current and count_tokens(joined) > max_tokens:
+            pieces.append(current)
+            joined = sentence.strip()
+        current = joined
+    return [*pieces, current] if current else pieces
 
 
 def wikipedia_sentences(dump: Path) -> Iterator[str]:

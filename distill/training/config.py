@@ -44,6 +44,7 @@ class RunConfig:
     split_seed: int = 0
     output: str = "runs/default"
     cache_dir: str = "runs/cache"
+    passages: str = "whole"  # corpus texts past the teacher's max length: kept whole (truncated) or cut at sentences
     augment: list[str] | str = field(default_factory=list)  # new text forms from the training texts: spans, words, ...
     token_targets: str = "auto"  # auto, store, online or none: where the teacher's token vectors come from
     teacher_batch_size: int = 64  # texts a batch where the teacher embeds small sets (held-out review texts)
@@ -72,6 +73,8 @@ class RunConfig:
             raise DistillError(f"chunk-texts must be positive, not {self.chunk_texts}")
         if self.processes <= 0:
             raise DistillError(f"processes must be a positive whole number, not {self.processes}")
+        if self.passages not in ("whole", "cut"):
+            raise DistillError(f"passages must be whole or cut, not {self.passages!r}")
         self.augment = [a.value for a in parse_augment(self.augment)]
         self.tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
         if isinstance(self.token_targets, bool):  # NOTE: configs of earlier versions said true / false

@@ -22,7 +22,7 @@ from distill import distributed
 from distill.cards import write_run_cards
 from distill.data.augment import Augment, augmented, vocabulary_words
 from distill.data.augment import parse as parse_augment
-from distill.data.corpus import Split, assign_splits, iter_corpus
+from distill.data.corpus import Split, assign_splits, cut_at_sentences, iter_corpus
 from distill.data.domains import other_domain_texts
 from distill.data.targets import (
     Targets,
@@ -165,6 +165,7 @@ def targets_from_model(
 ) -> Targets:
     if not isinstance(texts, TextStore):
         texts = store_texts(texts, Path(config.cache_dir))
+    texts = with_passages(texts, config, teacher)
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
     texts, split = with_augmented(texts, split, config, teacher)
     mode = token_targets_mode(teacher, texts, config)
@@ -174,6 +175,24 @@ def targets_from_model(
                                 progress=progress)  # fmt: skip
     targets.token_mode = mode
     return targets
+
+
+def with_passages(texts: TextStore, config: RunConfig, teacher: Teacher) -> TextStore:
+    """The corpus with every text longer than the teacher's max length cut at sentence ends (`passages = "cut"`)."""
+    if config.passages == "whole":
+        return texts
+    root = None
+    if distributed.group().is_main:
+
+        def count(text: str) -> int:
+            return len(teacher.tokenizer(teacher.prompt + text)["input_ids"])
+
+        pieces = (piece for text in texts for piece in cut_at_sentences(text, count, teacher.max_length))
+        root = write_store(pieces, Path(config.cache_dir)).root
+    store = TextStore.open(distributed.broadcast(root))
+    logger.info("passages: %d corpus texts cut at sentence ends into %d that fit %d tokens", len(texts), len(store),
+                teacher.max_length)  # fmt: skip
+    return store
 
 
 def with_augmented(
@@ -212,7 +231,7 @@ class _Rows(Sequence[str]):
 
 def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
     """Targets that an earlier `distill targets` built with these settings (with token vectors, if both exist)."""
-    texts = load_store(config)
+    texts = with_passages(load_store(config), config, teacher)
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
     texts, split = with_augmented(texts, split, config, teacher)
     requested = TokenTargets(config.token_targets)
