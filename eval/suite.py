@@ -4,6 +4,8 @@ A SPEC is a comma-separated list (the flag may also repeat) of:
 
     default                    the small suite that ships (`eval.small_suite`): offline, indicative only
     KIND:PATH                  a task of that kind: retrieval, classification, clustering or sts
+    passages:PATH              retrieval over a .txt file of passages (one a line), with no judgements needed:
+                               a sentence taken out of a passage finds it among the others (`eval.cloze`)
     PATH                       a task whose kind its layout says, or a folder holding several of them
 
 and the layouts are:
@@ -25,6 +27,7 @@ from typing import Any
 from distill.errors import DistillError
 from distill.heads.data import read_labelled, read_table
 from eval.classification import TABLE_SUFFIXES, ClassificationEvaluator, read_split_folder, split_file
+from eval.cloze import cloze_retrieval
 from eval.clustering import ClusteringEvaluator
 from eval.encoders import VectorCache
 from eval.retrieval import RetrievalEvaluator, read_beir
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 MAIN_METRIC = {"retrieval": "ndcg_at_10", "classification": "accuracy", "clustering": "v_measure", "sts": "spearman"}
 KINDS = tuple(MAIN_METRIC)
+BUILT = ("passages",)  # task makers named like a kind (KIND:PATH), whose task is of one of KINDS
 
 
 @dataclass
@@ -69,7 +73,7 @@ def parse_tasks(specs: Sequence[str], cache: VectorCache | None = None) -> list[
         if item == "default":
             tasks += default_tasks(cache)
             continue
-        kind, _, path = item.partition(":") if item.partition(":")[0] in KINDS else ("", "", item)
+        kind, _, path = item.partition(":") if item.partition(":")[0] in KINDS + BUILT else ("", "", item)
         tasks += tasks_at(Path(path).expanduser(), kind or None, cache)
     return _unique_names(tasks)
 
@@ -118,6 +122,10 @@ def build_task(kind: str, path: Path, cache: VectorCache | None = None) -> Task:
     if kind == "retrieval":
         evaluator: Any = RetrievalEvaluator(read_beir(path), cache)
         return Task(name, kind, evaluator, str(path), size=evaluator.data.size)
+    if kind == "passages":
+        evaluator = RetrievalEvaluator(cloze_retrieval(path), cache)
+        return Task(f"{name}-cloze", "retrieval", evaluator, f"{path}: a sentence taken out of a passage finds it",
+                    size=evaluator.data.size)  # fmt: skip
     if kind == "classification":
         return Task(name, kind, read_split_folder(path), str(path))
     if kind == "clustering":

@@ -167,3 +167,30 @@ def test_the_task_table_marks_the_small_suite(section: dict) -> None:
     small = {**section, "tasks": [{**t, "small": True} for t in section["tasks"]]}
     assert any(line.startswith("| qa (small) | nDCG@10 |") for line in task_section({"tasks": small}))
     assert Task("x", "sts", lambda e: {"spearman": 1.0}, "here").main == "spearman"
+
+
+def test_passages_spec_asks_a_sentence_to_find_the_passage_it_was_taken_from(tmp_path: Path) -> None:
+    from eval.cloze import cloze_retrieval
+
+    topics = ["river", "violin", "budget", "football", "museum", "frog"]
+    lines = [" ".join(f"Sentence {k} of the {t} story number {i} goes here." for k in range(4))
+             for i in range(10) for t in topics]  # fmt: skip
+    path = tmp_path / "passages.txt"
+    path.write_text("\n".join(lines) + "\n")
+    data = cloze_retrieval(path, queries=20)
+    assert data.size == {"documents": 60, "queries": 20}
+    for query, judged in data.qrels.items():
+        (document,) = judged
+        assert data.queries[query] not in data.documents[document]  # taken out of its passage
+        assert data.queries[query] in lines[int(document[1:])]
+    (task,) = parse_tasks([f"passages:{path}"])
+    assert task.kind == "retrieval" and task.name == "passages-cloze" and not task.small
+
+    def by_topic(texts: list[str]) -> np.ndarray:  # a model that knows only each text's topic
+        return np.array([[float(t in text) for t in topics] for text in texts]) + 1e-3
+
+    scores = task.evaluator(TaskEncoder(name="topics", encode=by_topic))
+    assert 0 < scores["ndcg_at_10"] < 100  # the topic narrows 60 passages to 10; the sentence number cannot
+    path.write_text("One sentence only here.\nAnother short line now.\n")
+    with pytest.raises(DistillError, match="no passage of three sentences"):
+        cloze_retrieval(path)
