@@ -7,8 +7,11 @@ CONFIG ?= configs/default.toml
 RUN ?= runs/default
 # The STS Benchmark dev split, used by eval and bench when it sits beside the project (never required).
 SHARED_STS := $(wildcard ../shared/data/stsb-dev.tsv)
+# Passages for the retrieval-over-passages task (eval.cloze), likewise never required.
+SHARED_PASSAGES := $(wildcard ../shared/data/passages.txt)
+QUALITY_RUN ?= runs/quality
 
-.PHONY: help install distill eval export bench test lint format clean
+.PHONY: help install distill quality eval export bench test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,17 +27,24 @@ install: $(INSTALLED) ## Create .venv and install the toolkit (done by every tar
 distill: $(INSTALLED) ## Distill the default teacher into the students of configs/default.toml (runs/default)
 	$(BIN)/distill run --config $(CONFIG)
 
+quality: $(INSTALLED) ## Distill with the quality recipe (configs/quality.toml: hours on a CPU, minutes on a GPU) into runs/quality
+	$(BIN)/distill run --config configs/quality.toml
+
 eval: $(INSTALLED) ## Compare teacher, students and the model2vec peer on tasks, fidelity and speed (after make distill; TASKS=SPEC, MTEB=TASK,...: yours too): runs/default/report.md + plots
 	$(BIN)/distill eval --run $(RUN) --tasks default $(if $(SHARED_STS),--sts $(SHARED_STS) --tasks sts:$(SHARED_STS)) \
+		$(if $(SHARED_PASSAGES),--tasks passages:$(SHARED_PASSAGES)) \
 		$(if $(TASKS),--tasks $(TASKS)) $(if $(MTEB),--mteb $(MTEB))
 
 export: $(INSTALLED) ## Export every student of runs/default to ONNX fp32 + int8, parity-checked, into its export/
 	$(BIN)/distill export --run $(RUN)
 
-bench: $(INSTALLED) ## Measure runs/default now and print the headline figures (GROW=1: also train on ../shared text; SCALE=1: also how extraction scales)
-	$(BIN)/python -m eval.experiments.bench --run $(RUN) $(if $(SHARED_STS),--sts $(SHARED_STS)) \
-		$(if $(wildcard ../shared/data/corpus-reviews-speeches.txt),--other-text ../shared/data/corpus-reviews-speeches.txt) \
-		$(if $(GROW),--grow-on ../shared/data/corpus-reviews-speeches.txt)
+bench: $(INSTALLED) ## Measure runs/default (and runs/quality, once made) now: tasks, fidelity, speed (GROW=1: also train on ../shared text; SCALE=1: also how extraction scales)
+	for run in $(RUN) $(wildcard $(QUALITY_RUN)); do \
+		$(BIN)/python -m eval.experiments.bench --run $$run $(if $(SHARED_STS),--sts $(SHARED_STS)) --tasks default \
+			$(if $(SHARED_STS),--tasks sts:$(SHARED_STS)) $(if $(SHARED_PASSAGES),--tasks passages:$(SHARED_PASSAGES)) \
+			$(if $(wildcard ../shared/data/corpus-reviews-speeches.txt),--other-text ../shared/data/corpus-reviews-speeches.txt) \
+			$(if $(GROW),--grow-on ../shared/data/corpus-reviews-speeches.txt) || exit 1; \
+	done
 	$(if $(SCALE),$(BIN)/python -m eval.experiments.scale \
 		$(if $(wildcard ../shared/data/corpus-reviews-speeches.txt),--corpus ../shared/data/corpus-reviews-speeches.txt))
 

@@ -11,6 +11,7 @@ The user's tasks (`--tasks`), each an evaluator `__call__(encoder) -> {metric: s
 
     encoders.py       `TaskEncoder` (a model on one backend, its own prompts, its identity); the corpus-vector cache
     retrieval.py      BEIR folders: nDCG@10, recall@100, MRR@10 (ranking.py: as trec_eval defines them); teacher index
+    cloze.py          retrieval over a plain file of passages, no judgements needed (the inverse cloze task)
     classification.py the project's logistic-regression head on frozen vectors: accuracy, macro-F1
     clustering.py     k-means V-measure over several seeds
     sts.py            Spearman of cosine against gold scores

@@ -11,6 +11,9 @@
    student trained on growing slices of that text, tested on the run's own test split, to see
    how fidelity grows with more text.
 4. A load test of `distill serve` on loopback at 1, 8 and 32 clients, once the run is exported.
+5. With `--tasks SPEC` (`distill eval`'s): each task's scores and their shares of the teacher's, for
+   every model and backend. `make bench` measures runs/default and, when `make quality` has made
+   it, runs/quality, each with the small suite and the ../shared STS and passage tasks when present.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import click
 
+from distill.cli.tasks import aligned
 from distill.data.corpus import Split
 from distill.data.domains import other_domain_texts
 from distill.data.targets import Targets
@@ -32,7 +36,8 @@ from distill.teacher.model import Teacher
 from distill.training.config import RunConfig
 from distill.training.pipeline import open_run, run_from_model, run_teacher
 from distill.training.trainer import TrainConfig, Trainer, fidelity
-from eval.report import EvalSettings, evaluate_from_model, read_texts, write_report
+from eval.markdown import task_table
+from eval.report import EvalSettings, evaluate_from_model, read_texts, run_tasks, write_report
 from eval.tasks import STSEvaluator
 from students import student_class
 from students.tokengen import TokenGenStudent
@@ -143,8 +148,9 @@ def _fmt(value: float | None, width: int, digits: int) -> str:
               help="Load-test `distill serve` with each exported student (after `make export`).")  # fmt: skip
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Train the token generator's real-table reference.")  # fmt: skip
+@click.option("--tasks", multiple=True, metavar="SPEC", help="Tasks to score every model on (distill eval's --tasks).")
 def main(run_dir: str, sts_file: str | None, other_text: str | None, other_lines: int, grow_on: str | None,
-         grow_sizes: str, load_test: bool, reference: bool) -> None:  # fmt: skip
+         grow_sizes: str, load_test: bool, reference: bool, tasks: tuple[str, ...]) -> None:  # fmt: skip
     """Measure a run now and print its headline figures; everything is also saved in RUN/bench.json."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("transformers", "sentence_transformers", "httpx", "model2vec"):
@@ -152,27 +158,33 @@ def main(run_dir: str, sts_file: str | None, other_text: str | None, other_lines
     run = Path(run_dir)
     try:
         out = bench(run, sts_file, grow_on, [int(s) for s in grow_sizes.split(",")], load_test, reference,
-                    other_text=other_text, other_lines=other_lines)  # fmt: skip
+                    other_text=other_text, other_lines=other_lines, tasks=list(tasks))  # fmt: skip
     except (DistillError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     write_json(run / "bench.json", out)
 
 
 def bench(run: Path, sts_file: str | None, grow_on: str | None, sizes: list[int], load_test: bool, reference: bool,
-          *, other_text: str | None = None, other_lines: int = OTHER_LINES) -> dict[str, Any]:  # fmt: skip
+          *, other_text: str | None = None, other_lines: int = OTHER_LINES,
+          tasks: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     sts = STSEvaluator(sts_file) if sts_file else None  # NOTE: bad input files fail before any work
     other_texts = read_texts(other_text)[:other_lines] if other_text else None
     grow_texts = read_texts(grow_on) if grow_on else []
     summary, targets = open_run(run)
     teacher = run_teacher(summary)  # NOTE: loaded once for the eval, the reference and the growth runs
-    settings = EvalSettings(sts_file=sts_file, text_file=other_text)
+    settings = EvalSettings(sts_file=sts_file, text_file=other_text, tasks=tasks or [])
     report, word_vectors = evaluate_from_model(teacher, targets, summary, run, settings, extra_texts=other_texts,
-                                               sts=sts, other_domain=other_domain_texts(), progress=True)  # fmt: skip
+                                               sts=sts, other_domain=other_domain_texts(),
+                                               tasks=run_tasks(settings, summary, run), progress=True)  # fmt: skip
     write_report(run, report, word_vectors)
     out: dict[str, Any] = {"report": str(run / "report.json"), **held_out(report)}
     click.echo(f"\n{run}: {report['data']['test_texts']} test texts, {report['machine']['threads']} threads; "
                "speeds are ratios to the teacher timed in this run (x > 1: faster)")  # fmt: skip
     click.echo("\n".join(headline(report)))
+    if "tasks" in report:
+        header, rows = task_table(report["tasks"])
+        click.echo("\ntasks: each score x 100, in brackets its share of the teacher's")
+        click.echo("\n".join(aligned([header, *rows])))
     if gaps := sts_gaps(report):
         out["sts"] = gaps
         click.echo("\n" + "\n".join(sts_lines(gaps)))

@@ -1,0 +1,74 @@
+"""Recipes side by side: each run's students scored on the same tasks (torch), as shares of the teacher's score.
+
+    python -m eval.experiments.recipes runs/default runs/quality --tasks default \\
+        --tasks sts:../shared/data/stsb-dev.tsv --tasks passages:../shared/data/passages.txt
+
+The scores are `distill run --tasks`'s (eval.report.score_run_tasks; each run's summary.json keeps
+them), so a trial run and the default are compared on one footing; retrieval is also shown against
+the teacher's index. `distill eval` gives the same torch figures beside the ONNX backends and speed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from distill.cli.tasks import aligned
+from distill.io import read_json
+from eval.encoders import VectorCache
+from eval.markdown import metric_label
+from eval.report import TASK_VECTORS, score_run_tasks
+from eval.scoring import INDEX_SUFFIX
+from eval.suite import parse_tasks
+
+
+def shown(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The result rows shown: each task's main metric, and retrieval's main metric against the teacher's index."""
+    mains = {r["task"]: r["metric"] for r in results["rows"] if r["main"]}
+    return [r for r in results["rows"] if r["main"] or r["metric"] == mains.get(r["task"], "") + INDEX_SUFFIX]
+
+
+def share_rows(run: str, results: dict[str, Any]) -> list[list[str]]:
+    """One row per student of a run: its share of the teacher's score on each shown metric, and its mean share."""
+    columns = shown(results)
+    rows = []
+    for model in results["models"]:
+        if model == results["teacher"]:
+            continue
+        cells = ["-" if r["shares"].get(model) is None else f"{100 * r['shares'][model]:.1f}%" for r in columns]
+        mean = results["mean_share"].get(model)
+        rows.append([f"{Path(run).name}/{model}", *cells, "-" if mean is None else f"{100 * mean:.1f}%"])
+    return rows
+
+
+def header(results: dict[str, Any]) -> list[str]:
+    return ["run/student", *(f"{r['task']} {metric_label(r['metric'])}" for r in shown(results)), "mean share"]
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--tasks", multiple=True, default=["default"], show_default=True, metavar="SPEC",
+              help="Task specs (distill eval's --tasks).")  # fmt: skip
+@click.option("--device", default="cpu", show_default=True)
+def main(runs: tuple[str, ...], tasks: tuple[str, ...], device: str) -> None:
+    """Score each run's teacher and students on the tasks and print their shares side by side."""
+    logging.basicConfig(level=logging.WARNING)
+    table: list[list[str]] = []
+    teacher: dict[str, float] = {}
+    for run in runs:
+        cache = VectorCache(Path(read_json(Path(run) / "summary.json")["targets"]).parent / TASK_VECTORS)
+        results = score_run_tasks(run, parse_tasks(tasks, cache), device, progress=True)
+        if not table:
+            table.append(header(results))
+            teacher = {f"{r['task']} {metric_label(r['metric'])}": r["scores"][results["teacher"]]
+                       for r in results["rows"] if r["main"]}  # fmt: skip
+        table += share_rows(run, results)
+    click.echo("\n".join(aligned(table)))
+    click.echo("the teacher's own scores (x 100): " + ", ".join(f"{k} {v:.2f}" for k, v in teacher.items()))
+
+
+if __name__ == "__main__":
+    main()
