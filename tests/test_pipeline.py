@@ -41,3 +41,18 @@ def test_a_student_named_with_a_dash_keeps_its_settings() -> None:
                           {"max-length": 64})  # fmt: skip
     assert config.kind_of("static-wide") == "static" and config.max_length == 64
     assert config.train_config_for("static-wide", {}).grad_clip == 0.5
+
+
+def test_both_recipes_read_into_valid_runs() -> None:
+    """`make distill` and `make quality` read their config files: a typo in either is caught here, not after
+    an hour of training. The quality recipe differs from the default where it says it does."""
+    from distill.training.config import build_config, read_toml
+
+    root = Path(__file__).parent.parent / "configs"
+    default = build_config(read_toml(root / "default.toml"), {})
+    quality = build_config(read_toml(root / "quality.toml"), {})
+    assert default.output == "runs/default" and quality.output == "runs/quality"
+    assert set(default.augment) < set(quality.augment) and {"questions", "passages"} <= set(quality.augment)
+    assert quality.passages == "cut" and default.passages == "whole"
+    assert quality.train_config_for("transformer", {}).hidden_loss_weight > 0
+    assert default.train_config_for("transformer", {}).hidden_loss_weight == 0
