@@ -98,7 +98,7 @@ def test_hidden_state_loss_pulls_each_kept_layer_towards_its_teacher_layer(
         with torch.no_grad():
             for p in student.encoder.encoder.layer[0].parameters():
                 p.add_(torch.randn_like(p) * 0.3)
-        config = TrainConfig(**{**TransformerStudent.default_training, "epochs": 2, "lr": 3e-3,
+        config = TrainConfig(**{**TransformerStudent.default_training, "epochs": 3, "patience": 3, "lr": 1e-2,
                                 "hidden_loss_weight": weight})  # fmt: skip
         Trainer(student, targets, config, tmp_path / str(weight), teacher=tiny_teacher).train()
         with torch.no_grad():
@@ -106,7 +106,7 @@ def test_hidden_state_loss_pulls_each_kept_layer_towards_its_teacher_layer(
             theirs = tiny_teacher.hidden_states_on_device(ids, mask)[layer + 1]
         return torch.nn.functional.cosine_similarity(mine, theirs, dim=-1)[mask.bool()].mean().item()
 
-    assert trained(1.0) > trained(0.0) + 0.01
+    assert trained(1.0) > trained(0.0) + 0.03  # measured: 0.660 against 0.596
     student = TransformerStudent.from_teacher(tiny_teacher, targets, layers=[0, 1])
     with pytest.raises(DistillError, match="needs the transformer student and the teacher"):
         Trainer(student, targets, TrainConfig(hidden_loss_weight=1.0), tmp_path / "no-teacher")
