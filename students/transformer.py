@@ -128,8 +128,7 @@ class TransformerStudent(Student):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, seq) -> token vectors (batch, seq, token_dim) and sentence vectors (batch, dim)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        tokens = hidden if self.projection is None else self.projection(hidden)
-        return tokens, self._head(pool(hidden, attention_mask, Pooling(self.config.pooling)))
+        return self._tokens_and_sentence(hidden, attention_mask)
 
     def forward_with_hidden(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -141,10 +140,14 @@ class TransformerStudent(Student):
         token vectors (after any final norm a family applies, which its hidden states leave out).
         """
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden = out.last_hidden_state
-        tokens = hidden if self.projection is None else self.projection(hidden)
         kept = list(zip(out.hidden_states[1:-1], self.config.layers[:-1], strict=True))
-        return tokens, self._head(pool(hidden, attention_mask, Pooling(self.config.pooling))), kept
+        return *self._tokens_and_sentence(out.last_hidden_state, attention_mask), kept
+
+    def _tokens_and_sentence(self, hidden: torch.Tensor, attention_mask: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Last layer (batch, seq, hidden) -> token vectors (batch, seq, token_dim), sentence vectors (batch, dim)."""
+        tokens = hidden if self.projection is None else self.projection(hidden)
+        return tokens, self._head(pool(hidden, attention_mask, Pooling(self.config.pooling)))
 
     def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, seq) -> (batch, seq, token_dim) token vectors in the teacher's space."""

@@ -107,6 +107,10 @@ def test_hidden_state_loss_pulls_each_kept_layer_towards_its_teacher_layer(
         return torch.nn.functional.cosine_similarity(mine, theirs, dim=-1)[mask.bool()].mean().item()
 
     assert trained(1.0) > trained(0.0) + 0.03  # measured: 0.660 against 0.596
+    # the hidden-state targets end with the token vectors, so an online token loss reuses that forward pass
+    layers = tiny_teacher.hidden_states_on_device(ids, mask)
+    assert len(layers) == 3  # the embeddings, layer 0, then layer 1's token vectors
+    torch.testing.assert_close(layers[-1], tiny_teacher.token_vectors_on_device(ids, mask))
     student = TransformerStudent.from_teacher(tiny_teacher, targets, layers=[0, 1])
     with pytest.raises(DistillError, match="needs the transformer student and the teacher"):
         Trainer(student, targets, TrainConfig(hidden_loss_weight=1.0), tmp_path / "no-teacher")

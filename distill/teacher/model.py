@@ -203,19 +203,23 @@ class Teacher:
     @torch.no_grad()  # NOTE: not inference_mode: the loss saves these tensors for its backward pass
     def token_vectors_on_device(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(batch, seq, token_dim) float32 token vectors, left on the teacher's device: online token targets."""
-        device = self.placement.device
-        with self.placement.autocast():
-            out = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
-        return out.last_hidden_state.float()
+        return self._layers_on_device(input_ids, attention_mask, every_layer=False)[-1]
 
     @torch.no_grad()
     def hidden_states_on_device(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output, (batch, seq, hidden) float32 each, the embeddings first: hidden-state targets."""
+        """Hidden-state targets, (batch, seq, hidden) float32 each: the embeddings, every layer's output but the
+        last, then the token vectors (the last layer's output after any final norm its family applies), so
+        index i + 1 is layer i and [-1] is what `token_vectors_on_device` gives."""
+        return self._layers_on_device(input_ids, attention_mask, every_layer=True)
+
+    def _layers_on_device(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, every_layer: bool
+                          ) -> list[torch.Tensor]:  # fmt: skip
         device = self.placement.device
         with self.placement.autocast():
             out = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                             output_hidden_states=True)  # fmt: skip
-        return [h.float() for h in out.hidden_states]
+                             output_hidden_states=every_layer)  # fmt: skip
+        inner = list(out.hidden_states[:-1]) if every_layer else []
+        return [h.float() for h in (*inner, out.last_hidden_state)]
 
     def place(self, placement: Placement) -> Teacher:
         """Run the teacher on `placement`'s device and in its precision from now on (changes the fingerprint)."""

@@ -344,12 +344,13 @@ class Trainer:
         if self.config.token_loss_weight <= 0 and self.config.hidden_loss_weight <= 0:
             return self.sentence_loss(self.step(input_ids, mask, "sentence").float(), teacher)
         keep = mask.bool()
+        online = None  # the teacher's token vectors, where this step already ran the teacher
         if self.config.hidden_loss_weight > 0:
             tokens, sentence, kept = self.step(input_ids, mask, "hidden")
-            targets = self.teacher.hidden_states_on_device(input_ids, mask)  # the embeddings, then each layer
-            hidden_loss = sum(self.loss(h.float()[keep], targets[layer + 1][keep]) for h, layer in kept) / max(
-                len(kept), 1
-            )
+            layers = self.teacher.hidden_states_on_device(input_ids, mask)  # [i + 1]: layer i; [-1]: token vectors
+            layer_losses = [self.loss(h.float()[keep], layers[layer + 1][keep]) for h, layer in kept]
+            hidden_loss = sum(layer_losses) / max(len(layer_losses), 1)
+            online = layers[-1]
         else:
             tokens, sentence = self.step(input_ids, mask, "tokens")  # (batch, seq, token_dim), (batch, dim)
             hidden_loss = 0.0
@@ -357,7 +358,7 @@ class Trainer:
         if self.config.token_loss_weight <= 0:
             return loss
         if self.token_targets is TokenTargets.ONLINE:
-            token_targets = self.teacher.token_vectors_on_device(input_ids, mask)
+            token_targets = online if online is not None else self.teacher.token_vectors_on_device(input_ids, mask)
         else:
             token_targets = batch["token_targets"].to(device, non_blocking=on_gpu)
         return loss + self.config.token_loss_weight * self.loss(tokens.float()[keep], token_targets[keep])
