@@ -58,10 +58,16 @@ def read_tasks(config: RunConfig) -> list[Task]:
 
 def score_and_print(run_dir: str | Path, tasks: list[Task], device: str) -> None:
     """Score `tasks` on the finished run, write them into its summary.json, and print their table."""
-    from eval.markdown import task_table
     from eval.report import score_run_tasks
 
-    header, rows = task_table(score_run_tasks(run_dir, tasks, device, progress=True))
+    print_task_table(score_run_tasks(run_dir, tasks, device, progress=True))
+
+
+def print_task_table(results: dict[str, Any]) -> None:
+    """The task results (`eval.scoring.score_tasks`) as an aligned table on the terminal."""
+    from eval.markdown import task_table
+
+    header, rows = task_table(results)
     click.echo("\ntasks: each score x 100, in brackets its share of the teacher's")
     for line in aligned([header, *rows]):
         click.echo(line)

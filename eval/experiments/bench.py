@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from distill.cli.tasks import aligned
+from distill.cli.tasks import print_task_table
 from distill.data.corpus import Split
 from distill.data.domains import other_domain_texts
 from distill.data.targets import Targets
@@ -36,7 +36,6 @@ from distill.teacher.model import Teacher
 from distill.training.config import RunConfig
 from distill.training.pipeline import open_run, run_from_model, run_teacher
 from distill.training.trainer import TrainConfig, Trainer, fidelity
-from eval.markdown import task_table
 from eval.report import EvalSettings, evaluate_from_model, read_texts, run_tasks, write_report
 from eval.tasks import STSEvaluator
 from students import student_class
@@ -182,9 +181,7 @@ def bench(run: Path, sts_file: str | None, grow_on: str | None, sizes: list[int]
                "speeds are ratios to the teacher timed in this run (x > 1: faster)")  # fmt: skip
     click.echo("\n".join(headline(report)))
     if "tasks" in report:
-        header, rows = task_table(report["tasks"])
-        click.echo("\ntasks: each score x 100, in brackets its share of the teacher's")
-        click.echo("\n".join(aligned([header, *rows])))
+        print_task_table(report["tasks"])
     if gaps := sts_gaps(report):
         out["sts"] = gaps
         click.echo("\n" + "\n".join(sts_lines(gaps)))

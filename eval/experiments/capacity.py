@@ -35,11 +35,11 @@ from distill.export.exporter import export_student
 from distill.runtime import OnnxEmbedder
 from distill.teacher.model import Teacher
 from distill.training.pipeline import open_run, run_teacher
-from eval.encoders import TaskEncoder, VectorCache
+from eval.encoders import TaskEncoder
 from eval.latency import measure
 from eval.models import student_candidates, task_encoders, teacher_candidate
+from eval.report import EvalSettings, run_tasks
 from eval.scoring import score_tasks
-from eval.suite import parse_tasks
 from students.transformer import TransformerStudent
 
 
@@ -93,7 +93,7 @@ def static_ceiling(run_dir: str, tasks: tuple[str, ...], output: str | None) -> 
     """The teacher, the run's static student and the bag ceiling, scored on the tasks."""
     summary, _targets = open_run(run_dir)
     teacher = run_teacher(summary, "cpu")
-    parsed = parse_tasks(tasks, VectorCache(Path(summary["targets"]).parent / "task-vectors"))
+    parsed = run_tasks(EvalSettings(tasks=list(tasks)), summary, Path(run_dir))
     recorder = _Recorder(teacher.dim)
     for task in parsed:
         task.evaluator(TaskEncoder(name="recorder", encode=recorder))

@@ -18,11 +18,9 @@ import click
 
 from distill.cli.tasks import aligned
 from distill.io import read_json
-from eval.encoders import VectorCache
 from eval.markdown import metric_label
-from eval.report import TASK_VECTORS, score_run_tasks
+from eval.report import EvalSettings, run_tasks, score_run_tasks
 from eval.scoring import INDEX_SUFFIX
-from eval.suite import parse_tasks
 
 
 def shown(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -59,8 +57,8 @@ def main(runs: tuple[str, ...], tasks: tuple[str, ...], device: str) -> None:
     table: list[list[str]] = []
     teacher: dict[str, float] = {}
     for run in runs:
-        cache = VectorCache(Path(read_json(Path(run) / "summary.json")["targets"]).parent / TASK_VECTORS)
-        results = score_run_tasks(run, parse_tasks(tasks, cache), device, progress=True)
+        parsed = run_tasks(EvalSettings(tasks=list(tasks)), read_json(Path(run) / "summary.json"), Path(run))
+        results = score_run_tasks(run, parsed, device, progress=True)
         if not table:
             table.append(header(results))
             teacher = {f"{r['task']} {metric_label(r['metric'])}": r["scores"][results["teacher"]]
