@@ -38,6 +38,8 @@ from students.transformer import TransformerStudent
 
 logger = logging.getLogger(__name__)
 
+TEACHER_EXPORT = Path("baseline") / "teacher-onnx"  # in a run folder: the teacher's own ONNX export, made by eval
+
 TEACHER_FILES = ("model.safetensors", "pytorch_model.bin")
 ROLES = {"query": ("query",), "document": ("document", "passage", "corpus")}  # a teacher's prompt names for each role
 
@@ -144,22 +146,31 @@ def add_teacher_onnx(
     it (to 1e-5 in the tests; the export's parity check holds it to 1e-4 again). Without this an
     ONNX student would only be compared with a torch teacher, which flatters the student.
     """
-    if export_is_stale(cache):
-        try:
-            every_layer = list(range(teacher.model.config.num_hidden_layers))
-            whole = TransformerStudent.from_teacher(teacher, targets, layers=every_layer)
-        except (DistillError, AttributeError, KeyError) as e:
-            logger.warning("the teacher cannot be copied into a transformer student (%s): no ONNX teacher to compare "
-                           "with", e)  # fmt: skip
-            return
-        texts, vectors = targets.texts_and_vectors(Split.TEST, 256)
-        logger.info("exporting the teacher to ONNX once, for the comparison (cached in %s)", cache)
-        export_student(whole, cache, name="teacher", texts=texts, teacher_vectors=vectors)
+    if not export_teacher(teacher, targets, cache):
+        return
     prompts = candidate.details.get("prompts", {})  # NOTE: the teacher's role prompts, read by teacher_candidate
     for backend, embedder in add_onnx_backends(candidate, cache, threads).items():
         candidate.prompted[backend] = {role: embedder_with_prompt(embedder, p) for role, p in prompts.items()}
         candidate.identities[backend] = _identity(candidate.identities[backend], "document prompt",
                                                   prompts.get("document", embedder.config.prompt))  # fmt: skip
+
+
+def export_teacher(teacher: Teacher, targets: Targets, cache: Path) -> bool:
+    """Export the teacher to `cache` as a transformer student with all its layers, unless a current export is there;
+    whether an export is there now (a teacher that cannot be copied so gets a warning)."""
+    if not export_is_stale(cache):
+        return True
+    try:
+        every_layer = list(range(teacher.model.config.num_hidden_layers))
+        whole = TransformerStudent.from_teacher(teacher, targets, layers=every_layer)
+    except (DistillError, AttributeError, KeyError) as e:
+        logger.warning("the teacher cannot be copied into a transformer student (%s): no ONNX teacher to compare "
+                       "with", e)  # fmt: skip
+        return False
+    texts, vectors = targets.texts_and_vectors(Split.TEST, 256)
+    logger.info("exporting the teacher to ONNX once, for the comparison (cached in %s)", cache)
+    export_student(whole, cache, name="teacher", texts=texts, teacher_vectors=vectors)
+    return True
 
 
 def student_candidates(summary: dict[str, Any], run_dir: Path, targets: Targets | None,

@@ -36,6 +36,7 @@ from eval.fidelity import DomainFidelityEvaluator, FidelityEvaluator
 from eval.latency import measure, with_ratios
 from eval.markdown import render_markdown
 from eval.models import (
+    TEACHER_EXPORT,
     Candidate,
     add_teacher_onnx,
     model2vec_candidate,
@@ -144,7 +145,7 @@ def evaluate_from_model(
     tokens = lambda student: token_fidelity(student, targets, targets.indices(Split.TEST))  # noqa: E731
     teacher_entry = teacher_candidate(teacher)
     if settings.teacher_onnx:
-        add_teacher_onnx(teacher_entry, teacher, targets, run_dir / "baseline" / "teacher-onnx", threads)
+        add_teacher_onnx(teacher_entry, teacher, targets, run_dir / TEACHER_EXPORT, threads)
     candidates = [
         teacher_entry,
         *student_candidates(summary, run_dir, targets, tokens, threads, teacher.placement.device),

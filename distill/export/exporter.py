@@ -4,26 +4,26 @@ student of a run).
 An export folder holds what production needs and nothing else (read by `distill.runtime`):
 
     model.onnx        fp32: (input_ids, attention_mask) -> pooled, L2-normalised sentence_vectors
-    model_int8.onnx   the same after onnxruntime's dynamic int8 quantisation
-                      (the static student's two: a lookup on flat token ids, its table in int8 for
-                      the second; see `distill.export.static_graph`)
+    model_int8.onnx   the same in int8, weights per output channel and activations per row, so a text's
+                      vector does not depend on its batch (`distill.export.quantize`); the static
+                      student's two: a lookup on flat token ids, its table in int8 for the second
+                      (`distill.export.static_graph`)
     tokenizer.json    the student's tokenizer (truncation to max_length built in)
     config.json       dim, pooling, normalisation, max length, special tokens, teacher, version
     parity.json       what the checks below measured
 
 The fp32 graph must reproduce the torch student to `FP32_TOLERANCE` (max absolute difference)
-on held-out text or nothing is written. The int8 graph is measured, not required to match: its
-cosine to the fp32 student and its loss of fidelity to the teacher go into `parity.json`, with a
-warning above `INT8_WARN_LOSS`.
+on held-out text or nothing is written. Both graphs must give every text the same vector alone, in
+batches of other texts and with extra padding, to `BATCH_TOLERANCE`, or nothing is written. The int8
+graph is measured, not required to match: its cosine to the fp32 student and its loss of fidelity to
+the teacher go into `parity.json`, with a warning above `INT8_WARN_LOSS`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -31,24 +31,27 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from distill.errors import DistillError
+from distill.export.quantize import quantize, quiet_root_logger
 from distill.export.static_graph import export_static
 from distill.io import atomic_dir, write_json
 from distill.runtime import INPUT_NAMES, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
+from distill.runtime.consistency import batch_dependence
 from students.base import Student
 from students.static import StaticStudent
 
 logger = logging.getLogger(__name__)
 
 FP32_TOLERANCE = 1e-4
+BATCH_TOLERANCE = 1e-6  # max absolute difference of a text's vector alone and beside others, either precision
 INT8_WARN_LOSS = 0.01
 OPSET = 17
 EXPORT_DIR = "export"
 PARITY_FILE = "parity.json"
-EXPORT_FORMAT = 2  # 2: the static student's flat graphs; an export of an older format is re-made by `distill eval`
+# 2: the static student's flat graphs; 3: per-row int8, the same vector in any batch. An export of an older format is
+# re-made by `distill eval`
+EXPORT_FORMAT = 3
 EDGE_TEXTS = ["", "a", "word " * 2000]  # empty, one token, far past any max length
 
 
@@ -164,38 +167,6 @@ def fuse_graph(student: Student, directory: Path, texts: Sequence[str], expected
     return {"fused": False, "ops": ops}
 
 
-def quantize(fp32: Path, int8: Path, *, fused: bool = False) -> None:
-    """Dynamic int8 quantisation (weights int8, activations quantised at run time) with onnxruntime's tools.
-
-    NOTE: onnxruntime's pre-processing (graph optimisation, shape inference) first: on the
-    transformer student it turns a 1.5x speed-up into about 1.9x. Symbolic shape inference
-    cannot follow the traced attention mask, so only ONNX's own shape inference runs. Weights
-    are quantised per output channel: on the transformer student that cut the int8 fidelity
-    loss from 0.017 to 0.004 for about the same speed (512 test texts, 2 threads). A fused graph
-    holds onnxruntime's own operators, which ONNX's shape inference does not know: it is not
-    optimised again, and tensors of unknown type are taken to be float.
-    """
-    # NOTE: onnxruntime's quantizer logs a line per skipped tensor on the root logger; quiet it for the call.
-    with quiet_root_logger(), tempfile.TemporaryDirectory(dir=int8.parent) as work:
-        prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True, skip_optimization=fused)
-        options = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else None
-        quantize_dynamic(str(prepared), str(int8), weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options=options)  # fmt: skip
-
-
-@contextlib.contextmanager
-def quiet_root_logger() -> Iterator[None]:
-    """The root logger at WARNING or above for the block: onnxruntime's tools log their every step on it."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def export_config(student: Student, name: str) -> ExportConfig:
     return ExportConfig(
         name=name,
@@ -236,7 +207,11 @@ def check_parity(
     fp32_difference: float,
 ) -> dict[str, Any]:
     """The figures of the final graphs: fp32 against torch (`fp32_difference`, measured by the export as it
-    checked that graph), int8 against the torch vectors `expected` and against the teacher."""
+    checked that graph), int8 against the torch vectors `expected` and against the teacher, and how much each
+    graph's vector of a text depends on its batch.
+
+    Raises DistillError when either graph gives a text another vector beside other texts than alone.
+    """
     int8 = OnnxEmbedder(directory, precision="int8").encode(texts)
     result: dict[str, Any] = {
         "format": EXPORT_FORMAT,
@@ -245,6 +220,8 @@ def check_parity(
         "int8": {"mean_cosine_to_fp32": mean_cosine(int8, expected), "min_cosine_to_fp32": min_cosine(int8, expected),
                  "fidelity": None, "fidelity_loss": None},
     }  # fmt: skip
+    for precision in MODEL_FILES:
+        result[precision]["batch_dependence"] = check_batch_independence(directory, precision, texts)
     if teacher_vectors is not None:
         n = len(teacher_vectors)  # NOTE: the edge texts at the end have no teacher vectors
         torch_fidelity = mean_cosine(expected[:n], teacher_vectors)
@@ -252,6 +229,17 @@ def check_parity(
         result["int8"]["fidelity"] = mean_cosine(int8[:n], teacher_vectors)
         result["int8"]["fidelity_loss"] = torch_fidelity - result["int8"]["fidelity"]
     return result
+
+
+def check_batch_independence(directory: Path, precision: str, texts: Sequence[str]) -> dict[str, float]:
+    """`batch_dependence` of the `precision` graph in `directory`; DistillError above `BATCH_TOLERANCE`."""
+    dependence = batch_dependence(OnnxEmbedder(directory, precision=precision), texts)
+    worst = max(dependence.values())
+    if not worst <= BATCH_TOLERANCE:
+        setting = max(dependence, key=dependence.__getitem__).replace("_", " ")
+        raise DistillError(f"the {precision} graph gives a text another vector in a batch ({setting}) than alone: "
+                           f"max difference {worst:.1e}, limit {BATCH_TOLERANCE:.0e}; nothing was written")  # fmt: skip
+    return {**dependence, "tolerance": BATCH_TOLERANCE}
 
 
 def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -6,7 +6,7 @@ Dense and Normalize modules in torch (transformers.js reads the same folder). So
 encoder alone, not `distill export`'s pooled graph:
 
     onnx/model.onnx                   fp32: (input_ids, attention_mask) -> last_hidden_state (batch, seq, hidden)
-    onnx/model_qint8_quantized.onnx   int8, onnxruntime's dynamic quantisation as `distill export` makes it
+    onnx/model_qint8_quantized.onnx   int8, activations per row, as `distill export` makes it
                                       (`model_kwargs={"file_name": "onnx/model_qint8_quantized.onnx"}`)
 
 Checked as the backend computes: the graph's hidden states through the student's pooling and head must match the
@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from distill.errors import DistillError
-from distill.export.exporter import EDGE_TEXTS, FP32_TOLERANCE, OPSET, mean_cosine, min_cosine, quantize
+from distill.export.exporter import BATCH_TOLERANCE, EDGE_TEXTS, FP32_TOLERANCE, OPSET, mean_cosine, min_cosine
+from distill.export.quantize import quantize
 from distill.io import atomic_dir
 from distill.teacher.model import Pooling, pool
 from students.transformer import TransformerStudent
@@ -63,11 +64,19 @@ def export_st_onnx(student: TransformerStudent, student_dir: str | Path, texts: 
             raise DistillError(f"the sentence-transformers ONNX graph differs from the torch student by "
                                f"{difference:.2e} (limit {FP32_TOLERANCE:.0e}); nothing was written")  # fmt: skip
         quantize(fp32, int8)
-        quantized = backend_vectors(student, int8, texts)
+        session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+        quantized = backend_vectors(student, session, texts)
+        alone = np.vstack([backend_vectors(student, session, [text]) for text in texts])
+        dependence = float(np.abs(quantized - alone).max())  # the texts batched (padded to the longest) and alone
+        if not dependence <= BATCH_TOLERANCE:
+            raise DistillError(f"the sentence-transformers int8 graph gives a text another vector in a batch than "
+                               f"alone ({dependence:.1e}, limit {BATCH_TOLERANCE:.0e}); nothing was "
+                               "written")  # fmt: skip
     return {"files": {p: f"{ST_ONNX_DIR}/{f}" for p, f in ST_ONNX_FILES.items()}, "texts": len(texts),
             "fp32": {"max_abs_difference": difference, "tolerance": FP32_TOLERANCE},
             "int8": {"mean_cosine_to_fp32": mean_cosine(quantized, expected),
-                     "min_cosine_to_fp32": min_cosine(quantized, expected)}}  # fmt: skip
+                     "min_cosine_to_fp32": min_cosine(quantized, expected),
+                     "batch_dependence": {"batched": dependence, "tolerance": BATCH_TOLERANCE}}}  # fmt: skip
 
 
 def trace_encoder(student: TransformerStudent, path: Path) -> None:
@@ -82,13 +91,19 @@ def trace_encoder(student: TransformerStudent, path: Path) -> None:
     onnx.checker.check_model(str(path))
 
 
-def backend_vectors(student: TransformerStudent, graph: Path, texts: Sequence[str]) -> np.ndarray:
+def backend_vectors(
+    student: TransformerStudent, graph: Path | ort.InferenceSession, texts: Sequence[str]
+) -> np.ndarray:
     """What sentence-transformers' ONNX backend computes: the transformers tokenizer (padded batch, the prompt
     before each text), the graph's hidden states, then pooling, the Dense modules and normalisation."""
     tokenizer = student.hf_tokenizer
     batch = tokenizer([student.config.prompt + t for t in texts], padding=True, truncation=True,
                       max_length=student.config.max_length, return_tensors="np")  # fmt: skip
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    session = (
+        graph
+        if isinstance(graph, ort.InferenceSession)
+        else ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    )
     feeds = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}
     hidden = torch.from_numpy(session.run([HIDDEN], feeds)[0])  # (batch, seq, hidden)
     mask = torch.from_numpy(batch["attention_mask"])

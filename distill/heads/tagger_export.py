@@ -4,7 +4,7 @@ The graph is the student's forward with its token vectors, and the head on every
 
     model.onnx        (input_ids, attention_mask) -> sentence_vectors (batch, dim)
                                                   and token_probabilities (batch, seq, tags)
-    model_int8.onnx   the same after onnxruntime's dynamic int8 quantisation
+    model_int8.onnx   the same in int8, activations per row (`distill.export.quantize`)
     head.json         the tagger's config: its tags, in the order of the probabilities' last axis
     config.json       the export's config, with "head" and "outputs" added
     tokenizer.json    the student's tokenizer
@@ -37,8 +37,8 @@ from distill.export.exporter import (
     PARITY_FILE,
     export_config,
     fp32_difference,
-    quantize,
 )
+from distill.export.quantize import quantize
 from distill.heads.classifier import FORMAT_VERSION, ClassifierHead
 from distill.heads.tagging import student_token_encoder
 from distill.io import atomic_dir, write_json

@@ -31,7 +31,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 import students
 from distill.data.corpus import Split
 from distill.data.domains import other_domain_texts
-from distill.export.exporter import export_config, export_onnx, fuse_graph, mean_cosine, quantize, quiet_root_logger
+from distill.export.exporter import export_config, export_onnx, fuse_graph, mean_cosine
+from distill.export.quantize import quantize, quiet_root_logger
 from distill.runtime import MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder
 from distill.training.pipeline import open_run, run_teacher
 from eval.latency import alternate
