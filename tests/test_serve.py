@@ -55,23 +55,28 @@ def client(embedder: OnnxEmbedder) -> Iterator[TestClient]:
 
 
 class SlowEmbedder:
-    """The real embedder, slowed down (so requests pile up while it works) or made to fail on one text."""
+    """The real embedder, slowed down (so requests pile up while it works), or made to fail in the model on any
+    batch that holds the text `fail_on`, or in the tokenizer on the text `untokenizable`."""
 
-    def __init__(self, embedder: OnnxEmbedder, delay: float = 0.0, fail_on: str | None = None) -> None:
-        self.embedder, self.delay, self.fail_on = embedder, delay, fail_on
+    def __init__(self, embedder: OnnxEmbedder, delay: float = 0.0, fail_on: str | None = None,
+                 untokenizable: str | None = None) -> None:  # fmt: skip
+        self.embedder, self.delay, self.untokenizable = embedder, delay, untokenizable
+        self.fail_ids = embedder.token_ids([fail_on])[0] if fail_on is not None else None
         self.precision, self.dim = embedder.precision, embedder.dim
         self.calls: list[int] = []  # texts per model call
         self.tokenized: list[int] = []  # texts per tokenizer call
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         self.tokenized.append(len(texts))
-        if self.fail_on in texts:
-            raise RuntimeError("the model broke")
+        if self.untokenizable is not None and self.untokenizable in texts:
+            raise Exception("the tokenizer broke")  # NOTE: what the tokenizers library raises
         return self.embedder.token_ids(texts)
 
     def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
         self.calls.append(len(ids))
         time.sleep(self.delay)
+        if self.fail_ids is not None and any(list(x) == self.fail_ids for x in ids):
+            raise RuntimeError("the model broke")
         return self.embedder.encode_ids(ids, batch_size)
 
 
@@ -332,59 +337,61 @@ def test_max_wait_gathers_requests_that_arrive_apart(embedder: OnnxEmbedder) -> 
 
 
 def test_a_request_cancelled_while_it_waits_is_not_embedded() -> None:
-    calls: list[list[str]] = []
+    calls: list[list[Sequence[int]]] = []
 
-    def work(texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        calls.append(texts)
-        return np.zeros((len(texts), 2), dtype=np.float32), [1] * len(texts)
+    def work(ids: list[Sequence[int]]) -> np.ndarray:
+        calls.append(ids)
+        return np.zeros((len(ids), 2), dtype=np.float32)
 
-    async def scenario() -> int:
+    async def scenario() -> np.ndarray:
         batcher = Batcher(work)
         batcher.start()
-        gone = asyncio.create_task(batcher.submit(["gone"]))
-        kept = asyncio.create_task(batcher.submit(["kept"]))
+        gone = asyncio.create_task(batcher.submit([[1, 2]]))
+        kept = asyncio.create_task(batcher.submit([[3]]))
         await asyncio.sleep(0)  # both are queued
         gone.cancel()  # the client went away
-        _, tokens = await kept
+        rows = await kept
         await batcher.stop()
-        return tokens
+        return rows
 
-    assert asyncio.run(scenario()) == 1
-    assert calls == [["kept"]]
+    assert asyncio.run(scenario()).shape == (1, 2)
+    assert calls == [[[3]]]
 
 
-def sleepy_work(seconds: float, calls: list[list[str]]) -> Any:
-    def work(texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        calls.append(texts)
+def sleepy_work(seconds: float, calls: list[list[Sequence[int]]]) -> Any:
+    """A model call that takes `seconds` and gives each text the row [its first token id, its length]."""
+
+    def work(ids: list[Sequence[int]]) -> np.ndarray:
+        calls.append(ids)
         time.sleep(seconds)
-        return np.zeros((len(texts), 2), dtype=np.float32), [1] * len(texts)
+        return np.array([[x[0], len(x)] for x in ids], dtype=np.float32).reshape(len(ids), 2)
 
     return work
 
 
 def test_stop_answers_every_request_submitted_before_it_and_refuses_later_ones() -> None:
-    calls: list[list[str]] = []
+    calls: list[list[Sequence[int]]] = []
 
-    async def scenario() -> list[tuple[np.ndarray, int]]:
+    async def scenario() -> list[np.ndarray]:
         batcher = Batcher(sleepy_work(0.05, calls), batch_size=2)
         batcher.start()
-        submitted = [asyncio.create_task(batcher.submit([f"t{i}"])) for i in range(7)]
+        submitted = [asyncio.create_task(batcher.submit([[i]])) for i in range(7)]
         await asyncio.sleep(0.01)  # the first two are in the model, five wait
         await batcher.stop()
         assert all(task.done() for task in submitted) and not batcher.running
         with pytest.raises(ApiError, match="shutting down"):
-            await batcher.submit(["late"])
+            await batcher.submit([[99]])
         return await asyncio.gather(*submitted)
 
-    assert [tokens for _, tokens in asyncio.run(scenario())] == [1] * 7
-    assert calls == [["t0", "t1"], ["t2", "t3"], ["t4", "t5"], ["t6"]]
+    assert [rows[0, 0] for rows in asyncio.run(scenario())] == list(range(7))
+    assert calls == [[[0], [1]], [[2], [3]], [[4], [5]], [[6]]]
 
 
 def test_a_drain_past_its_timeout_answers_503_not_never() -> None:
     async def scenario() -> list[Any]:
         batcher = Batcher(sleepy_work(0.5, []), batch_size=1)
         batcher.start()
-        submitted = [asyncio.create_task(batcher.submit([text])) for text in ("in the model", "queued")]
+        submitted = [asyncio.create_task(batcher.submit([ids])) for ids in ([1], [2])]  # in the model, queued
         await asyncio.sleep(0.01)
         await batcher.stop(timeout=0.05)
         return await asyncio.gather(*submitted, return_exceptions=True)

@@ -319,7 +319,11 @@ _THREADS = click.option("--threads", type=click.IntRange(min=1),
 @click.option("--max-text-chars", type=click.IntRange(min=1), default=20000, show_default=True,
               help="Most characters one text may have (more: 413).")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Most texts that concurrent requests are joined into for one model call.")  # fmt: skip
+              help="Most texts of one model call: concurrent requests are joined up to it, a larger request is "
+              "split.")  # fmt: skip
+@click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True),
+              help="Most MiB a request body may take, counted as it arrives, chunked or not (more: 413) [default: "
+              "what --max-batch texts of --max-text-chars JSON-escaped characters take].")  # fmt: skip
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="How long a request waits for others to join its batch (0: never).")  # fmt: skip
 @click.option("--model-name", help="The model name in responses [default: the student's name in config.json].")
@@ -336,7 +340,7 @@ _THREADS = click.option("--threads", type=click.IntRange(min=1),
               "[default threads: the cores shared out]; each keeps its own /metrics.")  # fmt: skip
 @_user_errors
 def serve(model_dir: str, host: str, port: int, precision: str, threads: int | None, model_name: str | None,
-          access_log: bool, api_key: str | None, **limits: Any) -> None:  # fmt: skip
+          access_log: bool, api_key: str | None, max_body_mb: float | None, **limits: Any) -> None:  # fmt: skip
     """Serve an exported student over HTTP: OpenAI-compatible POST /v1/embeddings, GET /v1/models,
     GET /metrics (Prometheus) and GET /health; with a head (`distill head export`), POST /v1/classify too, and
     with a tagger (a tokens head), POST /v1/tag.
@@ -355,6 +359,8 @@ def serve(model_dir: str, host: str, port: int, precision: str, threads: int | N
     # NOTE: read here, not through click's envvar: click takes an empty variable for an unset one, which would
     # leave the service open when a deployment meant to set a key and set nothing.
     api_key = api_key if api_key is not None else os.environ.get("DISTILL_API_KEY")
+    if max_body_mb is not None:
+        limits["max_body_bytes"] = max(1, int(max_body_mb * 2**20))
     try:
         run_server(model_dir, host=host, port=port, precision=precision, threads=threads, model_name=model_name,
                    access_log=access_log, api_key=api_key, **limits)  # fmt: skip

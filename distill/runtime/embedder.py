@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -37,6 +38,7 @@ INPUT_NAMES = ("input_ids", "attention_mask")  # a padded graph's inputs, (batch
 FLAT_INPUT_NAMES = ("input_ids", "offsets")  # a flat graph's: (tokens,) and (batch,), as torch's EmbeddingBag takes
 INPUTS = ("padded", "flat")
 OUTPUT_NAME = "sentence_vectors"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class OnnxEmbedder:
                                    "(run `distill export` first)")  # fmt: skip
         self.config = ExportConfig.read(self.path / CONFIG_FILE)
         self.precision = precision
-        self.tokenizer = Tokenizer.from_file(str(self.path / TOKENIZER_FILE))
+        self.tokenizer = _load(Tokenizer.from_file, self.path / TOKENIZER_FILE, "tokenizer file")
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.config.max_length)
         options = ort.SessionOptions()
@@ -100,7 +102,8 @@ class OnnxEmbedder:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.session = _load(lambda path: ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]),
+                             model_file, "ONNX model")  # fmt: skip
 
     @property
     def dim(self) -> int:
@@ -168,6 +171,17 @@ class OnnxEmbedder:
         if self.config.inputs == "flat":
             return dict(zip(FLAT_INPUT_NAMES, flatten(ids), strict=True))
         return dict(zip(INPUT_NAMES, pad(ids), strict=True))
+
+
+def _load(load: Callable[[str], T], path: Path, what: str) -> T:
+    """`load(path)`, or a DistillError of one line naming the file when it is empty, truncated or corrupt."""
+    try:
+        return load(str(path))
+    except Exception as e:  # NOTE: onnxruntime and tokenizers raise their own classes, or plain Exceptions
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = "it is empty" if path.stat().st_size == 0 else (lines[-1] if lines else type(e).__name__)[:200]
+        raise DistillError(f"{str(path)!r} is not a valid {what} ({reason}): the export is damaged; write it "
+                           "again with `distill export`") from e  # fmt: skip
 
 
 def pad(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -4,10 +4,12 @@
 
     curl localhost:8000/v1/embeddings -H 'content-type: application/json' -d '{"input": ["a sentence"]}'
 
-Concurrent requests are batched: one background worker takes the pending requests, joins their texts
-into one model call (up to `batch_size` texts), runs it in a worker thread so the event loop keeps
-accepting requests, and hands each request its own rows. Requests that arrive while a call runs form
-the next batch, so batches grow with load and a lone request never waits.
+Each request's texts are checked and tokenized on their own, so a text that cannot be embedded is refused
+with its request (400, naming the input) and never reaches a batch. Concurrent requests are then batched:
+one background worker joins their texts into model calls of at most `batch_size` texts
+(`distill.runtime.batcher`), runs them in a worker thread so the event loop keeps accepting requests, and
+hands each request its own rows. Every export gives a text the same vector whatever it is batched with
+(`distill export` checks it), so what a client gets never depends on other clients.
 
 An export with a classification head (`distill head export`) also answers `POST /v1/classify`: each
 text's label and the probabilities of every label, through the same batcher; an export with a tagger (a tokens
@@ -15,8 +17,10 @@ head) answers `POST /v1/tag`: each word of each text with its tag (`distill.runt
 
 Beside it: `GET /v1/models` (OpenAI's list of the one model served), `GET /metrics` (Prometheus text)
 and `GET /health`. With an API key, every request but `GET /health` needs `Authorization: Bearer <key>`,
-checked before anything else is done for it. On SIGTERM or SIGINT uvicorn stops accepting, lets the
-requests in flight finish, and the batcher answers everything queued before the process exits.
+checked before anything else is done for it. A request's headers, body size and encoding are bounded as
+they arrive (`distill.runtime.guards`). On SIGTERM or SIGINT uvicorn stops accepting, lets the requests in
+flight finish, and the batcher answers everything queued before the process exits; a request still
+unanswered after the graceful timeout gets a 503.
 
 Errors have OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 
@@ -41,15 +45,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distill.errors import DistillError
 from distill.runtime.batcher import Batcher
-from distill.runtime.guards import ApiError, BearerAuth, BodyLimit, check_api_key
+from distill.runtime.guards import (
+    AnswerCancelled,
+    ApiError,
+    BearerAuth,
+    BodyLimit,
+    add_error_handlers,
+    check_api_key,
+    check_texts,
+)
 from distill.runtime.metrics import Metrics, Observe, prometheus_text
 from distill.runtime.serve_tag import Tagger, add_tag_route
 
@@ -59,6 +69,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 INLINE_FLOATS = 4096  # a response with more numbers than this is rendered off the event loop
+INLINE_CHARS = 4096  # a request with more characters than this is tokenized off the event loop
+H11_MAX_INCOMPLETE_EVENT = 64 * 1024  # bytes of a request head uvicorn buffers before it refuses it
 
 
 class Embedder(Protocol):
@@ -116,27 +128,26 @@ def create_app(
     and `POST /v1/classify` when it is a `Classifier` (a 404 otherwise).
 
     A request may hold at most `max_batch` texts of at most `max_text_chars` characters each (413
-    otherwise); an empty list gets an empty `data` list. `max_body_bytes` caps the declared size of a
-    request body (default: what `max_batch` texts of `max_text_chars` JSON-escaped characters can take).
-    With `api_key`, every request but `GET /health` needs `Authorization: Bearer <api_key>` (401 otherwise).
-    At shutdown the batcher has `graceful_timeout` seconds to answer what is queued.
+    otherwise); an empty list gets an empty `data` list. A request body may hold at most `max_body_bytes`
+    bytes, counted as they arrive (default: `default_body_limit`). `batch_size` is the most texts of one
+    model call. With `api_key`, every request but `GET /health` needs `Authorization: Bearer <api_key>`
+    (401 otherwise). At shutdown the batcher has `graceful_timeout` seconds to answer what is queued.
     """
-    if min(max_batch, max_text_chars, batch_size) <= 0 or max_wait_ms < 0:
-        raise DistillError("max_batch, max_text_chars and batch_size must be positive and max_wait_ms not negative")
+    if min(max_batch, max_text_chars, batch_size) <= 0 or max_wait_ms < 0 or (max_body_bytes or 1) <= 0:
+        raise DistillError("max_batch, max_text_chars, batch_size and max_body_bytes must be positive and max_wait_ms "
+                           "not negative")  # fmt: skip
     check_api_key(api_key)
-    # NOTE: JSON may escape one character as up to 12 bytes (a surrogate pair of \uXXXX escapes).
-    max_body_bytes = max_body_bytes or max_batch * (12 * max_text_chars + 16) + (1 << 16)
+    max_body_bytes = max_body_bytes or default_body_limit(max_batch, max_text_chars)
 
     classifier = embedder if isinstance(embedder, Classifier) else None
     width = embedder.dim + (len(classifier.labels) if classifier is not None else 0)  # of the batcher's rows
 
-    def work(texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        ids = embedder.token_ids(texts)  # NOTE: once, for both the vectors and the usage counts
+    def work(ids: list[Sequence[int]]) -> np.ndarray:
         if classifier is not None:
             # NOTE: each text's vector and probabilities side by side, (n, dim + classes), from one model call,
             # so that embedding and classify requests share batches; each route takes its columns.
-            return classifier.encode_and_classify_ids(ids, batch_size=batch_size), [len(x) for x in ids]
-        return embedder.encode_ids(ids, batch_size=batch_size), [len(x) for x in ids]
+            return classifier.encode_and_classify_ids(ids, batch_size=batch_size)
+        return embedder.encode_ids(ids, batch_size=batch_size)
 
     batcher = Batcher(work, batch_size=batch_size, max_wait_ms=max_wait_ms)
 
@@ -148,23 +159,25 @@ def create_app(
 
     app = FastAPI(title="distill-embeddings", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.batcher, app.state.metrics = batcher, Metrics()
-    # NOTE: the last middleware added runs first: count every answer, then check the key, then the body size.
+    # NOTE: the last middleware added runs first: count every answer, answer a request cut off by shutdown, check
+    # the key, then bound the headers and the body.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if api_key is not None:
         app.add_middleware(BearerAuth, key=api_key)
+    app.add_middleware(AnswerCancelled)
     app.add_middleware(Observe, metrics=app.state.metrics)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     _add_info_routes(app, embedder, model_name)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Response:
         """Embed one text or a list of texts; `data[i]` is the vector of `input[i]`."""
         texts = [body.input] if isinstance(body.input, str) else body.input
-        _check_request(body, texts, max_batch=max_batch, max_text_chars=max_text_chars)
+        check_texts(texts, single=isinstance(body.input, str), max_batch=max_batch, max_text_chars=max_text_chars)
         if body.dimensions is not None and body.dimensions != embedder.dim:
             raise ApiError(400, f"this model's vectors have {embedder.dim} dimensions, not {body.dimensions}",
                            param="dimensions", code="unsupported_dimensions")  # fmt: skip
-        rows, tokens = await _submit(batcher, texts, width)
+        rows, tokens = await _submit(batcher, embedder, texts, width, single=isinstance(body.input, str))
         vectors = rows[:, : embedder.dim]  # (len(texts), dim)
         args = (vectors, tokens, model_name, body.encoding_format)
         # NOTE: 256 x 384 floats take about 100 ms to render as JSON; off the event loop, other requests go on
@@ -177,16 +190,46 @@ def create_app(
     return app
 
 
-async def _submit(batcher: Batcher, texts: list[str], width: int) -> tuple[np.ndarray, int]:
-    """The model's (len(texts), width) rows for `texts` through the batcher, and their token count."""
+def default_body_limit(max_batch: int, max_text_chars: int) -> int:
+    """The most bytes a request body may take by default: `max_batch` texts of `max_text_chars` characters, each
+    escaped by JSON as `\\uXXXX` (6 bytes: any character but those past U+FFFF, which take 12), and 64 KiB more."""
+    return max_batch * (6 * max_text_chars + 16) + (1 << 16)
+
+
+async def _submit(batcher: Batcher, embedder: Embedder, texts: list[str], width: int, *, single: bool
+                  ) -> tuple[np.ndarray, int]:  # fmt: skip
+    """The model's (len(texts), width) rows for `texts` through the batcher, and their token count.
+
+    The request is tokenized on its own first (off the event loop when it is long): a text the tokenizer
+    refuses fails its own request with a 400 that names it, and never reaches a batch of other requests.
+    """
     if not texts:
         return np.zeros((0, width), dtype=np.float32), 0
+    if sum(map(len, texts)) <= INLINE_CHARS:
+        ids = _token_ids(embedder, texts, single)
+    else:
+        ids = await asyncio.to_thread(_token_ids, embedder, texts, single)
     try:
-        return await batcher.submit(texts)
+        return await batcher.submit(ids), sum(map(len, ids))
     except ApiError:
         raise
     except Exception as e:
         raise ApiError(500, "the model failed on this request", kind="server_error") from e
+
+
+def _token_ids(embedder: Embedder, texts: list[str], single: bool) -> list[list[int]]:
+    """The request's token ids; a 400 naming the first text the tokenizer refuses (500 if none fails alone)."""
+    try:
+        return embedder.token_ids(texts)
+    except Exception as e:  # NOTE: the tokenizers library raises plain Exceptions
+        for i, text in enumerate(texts):
+            try:
+                embedder.token_ids([text])
+            except Exception as alone:
+                reason = str(alone).splitlines()[0][:200] if str(alone) else type(alone).__name__
+                raise ApiError(400, f"{'input' if single else f'input[{i}]'} cannot be tokenized: {reason}",
+                               param="input", code="invalid_text") from alone  # fmt: skip
+        raise ApiError(500, "the tokenizer failed on this request", kind="server_error") from e
 
 
 def _add_classify_route(app: FastAPI, classifier: Classifier | None, model_name: str, *, max_batch: int,
@@ -207,8 +250,9 @@ def _add_classify_route(app: FastAPI, classifier: Classifier | None, model_name:
     async def classify(body: ClassifyRequest) -> Response:
         """Classify one text or a list of texts; `data[i]` is the label of `input[i]` and every label's probability."""
         texts = [body.input] if isinstance(body.input, str) else body.input
-        _check_request(body, texts, max_batch=max_batch, max_text_chars=max_text_chars)
-        rows, tokens = await _submit(app.state.batcher, texts, dim + len(labels))
+        single = isinstance(body.input, str)
+        check_texts(texts, single=single, max_batch=max_batch, max_text_chars=max_text_chars)
+        rows, tokens = await _submit(app.state.batcher, classifier, texts, dim + len(labels), single=single)
         probabilities = rows[:, dim:]  # (len(texts), classes)
         args = (probabilities, labels, tokens, model_name)
         if probabilities.size <= INLINE_FLOATS:
@@ -256,18 +300,6 @@ def _add_info_routes(app: FastAPI, embedder: Embedder, model_name: str) -> None:
         )
 
 
-def _check_request(body: EmbeddingRequest | ClassifyRequest, texts: list[str], *, max_batch: int,
-                   max_text_chars: int) -> None:  # fmt: skip
-    if len(texts) > max_batch:
-        raise ApiError(413, f"input has {len(texts)} texts; this server takes at most {max_batch} per request",
-                       param="input", code="too_many_inputs")  # fmt: skip
-    for i, text in enumerate(texts):
-        if len(text) > max_text_chars:
-            where = "input" if isinstance(body.input, str) else f"input[{i}]"
-            raise ApiError(413, f"{where} has {len(text)} characters; this server takes at most {max_text_chars}",
-                           param="input", code="text_too_long")  # fmt: skip
-
-
 def _render(vectors: np.ndarray, tokens: int, model_name: str, encoding_format: str) -> bytes:
     """OpenAI's embeddings response as JSON; base64 is the float32 little-endian bytes of each vector."""
     if encoding_format == "base64":
@@ -291,45 +323,6 @@ def _render_classes(probabilities: np.ndarray, labels: list[str], tokens: int, m
     body = {"object": "list", "data": data, "model": model_name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
     return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    """Every error, ours, FastAPI's and Starlette's, in OpenAI's `{"error": {...}}` shape."""
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc.errors()).response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return ApiError(exc.status_code, str(exc.detail), code=f"http_{exc.status_code}").response()
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # NOTE: Starlette re-raises the exception after this response, so the server logs its traceback.
-        return ApiError(500, "internal server error", kind="server_error").response()
-
-
-def _validation_error(errors: Sequence[Any]) -> ApiError:
-    """One readable 400 for FastAPI's list of validation errors."""
-    first = errors[0] if errors else {}
-    loc = [str(part) for part in first.get("loc", ())[1:]]  # drop the leading "body"
-    if first.get("type") == "json_invalid":
-        return ApiError(400, f"the request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})",
-                        code="invalid_json")  # fmt: skip
-    if not loc:
-        return ApiError(400, 'the request body must be a JSON object such as {"input": ["a text"]}',
-                        code="invalid_body")  # fmt: skip
-    if loc[0] == "input" and first.get("type") == "missing":
-        return ApiError(400, "'input' is required: a string or a list of strings", param="input", code="missing_input")
-    if loc[0] == "input":
-        return ApiError(400, "'input' must be a string or a list of strings", param="input", code="invalid_input")
-    return ApiError(400, f"'{'.'.join(loc)}': {first.get('msg', 'invalid value')}", param=loc[0],
-                    code="invalid_value")  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:
@@ -383,7 +376,10 @@ def serve(
         logger.info("POST /v1/classify: %d labels (%s)", len(embedder.labels), ", ".join(embedder.labels))
     if isinstance(embedder, Tagger):
         logger.info("POST /v1/tag: %d tags (%s)", len(embedder.labels), ", ".join(embedder.labels))
-    options = {"host": host, "port": port, "access_log": access_log, "log_level": "info",
+    # NOTE: h11 (the HTTP parser uvicorn uses here) holds at most this much of a request head; the app bounds
+    # the head again (431), since a head that arrives in one read is never counted by h11
+    options = {"host": host, "port": port, "access_log": access_log, "log_level": "info", "http": "h11",
+               "h11_max_incomplete_event_size": H11_MAX_INCOMPLETE_EVENT,
                "timeout_graceful_shutdown": graceful_timeout}  # fmt: skip
     if workers == 1:
         uvicorn.run(_app(embedder, settings), **options)

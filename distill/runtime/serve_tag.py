@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from distill.runtime.guards import ApiError
+from distill.runtime.guards import ApiError, check_texts
 
 
 @runtime_checkable
@@ -49,14 +49,8 @@ def add_tag_route(app: FastAPI, tagger: Tagger | None, model_name: str, *, max_b
             raise ApiError(404, f"the model '{model_name}' has no tagger: serve an export made by `distill head "
                            "export` of a tokens head to tag", code="no_tagger")  # fmt: skip
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
-        if len(texts) > max_batch:
-            raise ApiError(413, f"input has {len(texts)} texts; this server takes at most {max_batch} per request",
-                           param="input", code="too_many_inputs")  # fmt: skip
-        for i, text in enumerate(texts):
-            chars = len(text) if isinstance(text, str) else sum(len(w) + 1 for w in text)
-            if chars > max_text_chars:
-                raise ApiError(413, f"input[{i}] has {chars} characters; this server takes at most {max_text_chars}",
-                               param="input", code="text_too_long")  # fmt: skip
+        joined = [text if isinstance(text, str) else " ".join(text) for text in texts]  # a word list as it is read
+        check_texts(joined, single=isinstance(body.input, str), max_batch=max_batch, max_text_chars=max_text_chars)
         try:
             tagged = await asyncio.to_thread(tagger.predict_scored, texts, batch_size) if texts else []
         except Exception as e:

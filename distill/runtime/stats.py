@@ -34,3 +34,4 @@ class BatchStats:
     tokens: int = 0
     encode_calls: int = 0
     largest_batch: int = 0  # the most texts one encode call took
+    retried_batches: int = 0  # model calls that failed with several requests in them and were run again one by one
