@@ -10,8 +10,9 @@ SHARED_STS := $(wildcard ../shared/data/stsb-dev.tsv)
 # Passages for the retrieval-over-passages task (eval.cloze), likewise never required.
 SHARED_PASSAGES := $(wildcard ../shared/data/passages.txt)
 QUALITY_RUN ?= runs/quality
+MODEL ?= $(RUN)/export/transformer
 
-.PHONY: help install distill quality eval export bench test lint format clean
+.PHONY: help install distill quality eval export bench loadtest test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +48,10 @@ bench: $(INSTALLED) ## Measure runs/default (and runs/quality, once made) now: t
 	done
 	$(if $(SCALE),$(BIN)/python -m eval.experiments.scale \
 		$(if $(wildcard ../shared/data/corpus-reviews-speeches.txt),--corpus ../shared/data/corpus-reviews-speeches.txt))
+
+loadtest: $(INSTALLED) ## Reliability of distill serve on MODEL's int8 export (runs/default's transformer; exported first if missing): fuzz, 16 clients, a 5-minute soak, a 512 MiB body, signals; fails on any mismatch (SHORT=1: under a minute)
+	$(if $(wildcard $(MODEL)/model_int8.onnx),,$(BIN)/distill export --run $(RUN))
+	$(BIN)/python -m eval.experiments.reliability --model $(MODEL) --precision int8 $(if $(SHORT),--short)
 
 test: $(INSTALLED) ## Run the tests
 	$(BIN)/pytest -q --durations=15

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -90,29 +89,45 @@ def running_server(
     On exit the server gets SIGTERM and `stop_seconds` to shut down gracefully; if it needs more, it is
     killed and, unless the block raised already, DistillError says so.
     """
-    port = _free_port()
+    with served(model_dir, precision=precision, threads=threads, startup_seconds=startup_seconds, api_key=api_key,
+                stop_seconds=stop_seconds, workers=workers) as (url, _):  # fmt: skip
+        yield url
+
+
+@contextlib.contextmanager
+def served(
+    model_dir: str | Path, *, precision: str = "fp32", threads: int | None = None, startup_seconds: float = 120.0,
+    api_key: str | None = None, stop_seconds: int = 10, workers: int = 1, port: int | None = None,
+    options: Sequence[str] = (),
+) -> Iterator[tuple[str, subprocess.Popen]]:  # fmt: skip
+    """`running_server`, yielding the server process too (`options`: more flags of `distill serve`); a server the
+    block already stopped is left as it is."""
+    port = port or _free_port()
     command = [sys.executable, "-m", "distill.cli", "serve", "--model", str(model_dir), "--port", str(port),
                "--precision", precision, "--no-access-log", "--graceful-timeout", str(stop_seconds // 2),
-               "--workers", str(workers)]  # fmt: skip
+               "--workers", str(workers), *options]  # fmt: skip
     if threads:
         command += ["--threads", str(threads)]
     env = {key: value for key, value in os.environ.items() if key != "DISTILL_API_KEY"}
     env.update({"DISTILL_API_KEY": api_key} if api_key else {})  # NOTE: not a flag, which `ps` would show
     url = f"http://127.0.0.1:{port}"
+    forced = False
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_until_healthy(url, process, log, startup_seconds)
-            yield url
+            yield url, process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=stop_seconds)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.returncode == -signal.SIGKILL:
-            raise DistillError(f"the server did not stop within {stop_seconds} s of SIGTERM")
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=stop_seconds)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                    forced = True
+    if forced:
+        raise DistillError(f"the server did not stop within {stop_seconds} s of SIGTERM")
 
 
 def _free_port() -> int:
