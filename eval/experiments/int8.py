@@ -25,6 +25,7 @@ import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from distill.cli.tasks import print_task_table
 from distill.data.corpus import Split
 from distill.errors import DistillError
 from distill.export.exporter import EXPORT_DIR, mean_cosine, min_cosine
@@ -144,6 +145,7 @@ def report(run_dir: Path, *, texts: int, rounds: int, specs: Sequence[str]) -> N
                 click.echo(f"{name:<12} {variant:<13} " + " ".join(f"{c:>20}" for c in cells) + f" {ratio:>20}")
         if specs:
             section = task_scores(models, teacher.sentence_vectors, specs)
+            print_task_table(section)
             click.echo("\nmean share of the torch teacher's task scores (main metrics)")
             for model, share in section["mean_share"].items():
                 click.echo(f"  {model:<28} {'-' if share is None else f'{100 * share:.1f}%'}")
