@@ -20,7 +20,7 @@ from transformers import BertTokenizerFast
 
 from distill.cli.commands import main
 from distill.errors import DistillError
-from distill.runtime import MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder
+from distill.runtime import MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder, UntokenizableText
 from distill.runtime.serve import create_app, default_body_limit
 from tests.conftest import SENTENCES, export_tiny_static
 from tests.test_serve import SlowEmbedder, on_loopback, vectors_of
@@ -70,6 +70,15 @@ def test_bad_text_in_one_clients_requests_never_changes_another_clients_answer(e
     for texts, response in zip(good, responses, strict=False):
         np.testing.assert_array_equal(vectors_of(response), embedder.encode(texts))
     assert max(slow.calls) > 2  # good requests did share model calls
+
+
+def test_the_runtime_names_the_text_it_cannot_tokenize(embedder: OnnxEmbedder) -> None:
+    with pytest.raises(
+        UntokenizableText, match=r"text 2 cannot be tokenized: .*lone surrogate \(U\+D800\) at character 4"
+    ):
+        embedder.encode(["fine", "also fine", SURROGATE])
+    with pytest.raises(UntokenizableText, match=r"text 0 .* of type int, not a string"):
+        embedder.encode([3])  # type: ignore[list-item]
 
 
 def test_a_text_the_tokenizer_refuses_fails_its_own_request_only(embedder: OnnxEmbedder) -> None:

@@ -24,6 +24,7 @@ from distill.runtime.embedder import (
     TOKENIZER_FILE,
     ExportConfig,
     OnnxEmbedder,
+    UntokenizableText,
     flatten,
     pad,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "OnnxClassifier",
     "OnnxEmbedder",
     "OnnxTagger",
+    "UntokenizableText",
     "flatten",
     "pad",
     "split_words",

@@ -41,6 +41,31 @@ OUTPUT_NAME = "sentence_vectors"
 T = TypeVar("T")
 
 
+class UntokenizableText(DistillError):
+    """A text the tokenizer refuses: `index` is its place in the texts given, `reason` says why."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"text {index} cannot be tokenized: {reason}")
+        self.index, self.reason = index, reason
+
+    @classmethod
+    def first_of(cls, texts: Sequence[str], tokenizer: Tokenizer, error: Exception) -> UntokenizableText:
+        """The first of `texts` that is not Unicode text or that `tokenizer` refuses alone (`error` if none does)."""
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                return cls(index, f"it is of type {type(text).__name__}, not a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return cls(index, f"it is not valid Unicode text: a lone surrogate (U+{ord(text[e.start]):04X}) at "
+                                  f"character {e.start}")  # fmt: skip
+            try:
+                tokenizer.encode(text)
+            except Exception as alone:
+                return cls(index, (str(alone).splitlines() or [type(alone).__name__])[0][:200])
+        return cls(0, (str(error).splitlines() or [type(error).__name__])[0][:200])
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """What a production caller needs to know about an exported student (`config.json`)."""
@@ -116,8 +141,11 @@ class OnnxEmbedder:
         which nothing here reads: 20% more texts/s on the default student's tokenizer.
         """
         prompt = self.config.prompt
-        texts = [prompt + t for t in texts] if prompt else list(texts)
-        return self.tokenizer.encode_batch_fast(texts, add_special_tokens=self.config.add_special_tokens)
+        prompted = [prompt + t for t in texts] if prompt else list(texts)
+        try:
+            return self.tokenizer.encode_batch_fast(prompted, add_special_tokens=self.config.add_special_tokens)
+        except Exception as e:  # NOTE: the tokenizers library raises plain Exceptions (and TypeErrors for non-text)
+            raise UntokenizableText.first_of(texts, self.tokenizer, e) from e
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, with the student's prompt before it, truncated to the max length."""

@@ -221,12 +221,12 @@ def _token_ids(embedder: Embedder, texts: list[str], single: bool) -> list[list[
     """The request's token ids; a 400 naming the first text the tokenizer refuses (500 if none fails alone)."""
     try:
         return embedder.token_ids(texts)
-    except Exception as e:  # NOTE: the tokenizers library raises plain Exceptions
+    except Exception as e:  # NOTE: an embedder need not raise UntokenizableText; try each text alone then
         for i, text in enumerate(texts):
             try:
                 embedder.token_ids([text])
             except Exception as alone:
-                reason = str(alone).splitlines()[0][:200] if str(alone) else type(alone).__name__
+                reason = getattr(alone, "reason", None) or (str(alone).splitlines() or [type(alone).__name__])[0][:200]
                 raise ApiError(400, f"{'input' if single else f'input[{i}]'} cannot be tokenized: {reason}",
                                param="input", code="invalid_text") from alone  # fmt: skip
         raise ApiError(500, "the tokenizer failed on this request", kind="server_error") from e
