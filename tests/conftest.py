@@ -12,6 +12,7 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 from distill.data.corpus import assign_splits
 from distill.data.targets import Targets, build_targets
 from distill.export.exporter import export_student
+from distill.runtime import OnnxEmbedder
 from distill.teacher.model import DEFAULT_TEACHER, Pooling, Teacher, resolve_teacher
 from students.static import StaticConfig, StaticStudent
 
@@ -68,6 +69,17 @@ def corpus() -> list[str]:
 def tiny_targets(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> Targets:
     """The tiny teacher's targets for `corpus`, built once per session."""
     return build_targets(tiny_teacher, corpus, assign_splits(corpus), tmp_path_factory.mktemp("tiny-cache"))
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast) -> Path:
+    """A tiny static student's export folder (`export_tiny_static`), made once: the runtime and service tests' model."""
+    return export_tiny_static(tmp_path_factory.mktemp("export") / "static", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def embedder(export_dir: Path) -> OnnxEmbedder:
+    return OnnxEmbedder(export_dir, threads=1)
 
 
 def export_tiny_static(directory: Path, tokenizer: BertTokenizerFast) -> Path:

@@ -8,19 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from transformers import BertTokenizerFast
 
 import distill.runtime.embed
 from distill.cli.commands import main
 from distill.runtime import OnnxEmbedder
-from tests.conftest import SENTENCES, export_tiny_static
+from tests.conftest import SENTENCES
 
 TEXTS = [SENTENCES[0], "ünïcödé – text ✓", "", SENTENCES[5], "x " * 100]  # a blank line keeps its row
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast) -> Path:
-    return export_tiny_static(tmp_path_factory.mktemp("export") / "static", tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from transformers import BertTokenizerFast
 
 from distill.runtime import OnnxEmbedder
-from tests.conftest import SENTENCES, export_tiny_static
+from tests.conftest import SENTENCES
 
 openai = pytest.importorskip("openai")
 
@@ -55,16 +54,6 @@ def distill_serve(model: Path, api_key: str | None) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast) -> Path:
-    return export_tiny_static(tmp_path_factory.mktemp("export") / "static", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def embedder(export_dir: Path) -> OnnxEmbedder:
-    return OnnxEmbedder(export_dir, threads=1)
 
 
 @pytest.fixture(scope="module", params=[None, KEY], ids=["open", "with-key"])

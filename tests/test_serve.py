@@ -23,7 +23,6 @@ import uvicorn
 from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from transformers import BertTokenizerFast
 
 import distill.runtime.serve
 from distill.cli.commands import main
@@ -31,20 +30,10 @@ from distill.errors import DistillError
 from distill.runtime import OnnxEmbedder
 from distill.runtime.serve import ApiError, Batcher, create_app
 from eval.experiments.loadtest import load_test
-from tests.conftest import SENTENCES, export_tiny_static
+from tests.conftest import SENTENCES
 
 MAX_BATCH, MAX_CHARS = 8, 300
 KEY = "s3cret-key"
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast) -> Path:
-    return export_tiny_static(tmp_path_factory.mktemp("export") / "static", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def embedder(export_dir: Path) -> OnnxEmbedder:
-    return OnnxEmbedder(export_dir, threads=1)
 
 
 @pytest.fixture()

@@ -16,26 +16,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fastapi import FastAPI
-from transformers import BertTokenizerFast
 
 from distill.cli.commands import main
 from distill.errors import DistillError
 from distill.runtime import MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder, UntokenizableText
 from distill.runtime.serve import create_app, default_body_limit
-from tests.conftest import SENTENCES, export_tiny_static
+from tests.conftest import SENTENCES
 from tests.test_serve import SlowEmbedder, on_loopback, vectors_of
 
 SURROGATE = "abc \ud800 def"  # valid JSON as "abc \\ud800 def", not valid Unicode text
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: BertTokenizerFast) -> Path:
-    return export_tiny_static(tmp_path_factory.mktemp("export") / "static", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def embedder(export_dir: Path) -> OnnxEmbedder:
-    return OnnxEmbedder(export_dir, threads=1)
 
 
 async def _post_all(app: FastAPI, bodies: list[bytes]) -> list[httpx.Response]:

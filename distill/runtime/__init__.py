@@ -9,8 +9,11 @@
 and gives label probabilities too; `OnnxTagger` gives each word its tag from an exported tagger.
 
 `distill.runtime.embed` embeds files (`distill embed`) and `distill.runtime.serve` is the HTTP
-service (`distill serve`, with the `[serve]` extra). Nothing here imports torch, transformers or
-the training modules: `pip install distill-embeddings` (the `[runtime]` extra) is all it needs.
+service (`distill serve`, with the `[serve]` extra): `batcher` joins requests into bounded model calls,
+`guards` bounds what a request may send and shapes errors, `metrics` and `stats` count. `consistency`
+measures how much a text's vector depends on its batch (`distill export` requires it not to). Nothing
+here imports torch, transformers or the training modules: `pip install distill-embeddings` (the
+`[runtime]` extra) is all it needs.
 """
 
 from distill.runtime.classifier import HEAD_FILE, PROBABILITIES, OnnxClassifier
