@@ -12,7 +12,7 @@ SHARED_PASSAGES := $(wildcard ../shared/data/passages.txt)
 QUALITY_RUN ?= runs/quality
 MODEL ?= $(RUN)/export/transformer
 
-.PHONY: help install distill quality eval export bench loadtest test lint format clean
+.PHONY: help install distill quality collection eval export bench loadtest test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ distill: $(INSTALLED) ## Distill the default teacher into the students of config
 
 quality: $(INSTALLED) ## Distill with the quality recipe (configs/quality.toml: hours on a CPU, minutes on a GPU) into runs/quality
 	$(BIN)/distill run --config configs/quality.toml
+
+collection: $(INSTALLED) ## Distill students for your own collection of documents (CORPUS=PATH: a BEIR folder, a .jsonl/.parquet with title and text; configs/collection.toml) into runs/collection, and score retrieval on its held-out passages
+	$(if $(CORPUS),,$(error give your collection: make collection CORPUS=path/to/corpus.jsonl))
+	$(BIN)/distill run --config configs/collection.toml --corpus $(CORPUS)
 
 eval: $(INSTALLED) ## Compare teacher, students and the model2vec peer on tasks, fidelity and speed (after make distill; TASKS=SPEC, MTEB=TASK,...: yours too): runs/default/report.md + plots
 	$(BIN)/distill eval --run $(RUN) --tasks default $(if $(SHARED_STS),--sts $(SHARED_STS) --tasks sts:$(SHARED_STS)) \

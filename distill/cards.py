@@ -24,6 +24,8 @@ from distill.io import atomic_path, read_json
 
 logger = logging.getLogger(__name__)
 
+INDEX_SUFFIX = "_teacher_index"  # a retrieval metric against the teacher's index (`eval.scoring` writes it)
+
 CARD_FILE = "README.md"
 RUN, EVAL, EXPORT = "distill run", "distill eval", "distill export"
 
@@ -123,9 +125,12 @@ def run_figures(run_dir: Path, name: str) -> dict[str, Figure]:
     tasks, command = full_report.get("tasks"), f"{EVAL} --run {run_dir} --tasks ..."
     if not tasks:
         tasks, command = summary.get("tasks"), f"{RUN} --tasks ..."
+    mains = {row["task"]: row["metric"].removesuffix(INDEX_SUFFIX) for row in (tasks or {}).get("rows", [])
+             if row.get("main")}  # fmt: skip
     for row in (tasks or {}).get("rows", []):
         score, share = row["scores"].get(name), row["shares"].get(name)
-        if row.get("main") and isinstance(score, int | float):
+        # NOTE: a retrieval task's main metric both against the student's own index and against the teacher's
+        if row["metric"].removesuffix(INDEX_SUFFIX) == mains.get(row["task"]) and isinstance(score, int | float):
             kept = f", {share:.1%} of the teacher's" if isinstance(share, int | float) else ""
             figures[f"{row['task']}: {row['metric']}"] = Figure(f"{score:.2f}{kept}", command)
     if report:

@@ -12,6 +12,7 @@ came from among thousands of passages of 100-300 tokens, which is what a retriev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,22 @@ def cloze_retrieval(
             passages.setdefault(text)
         if len(passages) >= documents:
             break
-    texts = list(passages)
+    try:
+        return cloze_from_passages(list(passages), queries=queries, seed=seed)
+    except DistillError as e:
+        raise DistillError(f"{path}: {e}") from e
+
+
+def cloze_from_passages(
+    texts: Sequence[str], askable: Sequence[int] | None = None, queries: int = QUERIES, seed: int = 0
+) -> RetrievalData:
+    """The inverse cloze task on `texts`: up to `queries` of the passages at `askable` (default: any) with three
+    sentences or more each lose one sentence, which is asked for its passage among all of `texts`."""
     split = [split_sentences(text, min_words=4) for text in texts]
-    eligible = [i for i, sentences in enumerate(split) if len(sentences) >= 3]
+    candidates = range(len(texts)) if askable is None else askable
+    eligible = [i for i in candidates if len(split[i]) >= 3]
     if not eligible:
-        raise DistillError(f"{path}: no passage of three sentences or more to draw a query from")
+        raise DistillError("no passage of three sentences or more to draw a query from")
     rng = np.random.default_rng(seed)
     chosen = rng.choice(eligible, size=min(queries, len(eligible)), replace=False)
     docs = {f"p{i}": text for i, text in enumerate(texts)}

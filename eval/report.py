@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from distill.cards import write_run_cards
 from distill.data.corpus import Split
 from distill.data.domains import other_domain_texts
 from distill.data.targets import Targets
@@ -45,7 +46,7 @@ from eval.models import (
     teacher_candidate,
 )
 from eval.scoring import score_tasks
-from eval.suite import Task, parse_tasks
+from eval.suite import RunCorpus, Task, parse_tasks
 from eval.tasks import AnalogyEvaluator, PolarityProbe, STSEvaluator, WordSimilarityEvaluator
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings, *, progress: bool 
 def run_tasks(settings: EvalSettings, summary: dict[str, Any], run_dir: Path) -> list[Task]:
     """The tasks `settings` names, read (and MTEB's data fetched) before any model loads, so a bad one fails first."""
     cache = VectorCache(Path(settings.cache_dir or Path(summary["targets"]).parent) / TASK_VECTORS)
-    tasks = parse_tasks(settings.tasks, cache)
+    tasks = parse_tasks(settings.tasks, cache, RunCorpus(run_dir, summary.get("corpus", "")))
     if settings.mteb:
         from eval.mteb_tasks import mteb_tasks
 
@@ -110,8 +111,14 @@ def score_run_tasks(run_dir: str | Path, tasks: list[Task], device: str = "auto"
         teacher_candidate(teacher),
         *student_candidates(summary, Path(run_dir), None, None, None, teacher.placement.device, onnx=False),
     ]
-    results = score_tasks(tasks, [e for c in candidates for e in task_encoders(c)], progress=progress)
+    results = score_tasks(
+        tasks,
+        [e for c in candidates for e in task_encoders(c)],
+        progress=progress,
+        teacher_index=summary.get("index") == "teacher",
+    )
     write_json(summary_file, {**read_json(summary_file), "tasks": results})
+    write_run_cards(run_dir)  # NOTE: the cards carry the task figures, so they are written again with them
     return results
 
 
@@ -159,7 +166,8 @@ def evaluate_from_model(
         entries[candidate.name].update(others.of_teacher() if candidate.role == "teacher"
                                        else others(candidate.encode, candidate.same_space))  # fmt: skip
         word_vectors[candidate.name] = candidate.encode(plots.MAP_WORDS)
-    task_results = (score_tasks(tasks, [e for c in candidates for e in task_encoders(c)], progress=progress)
+    task_results = (score_tasks(tasks, [e for c in candidates for e in task_encoders(c)], progress=progress,
+                                teacher_index=summary.get("index") == "teacher")
                     if tasks else None)  # fmt: skip
     teacher_speed = entries["teacher"]["latency"]["torch"]
     for entry in entries.values():

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.data.corpus import join_title
 from distill.errors import DistillError
 from eval.encoders import Encode, TaskEncoder, VectorCache, as_encoder, files_fingerprint, fingerprint
 from eval.fidelity import unit
@@ -81,8 +82,7 @@ def read_beir(folder: str | Path) -> RetrievalData:
 
 def document_text(row: dict[str, str]) -> str:
     """Title and text joined by a space, stripped, as BEIR's and MTEB's models are given a document."""
-    title = row.get("title") or ""
-    return f"{title} {row['text']}".strip() if title else str(row["text"]).strip()
+    return join_title(row.get("title") or None, str(row["text"]))
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:

@@ -19,16 +19,21 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from distill.cards import INDEX_SUFFIX  # NOTE: the model cards read these rows, a floor below
 from eval.encoders import TaskEncoder
 from eval.suite import Task
 
 logger = logging.getLogger(__name__)
 
-INDEX_SUFFIX = "_teacher_index"
 
 
-def score_tasks(tasks: Sequence[Task], encoders: Sequence[TaskEncoder], *, progress: bool = False) -> dict[str, Any]:
-    """The results section of report.json (and of summary.json): every task's scores, by model, with shares."""
+def score_tasks(tasks: Sequence[Task], encoders: Sequence[TaskEncoder], *, progress: bool = False,
+                teacher_index: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The results section of report.json (and of summary.json): every task's scores, by model, with shares.
+
+    With `teacher_index` (students trained to search an index the teacher built), a retrieval task's rows against
+    the teacher's index come first and are the ones its mean share counts.
+    """
     teacher = encoders[0]
     scores: dict[str, dict[str, dict[str, float | None]]] = {}  # model -> task -> metric -> score
     seconds: dict[str, float] = {}
@@ -41,7 +46,7 @@ def score_tasks(tasks: Sequence[Task], encoders: Sequence[TaskEncoder], *, progr
                 seconds[task.name] = seconds.get(task.name, 0.0) + time.perf_counter() - started
                 logger.info("%s on %s: %s", encoder.name, task.name, _brief(scores[encoder.name][task.name]))
                 bar.update()
-    return results_section(tasks, scores, teacher.name, seconds)
+    return results_section(tasks, scores, teacher.name, seconds, teacher_index=teacher_index)
 
 
 def score_one(task: Task, encoder: TaskEncoder, teacher: TaskEncoder) -> dict[str, float | None]:
@@ -59,16 +64,24 @@ def score_one(task: Task, encoder: TaskEncoder, teacher: TaskEncoder) -> dict[st
     return {name: float(value) if np.isfinite(value) else None for name, value in scores.items()}
 
 
-def results_section(tasks: Sequence[Task], scores: dict[str, dict[str, dict[str, float | None]]], teacher: str,
-                    seconds: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Rows of (task, metric) with each model's score and share of the teacher's, and each model's mean share."""
+def results_section(
+    tasks: Sequence[Task],
+    scores: dict[str, dict[str, dict[str, float | None]]],
+    teacher: str,
+    seconds: dict[str, float] | None = None,
+    *,
+    teacher_index: bool = False,
+) -> dict[str, Any]:
+    """Rows of (task, metric) with each model's score and share of the teacher's, and each model's mean share
+    (`teacher_index`: see `score_tasks`)."""
     models = list(scores)
     rows = []
     for task in tasks:
         metrics = list(dict.fromkeys(m for model in models for m in scores[model].get(task.name, {})))
-        for metric in sorted(metrics, key=lambda m: (m.endswith(INDEX_SUFFIX), metrics.index(m))):
+        main = task.main + INDEX_SUFFIX if teacher_index and task.main + INDEX_SUFFIX in metrics else task.main
+        for metric in sorted(metrics, key=lambda m: (m.endswith(INDEX_SUFFIX) != teacher_index, metrics.index(m))):
             row_scores = {model: scores[model].get(task.name, {}).get(metric) for model in models}
-            rows.append({"task": task.name, "kind": task.kind, "metric": metric, "main": metric == task.main,
+            rows.append({"task": task.name, "kind": task.kind, "metric": metric, "main": metric == main,
                          "scores": row_scores, "shares": shares(row_scores, teacher)})  # fmt: skip
     main = [row for row in rows if row["main"]]
     mean_share = {model: _mean([row["shares"][model] for row in main]) for model in models}

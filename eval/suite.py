@@ -6,6 +6,8 @@ A SPEC is a comma-separated list (the flag may also repeat) of:
     KIND:PATH                  a task of that kind: retrieval, classification, clustering or sts
     passages:PATH              retrieval over a .txt file of passages (one a line), with no judgements needed:
                                a sentence taken out of a passage finds it among the others (`eval.cloze`)
+    collection                 the same over the run's own corpus, asked from its held-out passages, and the
+                               corpus's own queries when it is a BEIR folder with them (`eval.collection`)
     PATH                       a task whose kind its layout says, or a folder holding several of them
 
 and the layouts are:
@@ -29,6 +31,7 @@ from distill.heads.data import read_labelled, read_table
 from eval.classification import TABLE_SUFFIXES, ClassificationEvaluator, read_split_folder, split_file
 from eval.cloze import cloze_retrieval
 from eval.clustering import ClusteringEvaluator
+from eval.collection import COLLECTION, RunCloze, corpus_queries
 from eval.encoders import VectorCache
 from eval.retrieval import RetrievalEvaluator, read_beir
 from eval.small_suite import chat_qa, chat_topics, polarity
@@ -56,22 +59,29 @@ class Task:
 
     def __post_init__(self) -> None:
         self.main = self.main or MAIN_METRIC[self.kind]
-        self.size = self.size or dict(getattr(self.evaluator, "size", {}))
 
     def describe(self) -> dict[str, Any]:
-        """What report.json keeps of the task."""
+        """What report.json keeps of the task (its size read from its evaluator now: a task on a run's own corpus
+        knows it once the run is trained)."""
+        size = self.size or dict(getattr(self.evaluator, "size", {}))
         return {"name": self.name, "kind": self.kind, "source": self.source, "small": self.small, "main": self.main,
-                "size": self.size}  # fmt: skip
+                "size": size}  # fmt: skip
 
 
-def parse_tasks(specs: Sequence[str], cache: VectorCache | None = None) -> list[Task]:
-    """The tasks a SPEC names (see the module docstring), each read now: a bad file fails before any model loads."""
+def parse_tasks(specs: Sequence[str], cache: VectorCache | None = None, run: RunCorpus | None = None) -> list[Task]:
+    """The tasks a SPEC names (see the module docstring), each read now: a bad file fails before any model loads.
+
+    `run` is the run a `collection` task reads its corpus from (when it is first scored).
+    """
     tasks: list[Task] = []
     for item in (part.strip() for spec in specs for part in spec.split(",")):
         if not item or item == "none":
             continue
         if item == "default":
             tasks += default_tasks(cache)
+            continue
+        if item == COLLECTION:
+            tasks += collection_tasks(run, cache)
             continue
         kind, _, path = item.partition(":") if item.partition(":")[0] in KINDS + BUILT else ("", "", item)
         tasks += tasks_at(Path(path).expanduser(), kind or None, cache)
@@ -133,6 +143,27 @@ def build_task(kind: str, path: Path, cache: VectorCache | None = None) -> Task:
     if kind == "sts":
         return Task(name, kind, read_pairs(path), str(path))
     raise DistillError(f"unknown task kind {kind!r}; choose from: {', '.join(KINDS)}")
+
+
+@dataclass(frozen=True)
+class RunCorpus:
+    """What a `collection` task needs of a run, known before it is trained: its folder and its corpus."""
+
+    run_dir: Path
+    corpus: str
+
+
+def collection_tasks(run: RunCorpus | None, cache: VectorCache | None = None) -> list[Task]:
+    """Retrieval on the run's own collection (`eval.collection`): its cloze task, and its own queries if it has them."""
+    if run is None:
+        raise DistillError("the collection task scores a run's own corpus: give it to `distill run` or `distill eval "
+                           "--run`")  # fmt: skip
+    source = f"{run.corpus}: a sentence taken out of a held-out passage finds it among the collection's"
+    tasks = [Task("collection-cloze", "retrieval", RunCloze(run.run_dir, cache), source)]
+    folder = corpus_queries(run.corpus)
+    if folder is not None:
+        tasks.append(build_task("retrieval", folder, cache))
+    return tasks
 
 
 def default_tasks(cache: VectorCache | None = None) -> list[Task]:

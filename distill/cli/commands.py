@@ -57,6 +57,16 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
                      "every row of a static table is trained), questions (a span asked as a question), passages "
                      "(consecutive texts joined to 60-180 words, one for every 8 texts) [default: as "
                      "configs/default.toml says, else none]."),
+        click.option("--mix", metavar="CORPUS",
+                     help="General text mixed into the corpus, as --corpus names one ('gensim': the default corpus), "
+                     "so a student of your collection stays good on text unlike it [default: none]."),
+        click.option("--mix-share", type=float,
+                     help="The share of --mix's texts among the corpus's (after passages are cut) and them "
+                     "[default: 0.25]."),
+        click.option("--index", type=click.Choice(["own", "teacher"]),
+                     help="What the students' queries will search: an index they build themselves (own), or one the "
+                     "teacher built (teacher: they train as its query encoders, with --index-weight 1 unless "
+                     "given, and their scores against it come first) [default: own]."),
         click.option("--passages", type=click.Choice(["whole", "cut"]),
                      help="Corpus texts longer than the teacher's max length: kept whole, so the teacher and the "
                      "students read their first max-length tokens (whole), or cut at sentence ends into passages "
@@ -69,8 +79,14 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Padded tokens a batch in target extraction [default: 2048 on CPU, 16384 on GPU]."),
         click.option("--workers", type=int, help="Data-loading processes in training [default: 0 on CPU, 2 on GPU]."),
         click.option("--corpus", help="'gensim' (default), a .txt/.jsonl/.csv/.parquet file, a folder of "
-                     ".txt files, or a Hugging Face dataset."),
+                     ".txt files (or documents: --documents), a BEIR folder (its corpus.jsonl), or a Hugging Face "
+                     "dataset. A collection of documents: see configs/collection.toml."),
         click.option("--text-column", help="Column holding the text in table-like corpora [default: text]."),
+        click.option("--title-column", help="Column holding a title, put before the row's text where there is one, "
+                     "as BEIR and MTEB give a model a document [default: title]."),
+        click.option("--documents/--no-documents", default=None,
+                     help="Each .txt or .md file of a corpus folder is one text (a document), not each line "
+                     "[default: lines]."),
         click.option("--limit", type=int, help="Use at most this many corpus texts."),
         click.option("--max-length", type=int, help="Max tokens per text [default: the teacher's]."),
         click.option("--students", help="Comma-separated students to train [default: static]."),

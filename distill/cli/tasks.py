@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 TASKS_OPTION = click.option(
     "--tasks", multiple=True, metavar="SPEC",
     help="Tasks to score the teacher and every student on once training ends, into summary.json and the final "
-    "table: 'default' (a small suite that ships), KIND:PATH (retrieval, classification, clustering, sts) or a "
-    "folder of tasks; comma-separated or repeated.",
+    "table: 'default' (a small suite that ships), 'collection' (retrieval on the corpus's own held-out passages, "
+    "no labels needed, and its own queries if it is a BEIR folder), KIND:PATH (retrieval, classification, "
+    "clustering, sts; passages: a .txt of passages) or a folder of tasks; comma-separated or repeated.",
 )  # fmt: skip
 
 
@@ -31,9 +32,12 @@ def eval_task_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--tasks", multiple=True, metavar="SPEC",
                      help="Your tasks, scored on the teacher and every model and backend: 'default' (a small suite "
-                     "that ships; `make eval` runs it), KIND:PATH (retrieval: a BEIR folder; classification: a folder "
-                     "of train and test files; clustering: a text,label file; sts: a pairs file) or PATH (the kind "
-                     "its layout says, or a folder of several); comma-separated or repeated."),
+                     "that ships; `make eval` runs it), 'collection' (retrieval on the run's own corpus: a sentence "
+                     "of a held-out passage finds its passage, no labels needed; and the corpus's own queries if it "
+                     "is a BEIR folder), KIND:PATH (retrieval: a BEIR folder; passages: a .txt of passages; "
+                     "classification: a folder of train and test files; clustering: a text,label file; sts: a pairs "
+                     "file) or PATH (the kind its layout says, or a folder of several); comma-separated or "
+                     "repeated."),
         click.option("--mteb", multiple=True, metavar="TASK[,TASK...]",
                      help="MTEB tasks by name (needs the mteb extra and their data, downloaded once); MTEB's own "
                      "result files go to RUN/mteb/."),
@@ -51,9 +55,10 @@ def read_tasks(config: RunConfig) -> list[Task]:
         return []
     from eval.encoders import VectorCache
     from eval.report import TASK_VECTORS
-    from eval.suite import parse_tasks
+    from eval.suite import RunCorpus, parse_tasks
 
-    return parse_tasks(config.tasks, VectorCache(Path(config.cache_dir) / TASK_VECTORS))
+    run = RunCorpus(config.run_dir, config.corpus)  # NOTE: a collection task reads the run once it is trained
+    return parse_tasks(config.tasks, VectorCache(Path(config.cache_dir) / TASK_VECTORS), run)
 
 
 def score_and_print(run_dir: str | Path, tasks: list[Task], device: str) -> None:

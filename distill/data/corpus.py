@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,10 @@ _LEE_FILES = ("lee_background.cor", "lee.cor")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _WIKI_SKIP = ("=", "*", "#", "|", "!", "{", ":", ";")
 _FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+DOCUMENT_SUFFIXES = (".txt", ".md")  # the files a folder of documents is read from
+BEIR_CORPUS = "corpus.jsonl"  # a BEIR folder's documents (`_id`, `title`, `text`)
+TEXT_CHARS = 4000  # a corpus text is cut to this many characters...
+DOCUMENT_CHARS = 1_000_000  # ...and a document to be cut into passages (passages = "cut") to this many
 
 
 class Split(IntEnum):
@@ -103,33 +108,57 @@ def review_texts() -> list[str]:
     return [line.split(" ", 1)[1].strip() for line in lines if " " in line]
 
 
-def load_corpus(source: str, text_column: str = "text", limit: int | None = None) -> list[str]:
-    """Texts from the default corpus, a file, a folder of `.txt` files, or a Hugging Face dataset, as a list."""
-    return list(iter_corpus(source, text_column, limit))
+def load_corpus(source: str, text_column: str = "text", limit: int | None = None, **options: Any) -> list[str]:
+    """Texts from the default corpus, a file, a folder, a BEIR folder or a Hugging Face dataset, as a list."""
+    return list(iter_corpus(source, text_column, limit, **options))
 
 
-def iter_corpus(source: str, text_column: str = "text", limit: int | None = None) -> Iterator[str]:
-    """Stream the texts of `load_corpus` one at a time, never holding the corpus in memory."""
+def iter_corpus(
+    source: str, text_column: str = "text", limit: int | None = None, *, title_column: str | None = "title",
+    documents: bool = False,
+) -> Iterator[str]:  # fmt: skip
+    """Stream the texts of `load_corpus` one at a time, never holding the corpus in memory.
+
+    A row of a table-like file with a `title_column` gives its title and text joined, as BEIR and MTEB give a
+    model a document; a BEIR folder gives the documents of its corpus.jsonl; a folder gives each line of its .txt
+    files, or with `documents` each .txt or .md file whole.
+    """
     if source == DEFAULT_CORPUS:
         texts: Iterable[str] = default_corpus()
     else:
         path = Path(source).expanduser()
-        if path.is_dir():
-            files = sorted(path.rglob("*.txt"))
-            if not files:
-                raise DistillError(f"corpus folder {source!r} has no .txt files")
-            texts = (line for file in files for line in iter_text_lines(file))
+        if path.is_dir() and (path / BEIR_CORPUS).is_file():
+            texts = _dataset_texts("json", str(path / BEIR_CORPUS), text_column, title_column, data_files=True)
+        elif path.is_dir():
+            texts = _folder_texts(path, documents)
         elif path.suffix == ".txt":
             texts = iter_text_lines(_existing(path))
         elif path.suffix in _FILE_FORMATS:
-            texts = _dataset_texts(_FILE_FORMATS[path.suffix], str(_existing(path)), text_column, data_files=True)
+            texts = _dataset_texts(_FILE_FORMATS[path.suffix], str(_existing(path)), text_column, title_column,
+                                   data_files=True)  # fmt: skip
         elif path.exists() or source.startswith((".", "/", "~")):
             raise DistillError(
                 f"corpus {source!r}: unsupported file type; use .txt, .jsonl, .csv, .parquet or a folder"
             )
         else:
-            texts = _dataset_texts(source, source, text_column, data_files=False)
+            texts = _dataset_texts(source, source, text_column, title_column, data_files=False)
     return _nonempty(texts if limit is None else _take(texts, limit), source)
+
+
+def _folder_texts(path: Path, documents: bool) -> Iterator[str]:
+    """Each line of a folder's .txt files, or each of its .txt and .md files whole (`documents`)."""
+    suffixes = DOCUMENT_SUFFIXES if documents else (".txt",)
+    files = sorted(f for f in path.rglob("*") if f.suffix in suffixes and f.is_file())
+    if not files:  # NOTE: here, not in a generator: a wrong folder fails before the first text is asked for
+        raise DistillError(f"corpus folder {str(path)!r} has no {' or '.join(suffixes)} files")
+    if documents:
+        return (" ".join(iter_text_lines(file)) for file in files)
+    return (line for file in files for line in iter_text_lines(file))
+
+
+def join_title(title: str | None, text: str) -> str:
+    """A document's title and text joined by a space, as BEIR and MTEB give a model a document."""
+    return f"{title} {text}".strip() if title else text.strip()
 
 
 def _nonempty(texts: Iterable[str], source: str) -> Iterator[str]:
@@ -173,8 +202,10 @@ def _take(texts: Iterable[str], limit: int) -> Iterator[str]:
         yield text
 
 
-def _dataset_texts(builder: str, source: str, column: str, *, data_files: bool) -> Iterator[str]:
-    """Texts of one column, streamed through the `datasets` library (no Arrow cache is written)."""
+def _dataset_texts(builder: str, source: str, column: str, title_column: str | None, *,
+                   data_files: bool) -> Iterator[str]:  # fmt: skip
+    """Texts of one column (after the row's title, where `title_column` holds one), streamed through the
+    `datasets` library (no Arrow cache is written)."""
     import datasets
 
     files = {"data_files": source} if data_files else {}
@@ -191,12 +222,13 @@ def _dataset_texts(builder: str, source: str, column: str, *, data_files: bool) 
         for row in chain([first], rows):
             value = row[column]
             if isinstance(value, str):
-                yield value
+                title = row.get(title_column) if title_column else None
+                yield join_title(title if isinstance(title, str) else None, value)
     except Exception as e:  # NOTE: streamed, a malformed row deep in the file only shows up here
         raise DistillError(f"could not read corpus {source!r}: {str(e).splitlines()[0]}") from e
 
 
-def clean(texts: Iterable[str], max_chars: int = 4000) -> tuple[list[str], CleanStats]:
+def clean(texts: Iterable[str], max_chars: int = TEXT_CHARS) -> tuple[list[str], CleanStats]:
     """Collapse whitespace, drop empty and duplicate texts, truncate very long ones."""
     stats, seen, kept = CleanStats(), set(), []
     for text in normalise(texts, stats, max_chars):
@@ -238,16 +270,21 @@ def assign_splits(texts: Iterable[str], valid: float = 0.1, test: float = 0.1, s
     """(n,) uint8 of `Split` values, from a hash of each text: stable when the corpus grows or is reordered."""
     if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
         raise DistillError(f"valid ({valid}) and test ({test}) fractions must be in [0, 1) and sum below 1")
+    fraction = text_fractions(texts, seed)
+    split = np.full(len(fraction), Split.TRAIN, dtype=np.uint8)
+    split[fraction >= 1 - valid - test] = Split.VALID
+    split[fraction >= 1 - test] = Split.TEST
+    return split
+
+
+def text_fractions(texts: Iterable[str], seed: int = 0) -> np.ndarray:
+    """(n,) float64 in [0, 1), one a text, from a hash of the text and `seed`: an order no corpus's layout sets."""
     buckets = np.fromiter(  # NOTE: fromiter, not a list of n Python ints: `texts` may be a 10-million-line TextStore
         (int.from_bytes(hashlib.blake2b(f"{seed}:{t}".encode(), digest_size=8).digest(), "little") for t in texts),
         dtype=np.uint64,
         count=len(texts) if isinstance(texts, Sized) else -1,
     )
-    fraction = buckets.astype(np.float64) / float(2**64)
-    split = np.full(len(fraction), Split.TRAIN, dtype=np.uint8)
-    split[fraction >= 1 - valid - test] = Split.VALID
-    split[fraction >= 1 - test] = Split.TEST
-    return split
+    return buckets.astype(np.float64) / float(2**64)
 
 
 def fingerprint(texts: Iterable[str]) -> str:

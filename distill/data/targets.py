@@ -63,6 +63,7 @@ class Targets:
     token_vectors: np.ndarray | None  # (tokens, token_dim) float16, last hidden state; None unless stored
     vocab_vectors: np.ndarray  # (vocab, dim) float32, each token through the teacher alone
     token_mode: TokenTargets = TokenTargets.STORE  # where token vectors come from in this run (online: the teacher)
+    collection_texts: int | None = None  # in this run, how many texts from the first are the corpus's own passages
 
     @property
     def dim(self) -> int:

@@ -30,7 +30,7 @@ from typing import overload
 import numpy as np
 from tqdm.auto import tqdm
 
-from distill.data.corpus import CleanStats, fingerprint, log_clean_stats, normalise
+from distill.data.corpus import TEXT_CHARS, CleanStats, fingerprint, log_clean_stats, normalise
 from distill.errors import DistillError
 from distill.io import atomic_dir, read_json, write_json
 
@@ -151,7 +151,7 @@ def write_store(texts: Iterable[str], cache_dir: Path, progress: bool = False) -
 
 
 def ingest(
-    texts: Iterable[str], cache_dir: Path, max_chars: int = 4000, progress: bool = False
+    texts: Iterable[str], cache_dir: Path, max_chars: int = TEXT_CHARS, progress: bool = False
 ) -> tuple[TextStore, CleanStats]:
     """Clean a streamed corpus into a TextStore: the result of `distill.data.corpus.clean`, never held in memory.
 

@@ -22,6 +22,8 @@ from distill.training.trainer import TrainConfig
 from students import student_class
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+INDEXES = ("own", "teacher")  # `index`: what the students' queries search
+TEACHER_INDEX_WEIGHT = 1.0  # the index loss of a student trained for a teacher's index (`index = "teacher"`)
 
 
 @dataclass
@@ -37,6 +39,8 @@ class RunConfig:
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast) for the teacher's forward pass and for training
     corpus: str = DEFAULT_CORPUS
     text_column: str = "text"
+    title_column: str = "title"  # a table-like corpus's title column, put before each text where it is there
+    documents: bool = False  # each file of a corpus folder is one text (a document), not each line
     limit: int | None = None  # use at most this many corpus texts
     max_length: int | None = None  # default: the teacher's own
     valid_fraction: float = 0.1
@@ -45,6 +49,10 @@ class RunConfig:
     output: str = "runs/default"
     cache_dir: str = "runs/cache"
     passages: str = "whole"  # corpus texts past the teacher's max length: kept whole (truncated) or cut at sentences
+    mix: str | None = None  # a corpus of general text mixed in (as `corpus`: "gensim", a file...), so a student of
+    # a collection stays good on text unlike it
+    mix_share: float = 0.25  # the share of the mixed text among the corpus's texts and it (before augmentation)
+    index: str = "own"  # the index the students' queries will search: their own, or one the teacher built
     augment: list[str] | str = field(default_factory=list)  # new text forms from the training texts: spans, words, ...
     token_targets: str = "auto"  # auto, store, online or none: where the teacher's token vectors come from
     teacher_batch_size: int = 64  # texts a batch where the teacher embeds small sets (held-out review texts)
@@ -60,6 +68,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.students:
             raise DistillError("no students to train; name at least one (for example --students static)")
+        if not str(self.corpus).strip():
+            raise DistillError("no corpus: give one with --corpus (a file, a folder, a BEIR folder, or 'gensim')")
         if self.limit is not None and self.limit <= 0:
             raise DistillError(f"limit must be positive, not {self.limit}")
         if self.device not in DEVICES:
@@ -75,6 +85,10 @@ class RunConfig:
             raise DistillError(f"processes must be a positive whole number, not {self.processes}")
         if self.passages not in ("whole", "cut"):
             raise DistillError(f"passages must be whole or cut, not {self.passages!r}")
+        if not 0 < self.mix_share < 1:
+            raise DistillError(f"mix-share must be between 0 and 1, not {self.mix_share}")
+        if self.index not in INDEXES:
+            raise DistillError(f"index must be one of {', '.join(INDEXES)}, not {self.index!r}")
         self.augment = [a.value for a in parse_augment(self.augment)]
         self.tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
         if isinstance(self.token_targets, bool):  # NOTE: configs of earlier versions said true / false
@@ -120,8 +134,11 @@ class RunConfig:
         return Path(self.output)
 
     def train_config_for(self, student: str, defaults: dict[str, Any]) -> TrainConfig:
-        """The shared training settings, under the student's own defaults and overrides."""
+        """The shared training settings, under the student's own defaults and overrides (and, for a student of a
+        teacher's index, that index's loss unless a weight is given)."""
         own = {k: v for k, v in self.students.get(student, {}).items() if k in TRAIN_FIELDS}
+        if self.index == "teacher":
+            defaults = {**defaults, "index_weight": TEACHER_INDEX_WEIGHT}
         try:
             return TrainConfig(**{**defaults, **self.train, **own})
         except TypeError as e:

@@ -22,7 +22,15 @@ from distill import distributed
 from distill.cards import write_run_cards
 from distill.data.augment import Augment, augmented, vocabulary_words
 from distill.data.augment import parse as parse_augment
-from distill.data.corpus import Split, assign_splits, cut_at_sentences, iter_corpus
+from distill.data.corpus import (
+    DOCUMENT_CHARS,
+    TEXT_CHARS,
+    Split,
+    assign_splits,
+    cut_at_sentences,
+    iter_corpus,
+    text_fractions,
+)
 from distill.data.domains import other_domain_texts
 from distill.data.targets import (
     Targets,
@@ -82,6 +90,9 @@ class RunSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     token_targets: str = "store"  # where the token vectors came from: store, online or none
     processes: int = 1
+    corpus: str = ""  # the corpus as the run was given it
+    collection_texts: int | None = None  # the corpus's own texts (passages), first in the targets' texts
+    index: str = "own"  # the index the students were trained to search: their own, or the teacher's
     students: list[StudentSummary] = field(default_factory=list)
 
 
@@ -110,8 +121,11 @@ def load_store(config: RunConfig, progress: bool = False) -> TextStore:
     """The cleaned corpus as a text store in the cache: read once by rank 0, streamed, never one Python list."""
     root = None
     if distributed.group().is_main:
-        texts = iter_corpus(config.corpus, config.text_column, config.limit)
-        store, _stats = ingest(texts, Path(config.cache_dir), progress=progress)
+        texts = iter_corpus(config.corpus, config.text_column, config.limit, title_column=config.title_column or None,
+                            documents=config.documents)  # fmt: skip
+        # NOTE: a text to be cut into passages keeps its length (up to DOCUMENT_CHARS); else it is cut to TEXT_CHARS
+        chars = DOCUMENT_CHARS if config.passages == "cut" else TEXT_CHARS
+        store, _stats = ingest(texts, Path(config.cache_dir), max_chars=chars, progress=progress)
         if not len(store):
             raise DistillError(f"corpus {config.corpus!r} has no usable text (every line is empty)")
         root = store.root
@@ -166,6 +180,8 @@ def targets_from_model(
     if not isinstance(texts, TextStore):
         texts = store_texts(texts, Path(config.cache_dir))
     texts = with_passages(texts, config, teacher)
+    collection = len(texts)
+    texts = with_mix(texts, config)
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
     texts, split = with_augmented(texts, split, config, teacher)
     mode = token_targets_mode(teacher, texts, config)
@@ -174,7 +190,30 @@ def targets_from_model(
                                 batch_tokens=config.batch_tokens(teacher.placement), chunk_texts=config.chunk_texts,
                                 progress=progress)  # fmt: skip
     targets.token_mode = mode
+    targets.collection_texts = collection
     return targets
+
+
+def with_mix(texts: TextStore, config: RunConfig) -> TextStore:
+    """The corpus with general text after it (`config.mix`), as `config.mix_share` of the two together.
+
+    The general texts are taken in an order drawn from a hash of each, so a run is the same for the same corpora.
+    Where fewer are there than the share asks, all of them are taken, and the share reached is said.
+    """
+    if not config.mix:
+        return texts
+    root = None
+    wanted = round(len(texts) * config.mix_share / (1 - config.mix_share))
+    if distributed.group().is_main:
+        general = [t for t in (" ".join(t.split()) for t in iter_corpus(config.mix, config.text_column)) if t]
+        order = np.argsort(text_fractions(general, config.split_seed + 1), kind="stable")
+        taken = [general[i] for i in order[:wanted]]
+        root = write_store(itertools.chain(texts, taken), Path(config.cache_dir)).root
+    store = TextStore.open(distributed.broadcast(root))
+    added = len(store) - len(texts)
+    logger.info("mix: %d texts of %s, %.0f%% of the %d texts with the corpus's%s", added, config.mix,
+                100 * added / len(store), len(store), "" if added >= wanted else f" (asked for {wanted})")  # fmt: skip
+    return store
 
 
 def with_passages(texts: TextStore, config: RunConfig, teacher: Teacher) -> TextStore:
@@ -184,8 +223,8 @@ def with_passages(texts: TextStore, config: RunConfig, teacher: Teacher) -> Text
     root = None
     if distributed.group().is_main:
 
-        def count(text: str) -> int:
-            return len(teacher.tokenizer(teacher.prompt + text)["input_ids"])
+        def count(text: str) -> int:  # NOTE: verbose=False: a long document is why it is counted, no warning needed
+            return len(teacher.tokenizer(teacher.prompt + text, verbose=False)["input_ids"])
 
         pieces = (piece for text in texts for piece in cut_at_sentences(text, count, teacher.max_length))
         root = write_store(pieces, Path(config.cache_dir)).root
@@ -232,6 +271,8 @@ class _Rows(Sequence[str]):
 def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
     """Targets that an earlier `distill targets` built with these settings (with token vectors, if both exist)."""
     texts = with_passages(load_store(config), config, teacher)
+    collection = len(texts)
+    texts = with_mix(texts, config)
     split = assign_splits(texts, config.valid_fraction, config.test_fraction, config.split_seed)
     texts, split = with_augmented(texts, split, config, teacher)
     requested = TokenTargets(config.token_targets)
@@ -242,6 +283,7 @@ def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
             targets = Targets.open(root)
             if requested is TokenTargets.ONLINE:
                 targets.token_mode = TokenTargets.ONLINE
+            targets.collection_texts = collection
             return targets
     raise DistillError("no cached targets for these settings; run `distill targets` with them first")
 
@@ -281,7 +323,8 @@ def train_students(
     placement = teacher.placement  # NOTE: placed by load_teacher or run_from_model, from the same settings
     summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), teacher.prompt,
                          teacher.trust_remote_code, str(placement.device), placement.precision.value,
-                         watch.seconds, targets.token_mode.value, here.world)  # fmt: skip
+                         watch.seconds, targets.token_mode.value, here.world, config.corpus,
+                         targets.collection_texts, config.index)  # fmt: skip
     logger.info("training on %s%s", placement, f", {here.world} processes" if here.active else "")
     if here.is_main:
         test_texts, test_vectors = targets.texts_and_vectors(Split.TEST, TEST_TEXTS)
