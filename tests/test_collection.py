@@ -110,7 +110,7 @@ def test_a_run_on_a_collection_scores_its_own_retrieval_without_labels(collectio
 
 
 def test_the_cloze_asks_only_from_held_out_passages(collection_run: tuple[Path, str]) -> None:
-    from distill.data.corpus import Split
+    from distill.data.corpus import Split, split_sentences
     from distill.data.targets import Targets
 
     root, _ = collection_run
@@ -120,9 +120,10 @@ def test_the_cloze_asks_only_from_held_out_passages(collection_run: tuple[Path, 
     data = own_cloze(root / "run")
     for query, judged in data.qrels.items():
         (passage,) = judged
-        assert data.queries[query] not in data.documents[passage]  # the sentence is taken out...
-        index = int(passage[1:])
-        assert any(data.documents[passage] in text for text in test_texts) and index >= 0  # ...of a held-out passage
+        sentence, rest = data.queries[query], data.documents[passage]
+        assert sentence not in rest  # the sentence is taken out...
+        assert any(sentence in text and all(s in text for s in split_sentences(rest)) for text in test_texts)  # ...of a
+        # held-out passage
 
 
 def test_a_collection_task_needs_a_run_and_a_run_with_a_collection(tmp_path: Path) -> None:
@@ -160,3 +161,9 @@ def test_the_collection_recipe_reads_into_a_valid_run() -> None:
         build_config(read_toml(Path(__file__).parent.parent / "configs" / "collection.toml"), {})
     assert config.passages == "cut" and config.mix == "gensim" and "collection" in config.tasks
     assert {"spans", "questions"} <= set(config.augment) and np.isclose(config.mix_share, 0.25)
+
+
+def test_a_corpus_of_documents_gets_query_shaped_text_unless_told_otherwise() -> None:
+    assert RunConfig(passages="cut").augment == ["spans", "questions"]
+    assert RunConfig().augment == [] and RunConfig(passages="cut", augment="none").augment == []
+    assert RunConfig(passages="cut", augment=["words"]).augment == ["words"]

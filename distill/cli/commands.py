@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +56,8 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
                      "words: queries, titles), words (no punctuation, lower case), drop (a fifth of the words "
                      "dropped), join (two texts as one), bags (3-10 vocabulary words, one bag for every two texts, so "
                      "every row of a static table is trained), questions (a span asked as a question), passages "
-                     "(consecutive texts joined to 60-180 words, one for every 8 texts) [default: as "
-                     "configs/default.toml says, else none]."),
+                     "(consecutive texts joined to 60-180 words, one for every 8 texts); 'none' for none [default: "
+                     "the config file's; else spans,questions with --passages cut, none without]."),
         click.option("--mix", metavar="CORPUS",
                      help="General text mixed into the corpus, as --corpus names one ('gensim': the default corpus), "
                      "so a student of your collection stays good on text unlike it [default: none]."),
@@ -184,6 +185,7 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
     from distill.cli.tasks import read_tasks, score_and_print
     from distill.training.pipeline import run as run_pipeline
 
+    began = time.perf_counter()
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
         return
@@ -193,6 +195,7 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
         _print_summary(summary)
         if tasks:
             score_and_print(summary.run_dir, tasks, config.device)
+        click.echo(f"distill run took {_duration(time.perf_counter() - began)} in all")
     distributed.close()
 
 
@@ -429,6 +432,12 @@ def _print_summary(summary: Any) -> None:
     _print_stages(summary.stage_seconds)
     for line in (line for s in summary.students for line in s.warnings):
         click.secho(f"warning: {line}", fg="yellow", err=True)
+
+
+def _duration(seconds: float) -> str:
+    """12 min 26 s; 41 s."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 def _print_stages(seconds: dict[str, float]) -> None:

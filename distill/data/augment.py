@@ -41,11 +41,11 @@ _QUESTIONS = ("what is {}?", "what are {}?", "who is {}?", "how does {} work?", 
 
 
 def parse(names: Sequence[str] | str) -> list[Augment]:
-    """Augmentations by name ("spans,words" or a list); an unknown name is a user's error."""
+    """Augmentations by name ("spans,words" or a list; "none" for none); an unknown name is a user's error."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     try:
-        return [Augment(n) for n in names]
+        return [Augment(n) for n in names if n != "none"]
     except ValueError as e:
         raise DistillError(f"augment: {e}; choose from {', '.join(a.value for a in Augment)}") from e
 

@@ -23,6 +23,7 @@ from students import student_class
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 INDEXES = ("own", "teacher")  # `index`: what the students' queries search
+DOCUMENT_AUGMENT = ("spans", "questions")  # query-shaped text, made by default from a corpus of documents
 TEACHER_INDEX_WEIGHT = 1.0  # the index loss of a student trained for a teacher's index (`index = "teacher"`)
 
 
@@ -53,7 +54,9 @@ class RunConfig:
     # a collection stays good on text unlike it
     mix_share: float = 0.25  # the share of the mixed text among the corpus's texts and it (before augmentation)
     index: str = "own"  # the index the students' queries will search: their own, or one the teacher built
-    augment: list[str] | str = field(default_factory=list)  # new text forms from the training texts: spans, words, ...
+    # new text forms from the training texts: spans, words, ... (None: spans and questions where documents are cut
+    # into passages, which a retrieval corpus asks for with queries; else none)
+    augment: list[str] | str | None = None
     token_targets: str = "auto"  # auto, store, online or none: where the teacher's token vectors come from
     teacher_batch_size: int = 64  # texts a batch where the teacher embeds small sets (held-out review texts)
     teacher_batch_tokens: int | None = None  # padded tokens a batch in target extraction (default: by device)
@@ -89,6 +92,8 @@ class RunConfig:
             raise DistillError(f"mix-share must be between 0 and 1, not {self.mix_share}")
         if self.index not in INDEXES:
             raise DistillError(f"index must be one of {', '.join(INDEXES)}, not {self.index!r}")
+        if self.augment is None:
+            self.augment = list(DOCUMENT_AUGMENT) if self.passages == "cut" else []
         self.augment = [a.value for a in parse_augment(self.augment)]
         self.tasks = [self.tasks] if isinstance(self.tasks, str) else list(self.tasks)
         if isinstance(self.token_targets, bool):  # NOTE: configs of earlier versions said true / false
