@@ -121,9 +121,8 @@ def test_the_cloze_asks_only_from_held_out_passages(collection_run: tuple[Path, 
     for query, judged in data.qrels.items():
         (passage,) = judged
         sentence, rest = data.queries[query], data.documents[passage]
-        assert sentence not in rest  # the sentence is taken out...
-        assert any(sentence in text and all(s in text for s in split_sentences(rest)) for text in test_texts)  # ...of a
-        # held-out passage
+        assert sentence not in rest  # the sentence is taken out of a held-out passage
+        assert any(sentence in text and all(s in text for s in split_sentences(rest)) for text in test_texts)
 
 
 def test_a_collection_task_needs_a_run_and_a_run_with_a_collection(tmp_path: Path) -> None:
