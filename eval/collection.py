@@ -12,6 +12,7 @@ The run is read when the task is first scored, so `distill run --tasks collectio
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from distill.io import read_json
 from eval.cloze import QUERIES, cloze_from_passages
 from eval.encoders import TaskEncoder, VectorCache
 from eval.retrieval import QRELS_SPLITS, RetrievalData, RetrievalEvaluator
+
+logger = logging.getLogger(__name__)
 
 COLLECTION = "collection"  # the task spec
 DOCUMENTS = 5000  # passages searched: the test split's asked passages and the collection's first others
@@ -41,28 +44,40 @@ def own_cloze(run_dir: str | Path, documents: int = DOCUMENTS, queries: int = QU
     chosen = sorted(tested + others)
     texts = targets.texts.take(chosen)
     where = {index: position for position, index in enumerate(chosen)}
-    return cloze_from_passages(texts, askable=[where[i] for i in tested], queries=queries)
+    try:
+        return cloze_from_passages(texts, askable=[where[i] for i in tested], queries=queries)
+    except DistillError as e:
+        raise DistillError(f"the held-out passages of {str(run_dir)!r}: {e}") from e
 
 
 class RunCloze:
-    """`RetrievalEvaluator` of `own_cloze`, built when it is first called: the run is trained by then."""
+    """`RetrievalEvaluator` of `own_cloze`, built when it is first called: the run is trained by then.
+
+    A collection whose held-out passages have too few sentences to take one out scores nothing, with a warning:
+    the run's students are trained and saved by then, and the other tasks still count.
+    """
 
     def __init__(self, run_dir: str | Path, cache: VectorCache | None = None) -> None:
         self.run_dir, self.cache = Path(run_dir), cache
         self._evaluator: RetrievalEvaluator | None = None
+        self._failed = False
 
     @property
-    def evaluator(self) -> RetrievalEvaluator:
-        if self._evaluator is None:
-            self._evaluator = RetrievalEvaluator(own_cloze(self.run_dir), self.cache)
+    def evaluator(self) -> RetrievalEvaluator | None:
+        if self._evaluator is None and not self._failed:
+            try:
+                self._evaluator = RetrievalEvaluator(own_cloze(self.run_dir), self.cache)
+            except DistillError as e:
+                logger.warning("collection task: %s; it is left out", e)
+                self._failed = True
         return self._evaluator
 
     @property
     def size(self) -> dict[str, int]:
-        return self.evaluator.data.size
+        return self.evaluator.data.size if self.evaluator is not None else {}
 
     def __call__(self, model: TaskEncoder, index: TaskEncoder | None = None) -> dict[str, Any]:
-        return self.evaluator(model, index=index)
+        return self.evaluator(model, index=index) if self.evaluator is not None else {}
 
 
 def corpus_queries(corpus: str) -> Path | None:

@@ -166,3 +166,16 @@ def test_a_corpus_of_documents_gets_query_shaped_text_unless_told_otherwise() ->
     assert RunConfig(passages="cut").augment == ["spans", "questions"]
     assert RunConfig().augment == [] and RunConfig(passages="cut", augment="none").augment == []
     assert RunConfig(passages="cut", augment=["words"]).augment == ["words"]
+
+
+def test_a_collection_too_short_to_ask_from_is_left_out_with_a_warning(
+    collection_run: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import eval.collection
+
+    root, _ = collection_run
+    monkeypatch.setattr(eval.collection, "cloze_from_passages", lambda *a, **k: (_ for _ in ()).throw(
+        DistillError("no passage of three sentences or more to draw a query from")))  # fmt: skip
+    evaluator = eval.collection.RunCloze(root / "run")
+    assert evaluator(lambda texts: np.zeros((len(texts), 4))) == {} and evaluator.size == {}
+    assert "collection task: the held-out passages of" in caplog.text and "it is left out" in caplog.text
