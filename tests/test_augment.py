@@ -22,6 +22,10 @@ def test_each_augmentation_makes_its_form() -> None:
     assert list(augmented(TEXTS, [Augment.SPANS, Augment.DROP])) == list(augmented(TEXTS, parse("spans,drop")))
     with pytest.raises(DistillError, match="choose from spans, words, drop, join"):
         parse("spans,typos")
+    assert parse("none") == [] and parse("spans,none") == [Augment.SPANS]
+    passage = "The cat sat on the mat today. It then slept for many long hours. Nobody woke it up at all."
+    (sentence,) = augmented([passage, TEXTS[0]], [Augment.SENTENCES])  # one of a passage's; none of one sentence
+    assert sentence in passage and sentence.endswith(".") and sentence != passage
 
 
 def test_augmented_texts_join_the_training_split_only(tiny_teacher: Teacher, corpus: list[str], tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--augment", help="New text forms made from the training texts, comma-separated: spans (2-8 "
                      "words: queries, titles), words (no punctuation, lower case), drop (a fifth of the words "
                      "dropped), join (two texts as one), bags (3-10 vocabulary words, one bag for every two texts, so "
-                     "every row of a static table is trained), questions (a span asked as a question), passages "
+                     "every row of a static table is trained), questions (a span asked as a question), sentences (one "
+                     "sentence of a text of several), passages "
                      "(consecutive texts joined to 60-180 words, one for every 8 texts); 'none' for none [default: "
                      "the config file's; else spans,questions with --passages cut, none without]."),
         click.option("--mix", metavar="CORPUS",

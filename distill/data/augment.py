@@ -2,9 +2,10 @@
 
 Each augmentation turns a training text into another text the teacher then embeds like any
 other: a short span of it (a query or a title), a span asked as a question, the words alone (no
-punctuation, lower case: chat, search boxes), a few words dropped, it and the next training text
-joined, or it and the texts after it joined into a passage of 60-180 words (what a retrieval
-corpus holds: the teacher's mean pooling and attention behave differently there). One more kind
+punctuation, lower case: chat, search boxes), a few words dropped, one of its sentences (a
+passage's sentence, which asks for the passage), it and the next training text joined, or it and
+the texts after it joined into a passage of 60-180 words (what a retrieval corpus holds: the
+teacher's mean pooling and attention behave differently there). One more kind
 needs no text: bags of whole-word vocabulary tokens drawn uniformly, so that every row of a
 static table meets the teacher, not only the tokens the corpus happens to hold. They are added to
 the training split only, so validation and test stay the corpus as it was, and they are drawn
@@ -20,6 +21,7 @@ from enum import Enum
 
 import numpy as np
 
+from distill.data.corpus import split_sentences
 from distill.errors import DistillError
 
 _PUNCTUATION = re.compile(r"[^\w\s']")
@@ -33,6 +35,7 @@ class Augment(str, Enum):
     BAGS = "bags"  # 3-10 whole-word vocabulary tokens drawn uniformly, one bag for every two training texts
     QUESTIONS = "questions"  # a 2-6 word span asked as a question ("what is ...?")
     PASSAGES = "passages"  # consecutive training texts joined to 60-180 words, one passage for every 8 texts
+    SENTENCES = "sentences"  # one sentence of a text of several: a passage's sentence asks for the passage
 
 
 PASSAGE_EVERY = 8  # training texts a passage: each text lands in about one passage
@@ -121,6 +124,9 @@ def _make(kind: Augment, text: str, following: str, rng: np.random.Generator) ->
         return _QUESTIONS[int(rng.integers(len(_QUESTIONS)))].format(" ".join(span).lower()) if span else None
     if kind is Augment.WORDS:
         return " ".join(_PUNCTUATION.sub(" ", text).lower().split())
+    if kind is Augment.SENTENCES:
+        sentences = split_sentences(text)
+        return sentences[int(rng.integers(len(sentences)))] if len(sentences) > 1 else None
     if kind is Augment.DROP:
         if len(words) < 5:
             return None
