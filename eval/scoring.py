@@ -26,7 +26,6 @@ from eval.suite import Task
 logger = logging.getLogger(__name__)
 
 
-
 def score_tasks(tasks: Sequence[Task], encoders: Sequence[TaskEncoder], *, progress: bool = False,
                 teacher_index: bool = False) -> dict[str, Any]:  # fmt: skip
     """The results section of report.json (and of summary.json): every task's scores, by model, with shares.
