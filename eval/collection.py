@@ -57,6 +57,8 @@ class RunCloze:
     the run's students are trained and saved by then, and the other tasks still count.
     """
 
+    deferred = True  # its size is known once the run is trained: `Task` reads it when it reports, not when made
+
     def __init__(self, run_dir: str | Path, cache: VectorCache | None = None) -> None:
         self.run_dir, self.cache = Path(run_dir), cache
         self._evaluator: RetrievalEvaluator | None = None

@@ -59,6 +59,8 @@ class Task:
 
     def __post_init__(self) -> None:
         self.main = self.main or MAIN_METRIC[self.kind]
+        if not self.size and not getattr(self.evaluator, "deferred", False):
+            self.size = dict(getattr(self.evaluator, "size", {}))
 
     def describe(self) -> dict[str, Any]:
         """What report.json keeps of the task (its size read from its evaluator now: a task on a run's own corpus
