@@ -159,7 +159,7 @@ def test_the_collection_recipe_reads_into_a_valid_run() -> None:
     with pytest.raises(DistillError, match="no corpus: give one with --corpus"):
         build_config(read_toml(Path(__file__).parent.parent / "configs" / "collection.toml"), {})
     assert config.passages == "cut" and config.mix == "gensim" and "collection" in config.tasks
-    assert {"spans", "questions"} <= set(config.augment) and np.isclose(config.mix_share, 0.25)
+    assert {"spans", "questions"} <= set(config.augment) and np.isclose(config.mix_share, 0.5)
 
 
 def test_a_corpus_of_documents_gets_query_shaped_text_unless_told_otherwise() -> None:

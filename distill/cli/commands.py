@@ -64,7 +64,7 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
                      "so a student of your collection stays good on text unlike it [default: none]."),
         click.option("--mix-share", type=float,
                      help="The share of --mix's texts among the corpus's (after passages are cut) and them "
-                     "[default: 0.25]."),
+                     "[default: 0.5]."),
         click.option("--index", type=click.Choice(["own", "teacher"]),
                      help="What the students' queries will search: an index they build themselves (own), or one the "
                      "teacher built (teacher: they train as its query encoders, with --index-weight 1 unless "

@@ -52,7 +52,7 @@ class RunConfig:
     passages: str = "whole"  # corpus texts past the teacher's max length: kept whole (truncated) or cut at sentences
     mix: str | None = None  # a corpus of general text mixed in (as `corpus`: "gensim", a file...), so a student of
     # a collection stays good on text unlike it
-    mix_share: float = 0.25  # the share of the mixed text among the corpus's texts and it (before augmentation)
+    mix_share: float = 0.5  # the share of the mixed text among the corpus's texts and it (before augmentation)
     index: str = "own"  # the index the students' queries will search: their own, or one the teacher built
     # new text forms from the training texts: spans, words, ... (None: spans and questions where documents are cut
     # into passages, which a retrieval corpus asks for with queries; else none)

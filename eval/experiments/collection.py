@@ -39,8 +39,8 @@ TRIALS: dict[str, dict[str, Any]] = {
     "hidden-loss": {"transformer": {"hidden-loss-weight": 1.0}},
     "three-layers": {"transformer": {"layers": [0, 3, 5]}},
     "bf16": {"precision": "bf16"},
-    "mix-half": {"mix-share": 0.5, "augment": ["spans", "questions", "words", "bags"]},
-    "sentences": {"augment": ["spans", "questions", "sentences"]},
+    "quarter-mix": {"mix-share": 0.25, "augment": ["spans", "questions"]},  # the recipe before 2026-12-06
+    "sentences": {"augment": ["spans", "questions", "words", "bags", "sentences"]},
 }
 
 
