@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from distill.cli.tasks import aligned
+from distill.data.corpus import iter_corpus
 from distill.errors import DistillError
 from distill.io import read_json
 from distill.training.config import build_config, read_toml
@@ -52,17 +53,10 @@ def trial_config(collection: str, trial: str, root: Path) -> dict[str, Any]:
         if isinstance(value, dict):
             values[key] = {**values.get(key, {}), **value}
         elif key == "limit":
-            values[key] = max(1, round(value * _documents(collection)))
+            values[key] = max(1, round(value * sum(1 for _ in iter_corpus(collection))))
         else:
             values[key] = value
     return values
-
-
-def _documents(collection: str) -> int:
-    path = Path(collection)
-    corpus = path / "corpus.jsonl" if path.is_dir() else path
-    with corpus.open(encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
 
 
 def run_trial(collection: str, trial: str, root: Path, again: bool) -> dict[str, Any]:
@@ -70,9 +64,7 @@ def run_trial(collection: str, trial: str, root: Path, again: bool) -> dict[str,
     summary_file = root / trial / "summary.json"
     if again or not summary_file.is_file() or "tasks" not in read_json(summary_file):
         values = trial_config(collection, trial, root)
-        config = build_config({k: v for k, v in values.items() if v is not None}, {})
-        if values.get("mix", "") is None:
-            config.mix = None
+        config = build_config(values, {})  # NOTE: file values, not flags: a trial's None (no mix) is kept
         began = time.perf_counter()
         run(config, progress=True)
         tasks = run_tasks(EvalSettings(tasks=config.tasks), read_json(summary_file), root / trial)
