@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.scoring import INDEX_SUFFIX
+from distill.cards import INDEX_SUFFIX  # NOTE: not eval.scoring, which loads torch: `make docs` needs none
 
 K = 10
 COLUMNS = ["model", "params", "size MB", "int8 ONNX MB", "cosine", "other cos", "cosine p5", f"top-{K} nbrs",
@@ -19,15 +19,69 @@ METRICS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "recall@100", "mrr_at_10": 
 
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole report.md."""
-    rows = {"teacher": report["teacher"], **report["students"], **report["baselines"]}
+    rows = model_rows(report)
     lines = [f"# Evaluation of `{report['run']}`", "",
              f"Measured {report['created']} on {report['machine']['threads']} threads "
              f"({report['machine']['processor']}, torch {report['machine']['torch']}); "
              f"fidelity on the run's {report['data']['test_texts']} held-out test texts.", "",
-             *task_section(report), "## Fidelity to the teacher", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
-    lines += ["| " + " | ".join(table_row(name, entry)) + " |" for name, entry in rows.items()]
-    return "\n".join([*lines, "", *speed_table(rows), *other_domain_table(report, rows), *notes(report, rows)]) + "\n"
+             *task_section(report), "## Fidelity to the teacher", "", *fidelity_table(report), "",
+             "## Speed by backend", "", *speed_table(rows), ""]  # fmt: skip
+    others = other_domain_table(report, rows)
+    if others:
+        lines += ["## Other text forms (never trained on)", "", *others, ""]
+    return "\n".join([*lines, *notes(report, rows)]) + "\n"
+
+
+def model_rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The teacher, the students, then the peers: the rows of every table by model."""
+    return {"teacher": report["teacher"], **report["students"], **report["baselines"]}
+
+
+def fidelity_table(report: dict[str, Any]) -> list[str]:
+    """Fidelity, word and sentence tasks, size and speed: one row per model (report.md's "Fidelity to the teacher")."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return lines + ["| " + " | ".join(table_row(name, entry)) + " |" for name, entry in model_rows(report).items()]
+
+
+def headline_table(report: dict[str, Any]) -> list[str]:
+    """One row per model: its score and share of the teacher's on each task's main metric (and a retrieval task's
+    against the teacher's index), its mean share, its int8 ONNX MB (a peer's own files) and its texts/s at batch 32
+    as a multiple of the torch teacher's, int8 ONNX (a peer's own encoder)."""
+    results, rows = report.get("tasks") or {"rows": [], "mean_share": {}}, model_rows(report)
+    shown = main_rows(results)
+    header = ["model", *(f"{row['task']} {metric_label(row['metric'])}" for row in shown), "mean share", "int8 MB",
+              "speed"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, entry in rows.items():
+        cells = [_score_share(row, name) for row in shown]
+        mean = results["mean_share"].get(name)
+        label = name if entry["role"] != "baseline" else f"{name} (peer)"
+        lines.append("| " + " | ".join([label, *cells, "-" if mean is None else f"{100 * mean:.0f}%",
+                                        *_size_speed(entry)]) + " |")  # fmt: skip
+    return lines
+
+
+def main_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each task's main metric, and a retrieval task's main metric against the teacher's index: a short table's rows."""
+    mains = {row["task"]: row["metric"] for row in results["rows"] if row["main"]}
+    return [row for row in results["rows"] if row["main"] or row["metric"] == mains.get(row["task"], "") + INDEX_SUFFIX]
+
+
+def _score_share(row: dict[str, Any], model: str) -> str:
+    """A score x 100 with its share of the teacher's in brackets (none for the teacher); - where not scored."""
+    score, share = row["scores"].get(model), row["shares"].get(model)
+    if score is None:
+        return "-"
+    return _num(score, 2) + ("" if share is None or model == "teacher" else f" ({100 * share:.0f}%)")
+
+
+def _size_speed(entry: dict[str, Any]) -> list[str]:
+    """[int8 ONNX MB, int8 ONNX speed at batch 32]; a peer without ONNX files: its saved MB, its own encoder's speed."""
+    backend = "onnx_int8" if "onnx_int8" in entry["latency"] else reference_backend(entry)
+    speed = _ratio(entry["latency"][backend]["speedup"]["batch32_speedup"])
+    if backend == "onnx_int8":
+        return [_mb(entry["bytes"].get("onnx_int8")), speed]
+    return [_mb(entry["bytes"].get("saved")), speed if backend == "torch" else f"{speed} ({backend})"]
 
 
 def task_section(report: dict[str, Any]) -> list[str]:
@@ -75,13 +129,20 @@ def column_label(column: str) -> str:
     return f"{model} {BACKENDS.get(backend, backend)}" if backend else column
 
 
-def task_notes(results: dict[str, Any]) -> list[str]:
+def task_lines(results: dict[str, Any]) -> list[str]:
+    """One bullet per task: its kind, its size and where it comes from."""
     out = []
     for task in results["tasks"]:
         size = ", ".join(f"{value:,} {key}" for key, value in task["size"].items())
         small = " Small: indicative only." if task.get("small") else ""
         out.append(f"- {task['name']} ({task['kind']}, {size}): {task['source']}.{small}")
-    out += ["- Retrieval: nDCG@10, recall@100 and MRR@10 as trec_eval (pytrec_eval, BEIR, MTEB) defines them; "
+    return out
+
+
+def task_notes(results: dict[str, Any]) -> list[str]:
+    """The tasks, then what each metric and the mean share mean."""
+    return [*task_lines(results),
+            "- Retrieval: nDCG@10, recall@100 and MRR@10 as trec_eval (pytrec_eval, BEIR, MTEB) defines them; "
             "documents are title and text, truncated at each model's max length. 'teacher index': the model's "
             "queries against the document vectors of the teacher (torch), as a student serving queries against an "
             "index the teacher built. Classification: the project's logistic-regression head (C by 5-fold "
@@ -90,7 +151,6 @@ def task_notes(results: dict[str, Any]) -> list[str]:
             "- mean share: the mean over the tasks of each model's score over the teacher's on the task's main "
             "metric (retrieval nDCG@10, classification accuracy, clustering V-measure, STS Spearman, MTEB's main "
             "score)."]  # fmt: skip
-    return out
 
 
 def table_row(name: str, entry: dict[str, Any]) -> list[str]:
@@ -117,7 +177,7 @@ def reference_backend(entry: dict[str, Any]) -> str:
 
 def speed_table(rows: dict[str, dict[str, Any]]) -> list[str]:
     """One row per model and backend, every speed a ratio to the teacher on torch (whose row is 1.00)."""
-    lines = ["## Speed by backend", "", "| " + " | ".join(SPEED_COLUMNS) + " |", "|" + "---|" * len(SPEED_COLUMNS)]
+    lines = ["| " + " | ".join(SPEED_COLUMNS) + " |", "|" + "---|" * len(SPEED_COLUMNS)]
     for name, entry in rows.items():
         label = name if entry["role"] != "baseline" else f"{name} (peer)"
         for backend in sorted(entry["latency"], key=lambda b: (b.startswith("onnx"), b)):
@@ -130,7 +190,7 @@ def speed_table(rows: dict[str, dict[str, Any]]) -> list[str]:
                 f"{figures['batch32_texts_per_s']:,.0f}", _num(speedup["batch32_speedup"], 2),
                 _num(speedup["batch128_speedup"], 2),
             ]) + " |")  # fmt: skip
-    return [*lines, ""]
+    return lines
 
 
 def other_domain_table(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -139,17 +199,12 @@ def other_domain_table(report: dict[str, Any], rows: dict[str, dict[str, Any]]) 
     if not sets:
         return []
     columns = ["model", *(f"{name} ({count})" for name, count in sets.items()), "mean"]
-    lines = [
-        "## Other text forms (never trained on)",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
-    ]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for name, entry in rows.items():
         label = name if entry["role"] != "baseline" else f"{name} (peer)"
         cosines = [_num(entry.get("other_domain", {}).get(s)) for s in sets]
         lines.append("| " + " | ".join([label, *cosines, _num(entry.get("other_domain_fidelity"))]) + " |")
-    return [*lines, ""]
+    return lines
 
 
 def notes(report: dict[str, Any], rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -221,6 +276,11 @@ def _export_notes(name: str, entry: dict[str, Any]) -> list[str]:
 
 def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(value: float) -> str:
+    """A speed ratio to three figures at most: 263x, 43.6x, 4.1x."""
+    return f"{value:.0f}x" if value >= 100 else f"{value:.1f}x"
 
 
 def _mb(size: int | None) -> str:

@@ -17,21 +17,14 @@ from typing import Any
 import click
 
 from distill.cli.tasks import aligned
-from distill.io import read_json
-from eval.markdown import metric_label
+from distill.runfolder import read_summary
+from eval.markdown import main_rows, metric_label
 from eval.report import EvalSettings, run_tasks, score_run_tasks
-from eval.scoring import INDEX_SUFFIX
-
-
-def shown(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The result rows shown: each task's main metric, and retrieval's main metric against the teacher's index."""
-    mains = {r["task"]: r["metric"] for r in results["rows"] if r["main"]}
-    return [r for r in results["rows"] if r["main"] or r["metric"] == mains.get(r["task"], "") + INDEX_SUFFIX]
 
 
 def share_rows(run: str, results: dict[str, Any]) -> list[list[str]]:
     """One row per student of a run: its share of the teacher's score on each shown metric, and its mean share."""
-    columns = shown(results)
+    columns = main_rows(results)
     rows = []
     for model in results["models"]:
         if model == results["teacher"]:
@@ -43,7 +36,7 @@ def share_rows(run: str, results: dict[str, Any]) -> list[list[str]]:
 
 
 def header(results: dict[str, Any]) -> list[str]:
-    return ["run/student", *(f"{r['task']} {metric_label(r['metric'])}" for r in shown(results)), "mean share"]
+    return ["run/student", *(f"{r['task']} {metric_label(r['metric'])}" for r in main_rows(results)), "mean share"]
 
 
 @click.command()
@@ -57,7 +50,7 @@ def main(runs: tuple[str, ...], tasks: tuple[str, ...], device: str) -> None:
     table: list[list[str]] = []
     teacher: dict[str, float] = {}
     for run in runs:
-        parsed = run_tasks(EvalSettings(tasks=list(tasks)), read_json(Path(run) / "summary.json"), Path(run))
+        parsed = run_tasks(EvalSettings(tasks=list(tasks)), read_summary(run), Path(run))
         results = score_run_tasks(run, parsed, device, progress=True)
         if not table:
             table.append(header(results))
