@@ -12,7 +12,7 @@ SHARED_PASSAGES := $(wildcard ../shared/data/passages.txt)
 QUALITY_RUN ?= runs/quality
 MODEL ?= $(RUN)/export/transformer
 
-.PHONY: help install distill quality collection eval export bench loadtest test lint format clean
+.PHONY: help install distill quality collection eval export bench loadtest docs test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ bench: $(INSTALLED) ## Measure runs/default (and runs/quality, once made) now: t
 loadtest: $(INSTALLED) ## Reliability of distill serve on MODEL's int8 export (runs/default's transformer; exported first if missing): fuzz, 16 clients, a 5-minute soak, a 512 MiB body, signals; fails on any mismatch (SHORT=1: under a minute)
 	$(if $(wildcard $(MODEL)/model_int8.onnx),,$(BIN)/distill export --run $(RUN))
 	$(BIN)/python -m eval.experiments.reliability --model $(MODEL) --precision int8 $(if $(SHORT),--short)
+
+docs: $(INSTALLED) ## Write every figure in README.md and docs/ from the runs kept in docs/results/ (RUN=runs/default, once evaluated, is kept first; COLLECTION=RUN keeps a collection run; CHECK=1: only say which differ)
+	$(BIN)/python -m eval.published $(if $(CHECK),--check,$(if $(wildcard $(RUN)/report.json),--run $(RUN)) \
+		$(if $(COLLECTION),--collection $(COLLECTION)))
 
 test: $(INSTALLED) ## Run the tests
 	$(BIN)/pytest -q --durations=15

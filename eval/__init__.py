@@ -5,6 +5,8 @@
     tasks.py          word and sentence tasks with gold answers (SimLex, WordSim, analogies, polarity, STS)
     latency.py        latency and throughput, every speed a ratio to the teacher timed beside it
     report.py         `distill eval`: all of this into `report.json`, `report.md` (markdown.py) and plots (plots.py)
+    published.py      `make docs`: a run's report kept in docs/results/, every figure block of README.md and docs/
+                      written from it (blocks.py: what each block says), `--check` for the tests
     head_compare.py   `distill head compare`: the same task head on the teacher and each student
 
 The user's tasks (`--tasks`), each an evaluator `__call__(encoder) -> {metric: score}` on a `TaskEncoder`:
