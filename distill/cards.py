@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from distill.io import atomic_path, read_json
+from distill.runfolder import is_run, read_summary
 
 logger = logging.getLogger(__name__)
 
@@ -243,9 +244,9 @@ def export_card(name: str, folder: Path, teacher: str, figures: Mapping[str, Fig
 def write_run_cards(run_dir: str | Path) -> list[Path]:
     """A card in each student folder of the run and in each of its export folders; the paths written."""
     run_dir = Path(run_dir)
-    summary = _read(run_dir / "summary.json")
-    if not summary:
+    if not is_run(run_dir):
         return []
+    summary = read_summary(run_dir)
     license_ = teacher_license(summary["teacher"])
     written = []
     for entry in summary["students"]:

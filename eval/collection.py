@@ -19,7 +19,7 @@ from typing import Any
 from distill.data.corpus import Split
 from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.io import read_json
+from distill.runfolder import is_run, read_summary
 from eval.cloze import QUERIES, cloze_from_passages
 from eval.encoders import TaskEncoder, VectorCache
 from eval.retrieval import QRELS_SPLITS, RetrievalData, RetrievalEvaluator
@@ -32,8 +32,7 @@ DOCUMENTS = 5000  # passages searched: the test split's asked passages and the c
 
 def own_cloze(run_dir: str | Path, documents: int = DOCUMENTS, queries: int = QUERIES) -> RetrievalData:
     """The inverse cloze task on the collection of the finished run in `run_dir` (see the module docstring)."""
-    summary_file = Path(run_dir) / "summary.json"
-    summary = read_json(summary_file) if summary_file.is_file() else {}
+    summary = read_summary(run_dir) if is_run(run_dir) else {}
     count = summary.get("collection_texts")
     if not count or not summary.get("targets"):
         raise DistillError(f"{str(run_dir)!r} records no collection of its own (a run of this version, trained on "

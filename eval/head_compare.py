@@ -27,7 +27,7 @@ from distill.errors import DistillError
 from distill.heads.classifier import HeadTrainConfig, score_head, train_classifier
 from distill.heads.data import encoder_for, with_progress
 from distill.heads.tagging import score_tagger, token_encoder_for, train_tagger
-from distill.io import read_json
+from distill.runfolder import is_run, read_summary
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +71,10 @@ def resolve_models(names: Sequence[str], run_dir: str | Path) -> dict[str, str]:
 
     def run_summary() -> dict[str, Any]:
         if not summary:
-            summary_file = Path(run_dir) / "summary.json"
-            if not summary_file.is_file():
+            if not is_run(run_dir):
                 raise DistillError(f"{str(run_dir)!r} is not a finished run (no summary.json), so it cannot say what "
                                    f"{name!r} is: pass --run RUN_DIR, or model folders")  # fmt: skip
-            summary.update(read_json(summary_file))
+            summary.update(read_summary(run_dir))
         return summary
 
     models = {}

@@ -28,6 +28,7 @@ from distill.data.domains import other_domain_texts
 from distill.data.targets import Targets
 from distill.errors import DistillError
 from distill.io import atomic_path, read_json, write_json
+from distill.runfolder import read_summary
 from distill.teacher.model import Teacher
 from distill.training.pipeline import open_run, run_teacher
 from distill.training.trainer import token_fidelity
@@ -105,7 +106,7 @@ def score_run_tasks(run_dir: str | Path, tasks: list[Task], device: str = "auto"
     """The tasks scored on a finished run's teacher and students (torch; `distill eval` adds the exports), written
     into its summary.json as "tasks": what `distill run --tasks` shows right after training."""
     summary_file = Path(run_dir) / "summary.json"
-    summary = read_json(summary_file)
+    summary = read_summary(run_dir)
     teacher = run_teacher(summary, device)
     candidates = [
         teacher_candidate(teacher),

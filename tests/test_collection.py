@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from distill.cli.commands import main
 from distill.data.corpus import load_corpus
 from distill.errors import DistillError
+from distill.runfolder import read_summary
 from distill.training.config import RunConfig, build_config, read_toml
 from distill.training.pipeline import load_store, with_mix
 from eval.collection import corpus_queries, own_cloze
@@ -114,7 +115,7 @@ def test_the_cloze_asks_only_from_held_out_passages(collection_run: tuple[Path, 
     from distill.data.targets import Targets
 
     root, _ = collection_run
-    summary = json.loads((root / "run" / "summary.json").read_text())
+    summary = read_summary(root / "run")
     targets = Targets.open(Path(summary["targets"]))
     test_texts = {targets.texts[int(i)] for i in targets.indices(Split.TEST)}
     data = own_cloze(root / "run")

@@ -1,6 +1,5 @@
 """Several processes: `distill run --processes 2` on the CPU (gloo), against the same run in one process."""
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from distill import distributed
 from distill.data.corpus import assign_splits
 from distill.data.targets import Targets, build_targets
 from distill.data.textstore import write_store
+from distill.runfolder import read_summary
 from distill.teacher.model import Teacher
 from tests.families import save_teacher, tiny_teacher
 
@@ -55,8 +55,7 @@ def test_two_processes_make_the_same_targets_and_train_as_well_as_one(setup: tup
     two = _run([*common, "--output", str(work / "two"), "--cache-dir", str(work / "cache-two"), "--processes", "2"],
                work)  # fmt: skip
     assert "2 process(es)" in two.stdout
-    one_summary = json.loads((work / "one" / "summary.json").read_text())
-    two_summary = json.loads((work / "two" / "summary.json").read_text())
+    one_summary, two_summary = read_summary(work / "one"), read_summary(work / "two")
     assert two_summary["processes"] == 2 and one_summary["processes"] == 1
     a, b = Targets.open(Path(one_summary["targets"])), Targets.open(Path(two_summary["targets"]))
     assert list(a.texts) == list(b.texts) and np.array_equal(a.split, b.split)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.errors import DistillError
+from distill.runfolder import read_summary
 from distill.teacher.model import Teacher
 from distill.training.config import RunConfig
 from distill.training.pipeline import run_from_model
@@ -145,7 +146,7 @@ def tiny_run(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.
     config = RunConfig(output=str(root / "run"), cache_dir=str(root / "cache"), train={"epochs": 1})
     summary = run_from_model(tiny_teacher, corpus, config)
     targets = Targets.open(Path(summary.targets))
-    return Path(summary.run_dir), json.loads((Path(summary.run_dir) / "summary.json").read_text()), targets
+    return Path(summary.run_dir), read_summary(summary.run_dir), targets
 
 
 # Held-out text of other forms than the tiny corpus, as `distill.data.domains.other_domain_texts()` gives it.

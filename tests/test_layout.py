@@ -17,7 +17,7 @@ PACKAGES = ("distill", "students", "eval")
 # The floors, lowest first: a module may import from its own floor and the floors below it, never above.
 # The lower floor reports what it measured (a return value, a JSON file); the higher floor reads it.
 FLOORS = [
-    ["distill.errors", "distill.io"],
+    ["distill.errors", "distill.io", "distill.runfolder"],
     ["distill.device", "distill.distributed", "distill.runtime", "distill.hub"],
     ["distill.teacher"],
     ["distill.data", "distill.cards"],

@@ -11,7 +11,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from distill.data.corpus import (
     TEXT_CHARS,
     Split,
     assign_splits,
+    check_corpus,
     cut_at_sentences,
     iter_corpus,
     text_fractions,
@@ -36,6 +37,7 @@ from distill.data.targets import (
     Targets,
     TokenTargets,
     build_targets,
+    cache_key,
     choose_token_targets,
     estimate_token_bytes,
     store_texts,
@@ -44,10 +46,11 @@ from distill.data.targets import (
 from distill.data.textstore import TextStore, ingest, write_store
 from distill.device import Placement
 from distill.errors import DistillError
-from distill.io import read_json, write_json
+from distill.runfolder import read_summary, write_summary
 from distill.teacher.model import Teacher, resolve_teacher
 from distill.teacher.tokens import Speller
 from distill.training.config import RunConfig
+from distill.training.rerun import check_output, check_targets, kept_students, target_settings
 from distill.training.trainer import Trainer, TrainResult, fidelity, token_fidelity
 from students import student_class
 
@@ -93,6 +96,8 @@ class RunSummary:
     corpus: str = ""  # the corpus as the run was given it
     collection_texts: int | None = None  # the corpus's own texts (passages), first in the targets' texts
     index: str = "own"  # the index the students were trained to search: their own, or the teacher's
+    settings: dict[str, Any] = field(default_factory=dict)  # the settings that shaped the targets (`rerun`)
+    targets_key: str = ""  # the teacher, texts and split of the targets: students of one run share them
     students: list[StudentSummary] = field(default_factory=list)
 
 
@@ -121,6 +126,10 @@ def load_store(config: RunConfig, progress: bool = False) -> TextStore:
     """The cleaned corpus as a text store in the cache: read once by rank 0, streamed, never one Python list."""
     root = None
     if distributed.group().is_main:
+        check_corpus(config.corpus, config.text_column, title_column=config.title_column or None,
+                     documents=config.documents)  # fmt: skip
+        if config.mix:
+            check_corpus(config.mix, config.text_column)
         texts = iter_corpus(config.corpus, config.text_column, config.limit, title_column=config.title_column or None,
                             documents=config.documents)  # fmt: skip
         # NOTE: a text to be cut into passages keeps its length (up to DOCUMENT_CHARS); else it is cut to TEXT_CHARS
@@ -288,12 +297,17 @@ def cached_targets(teacher: Teacher, config: RunConfig) -> Targets:
     raise DistillError("no cached targets for these settings; run `distill targets` with them first")
 
 
-def run(config: RunConfig, *, resume: bool = False, progress: bool = False) -> RunSummary:
-    """Targets, then every student in `config.students`; returns what was made and how long it took."""
+def run(config: RunConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = False) -> RunSummary:
+    """Targets, then every student in `config.students`; returns what was made and how long it took.
+
+    Into a folder that holds a run, the students are added to it; one it already holds is trained again only with
+    `overwrite` (or goes on with `resume`), which `rerun.check_output` says before any work.
+    """
     watch = Stopwatch()
+    check_output(config, resume=resume, overwrite=overwrite)
     distributed.init(config.placement().device.type)
     teacher, texts = load_inputs(config, watch, progress)
-    return run_from_model(teacher, texts, config, resume=resume, progress=progress, watch=watch)
+    return run_from_model(teacher, texts, config, resume=resume, overwrite=overwrite, progress=progress, watch=watch)
 
 
 def run_from_model(
@@ -302,29 +316,41 @@ def run_from_model(
     config: RunConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
     watch: Stopwatch | None = None,
 ) -> RunSummary:
     """The core of `run`, on a teacher and texts already in memory (or in a text store)."""
     watch = watch or Stopwatch()
+    check_output(config, resume=resume, overwrite=overwrite)
     teacher.place(config.placement())
     check_students(teacher, config)
     targets = targets_from_model(teacher, texts, config, watch, progress)
-    return train_students(teacher, targets, config, watch, resume=resume, progress=progress)
+    return train_students(teacher, targets, config, watch, resume=resume, overwrite=overwrite, progress=progress)
 
 
 def train_students(
-    teacher: Teacher, targets: Targets, config: RunConfig, watch: Stopwatch, *, resume: bool, progress: bool
+    teacher: Teacher,
+    targets: Targets,
+    config: RunConfig,
+    watch: Stopwatch,
+    *,
+    resume: bool,
+    progress: bool,
+    overwrite: bool = False,
 ) -> RunSummary:
-    """Build and train every student; rank 0 alone tests and saves them and writes the summary."""
+    """Build and train every student; rank 0 alone tests and saves them and writes the summary (with the run's
+    earlier students that share these targets, `rerun.kept_students`)."""
     here = distributed.group()
     run_dir = config.run_dir
+    key = cache_key(teacher, targets.texts.fingerprint, targets.split, token_vectors=False)
+    check_targets(run_dir, key, overwrite=overwrite)
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
     placement = teacher.placement  # NOTE: placed by load_teacher or run_from_model, from the same settings
     summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), teacher.prompt,
                          teacher.trust_remote_code, str(placement.device), placement.precision.value,
                          watch.seconds, targets.token_mode.value, here.world, config.corpus,
-                         targets.collection_texts, config.index)  # fmt: skip
+                         targets.collection_texts, config.index, target_settings(config), key)  # fmt: skip
     logger.info("training on %s%s", placement, f", {here.world} processes" if here.active else "")
     if here.is_main:
         test_texts, test_vectors = targets.texts_and_vectors(Split.TEST, TEST_TEXTS)
@@ -364,7 +390,11 @@ def train_students(
         ))  # fmt: skip
         logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)
     if here.is_main:
-        write_json(run_dir / "summary.json", asdict(summary))
+        known = {f.name for f in fields(StudentSummary)}
+        kept = [StudentSummary(**{k: v for k, v in entry.items() if k in known})
+                for entry in kept_students(run_dir, list(config.students), key)]  # fmt: skip
+        summary.students = kept + summary.students
+        write_summary(run_dir, asdict(summary))
         write_run_cards(run_dir)  # a README.md with the Hub's metadata and these figures in each student's folder
     distributed.barrier()
     return summary
@@ -386,12 +416,12 @@ def student_warnings(name: str, result: TrainResult) -> list[str]:
 
 def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Targets]:
     """A finished run's summary and the targets its students were trained and tested on."""
-    summary_file = Path(run_dir) / "summary.json"
-    if not summary_file.is_file():
-        raise DistillError(f"{str(run_dir)!r} has no summary.json; run `make distill` (or `distill run`) first")
-    summary = read_json(summary_file)
+    summary = read_summary(run_dir)
     if not summary.get("targets") or not (Path(summary["targets"]) / "meta.json").is_file():
-        raise DistillError(f"the targets of {str(run_dir)!r} are no longer cached; run `distill run` again")
+        raise DistillError(f"the teacher's targets of {str(run_dir)!r} are not at {summary.get('targets')!r} (its "
+                           "students are intact): eval and export measure them on those targets; `distill targets` "
+                           "with the run's settings (summary.json, \"settings\") and --cache-dir builds them again, "
+                           "no training needed")  # fmt: skip
     return summary, Targets.open(Path(summary["targets"]))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from distill.errors import DistillError
 from distill.io import read_json
+from distill.runfolder import read_summary
 from distill.teacher.model import resolve_teacher
 from eval.clustering import ClusteringEvaluator
 from eval.retrieval import RetrievalData
@@ -39,7 +40,7 @@ def sentence_transformers_encoders(run_dir: Path) -> dict[str, Encode]:
     """Each model of the run as sentence-transformers loads and encodes it (unit vectors)."""
     from sentence_transformers import SentenceTransformer
 
-    summary = read_json(run_dir / "summary.json")
+    summary = read_summary(run_dir)
     paths = {"teacher": str(resolve_teacher(summary["teacher"]))}
     paths |= {s["name"]: s["path"] for s in summary["students"] if s["name"] in MODELS}
     encoders = {}

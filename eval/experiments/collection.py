@@ -24,6 +24,7 @@ from distill.cli.tasks import aligned
 from distill.data.corpus import iter_corpus
 from distill.errors import DistillError
 from distill.io import read_json
+from distill.runfolder import read_summary
 from distill.training.config import build_config, read_toml
 from distill.training.pipeline import run
 from eval.report import EvalSettings, run_tasks, score_run_tasks
@@ -66,8 +67,8 @@ def run_trial(collection: str, trial: str, root: Path, again: bool) -> dict[str,
         values = trial_config(collection, trial, root)
         config = build_config(values, {})  # NOTE: file values, not flags: a trial's None (no mix) is kept
         began = time.perf_counter()
-        run(config, progress=True)
-        tasks = run_tasks(EvalSettings(tasks=config.tasks), read_json(summary_file), root / trial)
+        run(config, overwrite=True, progress=True)  # NOTE: a trial run again replaces its earlier run
+        tasks = run_tasks(EvalSettings(tasks=config.tasks), read_summary(root / trial), root / trial)
         score_run_tasks(root / trial, tasks, "cpu", progress=True)
         summary = read_json(summary_file)
         summary["trial_seconds"] = round(time.perf_counter() - began, 1)

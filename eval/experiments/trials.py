@@ -40,6 +40,7 @@ import numpy as np
 from distill.data.corpus import Split
 from distill.data.targets import Targets
 from distill.io import read_json
+from distill.runfolder import read_summary
 from distill.teacher.model import Teacher, resolve_teacher
 from distill.training.config import RunConfig
 from distill.training.pipeline import Stopwatch, load_teacher, prepare
@@ -261,7 +262,7 @@ def heads_polarity(run_dir: str, widths: str) -> None:
     from eval.tasks import PolarityProbe
 
     logging.basicConfig(level=logging.WARNING, force=True)
-    summary = read_json(Path(run_dir) / "summary.json")
+    summary = read_summary(run_dir)
     models = {"teacher": summary["teacher"], **{s["name"]: s["path"] for s in summary["students"]}}
     probe = PolarityProbe()
     labels = np.where(probe.labels == 1, "positive", "negative")
