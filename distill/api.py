@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import students as student_kinds
 from distill import distributed
 from distill.errors import DistillError
-from distill.training.config import RunConfig, build_config, read_toml
+from distill.training.config import RunConfig, build_config, recipe_values
 from distill.training.pipeline import RunSummary, load_teacher, run, run_from_model
+from distill.training.rerun import check_output
 
 if TYPE_CHECKING:
     from distill.teacher.model import Teacher
@@ -67,10 +68,15 @@ def distill(
     output: str | Path = "runs/distill",
     config: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     **settings: Any,
 ) -> Distilled:
     """Distill `teacher` on `corpus` into `students`, each trained, tested and saved under `output`.
+
+    With no `config`, the default recipe (`distill run`'s and `make distill`'s: three students, spans, words and
+    bags added to the corpus); every argument given changes that setting alone. Into an `output` that holds a run,
+    the students are added to it; one it already holds needs `resume` or `overwrite` (as `distill run`).
 
     teacher:  a Hugging Face name or a local folder [default: sentence-transformers/all-MiniLM-L6-v2,
               packaged, offline].
@@ -78,8 +84,8 @@ def distill(
               Hugging Face dataset name, or "gensim" [the default].
     students: kinds to train ("static", "transformer", "tokengen"), or a mapping of name to that
               student's own settings, e.g. {"transformer": {"layers": [0, 5], "epochs": 3}}
-              [default: the config file's, else ["static"]].
-    config:   a TOML file as `distill run --config` reads; the arguments here win over it.
+              [default: the config file's, else the default recipe's: static, transformer, tokengen].
+    config:   a TOML file as `distill run --config` reads, in place of the default recipe; the arguments here win.
     settings: any other `distill run` setting, with underscores: epochs=3, augment=["spans"],
               device="cuda", precision="bf16", limit=10_000, cache_dir="runs/cache", ...
     """
@@ -87,14 +93,17 @@ def distill(
     texts = None
     if corpus is not None and not isinstance(corpus, str | Path):
         texts = list(corpus)
+        values["corpus"] = f"a list of {len(texts)} texts"  # NOTE: what the summary records as the corpus
     elif corpus is not None:
         values["corpus"] = str(corpus)
     run_config = _config(values, students, config)
     if texts is None:
-        summary = run(run_config, resume=resume, progress=progress)
+        summary = run(run_config, resume=resume, overwrite=overwrite, progress=progress)
     else:
+        check_output(run_config, resume=resume, overwrite=overwrite)  # NOTE: before the teacher loads
         distributed.init(run_config.placement().device.type)
-        summary = run_from_model(load_teacher(run_config), texts, run_config, resume=resume, progress=progress)
+        summary = run_from_model(load_teacher(run_config), texts, run_config, resume=resume, overwrite=overwrite,
+                                 progress=progress)  # fmt: skip
     return _loaded(summary)
 
 
@@ -105,25 +114,32 @@ def distill_from_model(
     students: Students = ("static",),
     output: str | Path = "runs/distill",
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
     **settings: Any,
 ) -> Distilled:
-    """The core of `distill`, on a teacher already loaded (or built in memory) and a list of texts."""
-    run_config = _config({"output": str(output), **settings}, students, None)
-    return _loaded(run_from_model(teacher, list(texts), run_config, resume=resume, progress=progress))
+    """The core of `distill`, on a teacher already loaded (or built in memory) and a list of texts; its settings
+    start from the run config's own defaults (one static student, no augmentation), not the default recipe."""
+    run_config = build_config({}, _values({"output": str(output), **settings}, students))
+    return _loaded(run_from_model(teacher, list(texts), run_config, resume=resume, overwrite=overwrite,
+                                  progress=progress))  # fmt: skip
 
 
 def _config(values: dict[str, Any], students: Students | None, config_file: str | Path | None) -> RunConfig:
-    """A `RunConfig` as `distill run` builds one: the file's values under these (which win)."""
+    """A `RunConfig` as `distill run` builds one: the file's values (or the default recipe) under these (which win)."""
+    return build_config(recipe_values(config_file), _values(values, students))
+
+
+def _values(values: dict[str, Any], students: Students | None) -> dict[str, Any]:
+    """The arguments given, as `build_config`'s flags: a student's settings go over its table in the file."""
     if isinstance(students, str):
         raise DistillError(f"students must be a list of names, not the string {students!r}; try [{students!r}]")
-    file_values = read_toml(config_file) if config_file else {}
     values = {k: v for k, v in values.items() if v is not None}
-    if isinstance(students, Mapping):  # NOTE: a student's settings here go over its table in the file
-        values.update({name: {**file_values.get(name, {}), **options} for name, options in students.items()})
+    if isinstance(students, Mapping):
+        values.update({name: dict(options) for name, options in students.items()})
     if students is not None:
         values["students"] = list(students)
-    return build_config(file_values, values)
+    return values
 
 
 def _loaded(summary: RunSummary) -> Distilled:

@@ -9,6 +9,7 @@ import pytest
 import students
 from distill import Distilled, distill, distill_from_model
 from distill.errors import DistillError
+from distill.runfolder import read_summary
 from distill.runtime import OnnxEmbedder
 from distill.teacher import Teacher
 from tests.conftest import SENTENCES
@@ -29,7 +30,7 @@ def test_distill_trains_saves_exports_and_gives_back_each_student(
                   cache_dir=tmp_path / "cache", epochs=1, progress=False)  # fmt: skip
     assert isinstance(run, Distilled) and set(run.students) == {"static", "transformer"}
     assert [s.name for s in run.summary.students] == ["static", "transformer"]
-    assert json.loads((run.path / "summary.json").read_text())["teacher"] == str(teacher_folder)
+    assert read_summary(run.path)["teacher"] == str(teacher_folder.resolve())
     teacher = Teacher.load(str(teacher_folder))
     for name, student in run.students.items():
         vectors = student.encode(SENTENCES)

@@ -29,7 +29,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_run_trains_saves_and_reuses_targets(corpus_file: Path, cache_dir: Path, tmp_path: Path) -> None:
-    args = ["run", "--corpus", str(corpus_file), "--output", str(tmp_path / "run"),
+    args = ["run", "--corpus", str(corpus_file), "--students", "static", "--output", str(tmp_path / "run"),
             "--cache-dir", str(cache_dir), "--epochs", "2"]  # fmt: skip
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
@@ -76,7 +76,8 @@ def test_transformer_and_token_generator_train_on_the_real_teacher(
 def static_run(corpus_file: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run of the static student on the real teacher (400 sentences, 2 epochs)."""
     run = tmp_path_factory.mktemp("static") / "run"
-    args = ["run", "--corpus", str(corpus_file), "--output", str(run), "--cache-dir", str(cache_dir), "--epochs", "2"]
+    args = ["run", "--corpus", str(corpus_file), "--students", "static", "--output", str(run), "--cache-dir",
+            str(cache_dir), "--epochs", "2"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return run

@@ -56,3 +56,20 @@ def test_both_recipes_read_into_valid_runs() -> None:
     assert quality.passages == "cut" and default.passages == "whole"
     assert quality.train_config_for("transformer", {}).hidden_loss_weight > 0
     assert default.train_config_for("transformer", {}).hidden_loss_weight == 0
+
+
+def test_no_config_is_the_default_recipe_that_make_distill_trains() -> None:
+    """`distill run` and `distill(...)` with no config file train what configs/default.toml (`make distill`) says."""
+    from distill.training.config import build_config, read_toml, recipe_values
+
+    default = build_config(recipe_values(None), {})
+    assert default == build_config(read_toml(Path(__file__).parent.parent / "configs" / "default.toml"), {})
+    assert list(default.students) == ["static", "transformer", "tokengen"] and default.augment == [
+        "spans",
+        "words",
+        "bags",
+    ]
+    assert default.train_config_for("static", {}).epochs == 6
+    # a flag given wins over a student's table in the recipe too: --epochs 1 is one epoch for every student
+    assert build_config(recipe_values(None), {"epochs": 1}).train_config_for("static", {}).epochs == 1
+    assert list(build_config(recipe_values(None), {"students": "static"}).students) == ["static"]

@@ -145,6 +145,16 @@ def iter_corpus(
     return _nonempty(texts if limit is None else _take(texts, limit), source)
 
 
+def check_corpus(source: str, text_column: str = "text", *, title_column: str | None = "title",
+                 documents: bool = False) -> None:  # fmt: skip
+    """Read a corpus up to its first text with words in it, so that a missing, binary, undecodable or empty one
+    fails in one line before any work (the corpus is then read whole, as it streams into the text store)."""
+    for text in iter_corpus(source, text_column, title_column=title_column, documents=documents):
+        if text.strip():
+            return
+    raise DistillError(f"corpus {source!r} has no usable text (every line is empty)")
+
+
 def _folder_texts(path: Path, documents: bool) -> Iterator[str]:
     """Each line of a folder's .txt files, or each of its .txt and .md files whole (`documents`)."""
     suffixes = DOCUMENT_SUFFIXES if documents else (".txt",)

@@ -109,6 +109,9 @@ class OnnxEmbedder:
         if precision not in MODEL_FILES:
             raise DistillError(f"precision must be one of {', '.join(MODEL_FILES)}, not {precision!r}")
         model_file = self.path / MODEL_FILES[precision]
+        if not self.path.is_dir():
+            raise DistillError(f"{str(self.path)!r} does not exist; give an export folder (`distill export` writes "
+                               "RUN/export/STUDENT)")  # fmt: skip
         for needed in (self.path / CONFIG_FILE, self.path / TOKENIZER_FILE, model_file):
             if not needed.is_file():
                 raise DistillError(f"{str(self.path)!r} is not an exported student: {needed.name} is missing "

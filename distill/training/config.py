@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -25,6 +26,19 @@ TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 INDEXES = ("own", "teacher")  # `index`: what the students' queries search
 DOCUMENT_AUGMENT = ("spans", "questions")  # query-shaped text, made by default from a corpus of documents
 TEACHER_INDEX_WEIGHT = 1.0  # the index loss of a student trained for a teacher's index (`index = "teacher"`)
+# The default recipe: what `distill run` and `distill(...)` train without a config file, and what `make distill`
+# trains (configs/default.toml holds the same, commented; a test keeps the two alike).
+DEFAULT_RECIPE: dict[str, Any] = {
+    "teacher": DEFAULT_TEACHER,
+    "corpus": DEFAULT_CORPUS,
+    "output": "runs/default",
+    "cache-dir": "runs/cache",
+    "students": ["static", "transformer", "tokengen"],
+    "augment": ["spans", "words", "bags"],
+    "static": {"init": "context", "epochs": 6},
+    "transformer": {},
+    "tokengen": {"encoder": "ngram"},
+}
 
 
 @dataclass
@@ -157,15 +171,35 @@ class RunConfig:
         return {k: v for k, v in self.students.get(student, {}).items() if k not in TRAIN_FIELDS | {"kind"}}
 
 
+def recipe_values(config_file: str | Path | None) -> dict[str, Any]:
+    """The settings a run starts from: the TOML file given, else the default recipe."""
+    return read_toml(config_file) if config_file else copy.deepcopy(DEFAULT_RECIPE)
+
+
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:
-    """A `RunConfig` from a TOML file's values under the flags the user gave (flags win)."""
+    """A `RunConfig` from a TOML file's values under the flags the user gave (flags win, a training flag over a
+    student's table in the file too: `--epochs 1` is one epoch for every student)."""
     # NOTE: a table's name is a student's name, kept as written ("static-wide"); setting names take - or _
-    values = {k if isinstance(v, dict) else _key(k): v for k, v in file_values.items()}
-    values.update({k if isinstance(v, dict) else _key(k): v for k, v in flag_values.items() if v is not None})
+    given = {k if isinstance(v, dict) else _key(k): v for k, v in flag_values.items() if v is not None}
+    overridden = {k for k, v in given.items() if not isinstance(v, dict) and k in TRAIN_FIELDS}
+    values: dict[str, Any] = {}
+    for key, value in file_values.items():
+        if isinstance(value, dict):
+            values[key] = {_key(k): v for k, v in value.items() if _key(k) not in overridden}
+        else:
+            values[_key(key)] = value
+    for key, value in given.items():
+        values[key] = (
+            {**values.get(key, {}), **{_key(k): v for k, v in value.items()}} if isinstance(value, dict) else value
+        )
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"train", "students"}
     students = values.pop("students", None)
     if isinstance(students, str):
         students = [s.strip() for s in students.split(",") if s.strip()]
+    twice = sorted({name for name in students or [] if list(students).count(name) > 1})
+    if twice:
+        raise DistillError(f"students names {', '.join(twice)} more than once; name each student once (two "
+                           "variants of one kind take two names and a kind: see docs/students.md)")  # fmt: skip
     sections = {name: {_key(k): v for k, v in values.pop(name, {}).items()} for name in list(values)
                 if isinstance(values[name], dict)}  # fmt: skip
     unknown = set(values) - run_fields - TRAIN_FIELDS
