@@ -15,7 +15,9 @@ so a run folder made here is one `distill eval`, `distill export` and `distill s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from students.base import Student
 
 Students = Sequence[str] | Mapping[str, Mapping[str, Any]]
+PROJECT_LOGGERS = ("distill", "students", "eval")  # the packages whose log lines a run shows
 
 
 @dataclass
@@ -97,14 +100,37 @@ def distill(
     elif corpus is not None:
         values["corpus"] = str(corpus)
     run_config = _config(values, students, config)
-    if texts is None:
-        summary = run(run_config, resume=resume, overwrite=overwrite, progress=progress)
-    else:
-        check_output(run_config, resume=resume, overwrite=overwrite)  # NOTE: before the teacher loads
-        distributed.init(run_config.placement().device.type)
-        summary = run_from_model(load_teacher(run_config), texts, run_config, resume=resume, overwrite=overwrite,
-                                 progress=progress)  # fmt: skip
+    with _logged(progress):
+        if texts is None:
+            summary = run(run_config, resume=resume, overwrite=overwrite, progress=progress)
+        else:
+            check_output(run_config, resume=resume, overwrite=overwrite)  # NOTE: before the teacher loads
+            distributed.init(run_config.placement().device.type)
+            summary = run_from_model(load_teacher(run_config), texts, run_config, resume=resume, overwrite=overwrite,
+                                     progress=progress)  # fmt: skip
     return _loaded(summary)
+
+
+@contextmanager
+def _logged(progress: bool) -> Iterator[None]:
+    """The run's log lines on stderr while it runs, as `distill run` shows them beside its progress bars, unless the
+    caller set up logging (a root handler) or asked for no progress."""
+    if not progress or logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    loggers = [logging.getLogger(name) for name in PROJECT_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 def distill_from_model(

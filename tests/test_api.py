@@ -78,3 +78,20 @@ def test_distill_refuses_bad_settings_in_one_line(tmp_path: Path) -> None:
         distill(students=["static"], output=tmp_path, epoch=3)
     with pytest.raises(DistillError, match="unknown student"):
         distill(students=["statc"], output=tmp_path)
+
+
+def test_distill_shows_the_runs_log_as_the_cli_does(
+    teacher_folder: Path,
+    corpus: list[str],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # NOTE: a script that set up no logging (pytest has)
+    distill(str(teacher_folder), corpus, students=["static"], output=tmp_path / "run", cache_dir=tmp_path / "cache",
+            epochs=1, augment="none")  # fmt: skip
+    shown = capfd.readouterr().err
+    assert "training on cpu" in shown and "static: test fidelity" in shown and "targets" in shown
+    assert not logging.getLogger("distill").handlers  # and the handler goes when the run ends
