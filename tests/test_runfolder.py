@@ -56,6 +56,10 @@ def test_a_moved_run_is_evaluated_exported_and_loaded_from_another_directory(
     shutil.move(tmp_path / "moved", tmp_path / "made" / "run")
     shutil.move(tmp_path / "made", tmp_path / "copied")
     assert Path(open_run(tmp_path / "copied" / "run")[0]["targets"]).parent == tmp_path / "copied" / "cache"
+    # copied to a machine without the cache: eval says where the targets were, not to train again
+    shutil.rmtree(tmp_path / "copied" / "cache")
+    with pytest.raises(DistillError, match=r"students are intact.*`distill targets`.*no training needed"):
+        open_run(tmp_path / "copied" / "run")
 
 
 def test_a_second_run_adds_its_students_and_never_drops_one_unsaid(
