@@ -1,7 +1,9 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from distill.data.corpus import Split, assign_splits
 from distill.data.targets import Targets, build_targets
@@ -34,19 +36,59 @@ def test_training_raises_validation_fidelity_and_logs_metrics(
     assert lines[0]["valid_fidelity"] == pytest.approx(before, abs=1e-6) == pytest.approx(result.start_fidelity)
 
 
+def _interrupted(trainer: Trainer, after: int) -> None:
+    """Train until `after` epochs are done, then stop as Ctrl+C would."""
+    run_epoch = trainer._epoch
+
+    def epoch(number: int, bar: object) -> float:
+        if number == after:
+            raise KeyboardInterrupt
+        return run_epoch(number, bar)
+
+    trainer._epoch = epoch  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+
+
 def test_resume_goes_on_from_the_checkpoint(tiny_teacher: Teacher, targets: Targets, tmp_path: Path) -> None:
+    """An interrupted run resumed in a new process ends with the weights of a run never interrupted."""
     config = TrainConfig(epochs=4, lr=2e-2, batch_size=32, patience=4)
-    first = StaticStudent.from_teacher(tiny_teacher, targets, init="vocab")
-    Trainer(first, targets, TrainConfig(**{**config.__dict__, "epochs": 2}), tmp_path / "b").train()
-    # a new process would rebuild the trainer with the full schedule and resume from epoch 2
-    ckpt = tmp_path / "b" / "checkpoint.pt"
-    assert ckpt.is_file()
-    resumed = StaticStudent.from_teacher(tiny_teacher, targets, init="vocab")
-    trainer = Trainer(resumed, targets, config, tmp_path / "b")
-    result = trainer.train(resume=True)
-    assert result.epochs_run == 4
+    whole = StaticStudent.from_teacher(tiny_teacher, targets, init="vocab")
+    expected = Trainer(whole, targets, config, tmp_path / "a").train()
+    _interrupted(Trainer(StaticStudent.from_teacher(tiny_teacher, targets, init="vocab"), targets, config,
+                         tmp_path / "b"), after=2)  # fmt: skip
+    assert (tmp_path / "b" / "checkpoint.pt").is_file()
+    resumed = StaticStudent.from_teacher(tiny_teacher, targets, init="vocab")  # a new process builds it again
+    result = Trainer(resumed, targets, config, tmp_path / "b").train(resume=True)
+    assert result.epochs_run == 4 and result.best_fidelity == pytest.approx(expected.best_fidelity, abs=1e-6)
     epochs = [json.loads(x)["epoch"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [0, 1, 2, 3, 4]
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, atol=1e-6, rtol=0)
+
+
+def _bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def test_a_finished_students_checkpoint_is_small_and_resumes_as_finished(
+    tiny_teacher: Teacher, targets: Targets, tmp_path: Path
+) -> None:
+    """Once trained, the checkpoint keeps the trained weights alone (no optimizer state, no second copy, no buffers),
+    less than the student's whole state; a resumed run keeps the student as it ended, with no epoch more."""
+    config = TrainConfig(epochs=2, lr=2e-2, batch_size=32, patience=2)
+    student = StaticStudent.from_teacher(tiny_teacher, targets)  # trained through its factors, over a fixed base
+    result = Trainer(student, targets, config, tmp_path).train()
+    checkpoint = tmp_path / "checkpoint.pt"
+    trained = {n: p for n, p in student.named_parameters() if n.startswith("factors.")}
+    assert _bytes(trained) < checkpoint.stat().st_size < _bytes(trained) + 100_000 < _bytes(student.state_dict())
+    assert "optimizer" not in torch.load(checkpoint, weights_only=False)
+    again = StaticStudent.from_teacher(tiny_teacher, targets)
+    resumed = Trainer(again, targets, TrainConfig(**{**config.__dict__, "epochs": 5}), tmp_path).train(resume=True)
+    assert (resumed.epochs_run, resumed.best_fidelity) == (result.epochs_run, result.best_fidelity)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1 + result.epochs_run  # no epoch more
+    texts = ["a quick test", "another sentence here"]
+    np.testing.assert_allclose(again.encode(texts), student.encode(texts), atol=1e-6)
 
 
 def test_a_student_never_ends_worse_than_it_started(tiny_teacher: Teacher, targets: Targets, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 AdamW with linear warm-up and cosine decay, gradient clipping, validation fidelity after each
 epoch, early stopping with the best weights kept, a checkpoint after every epoch for
-`resume`, and a JSON-lines metrics log.
+`resume` (once training ends, only the weights it ended with: a finished student resumes as
+finished), and a JSON-lines metrics log.
 
 Batches come from a DataLoader (workers and pinned memory on a GPU): texts are read from the
 cache and tokenized per batch, so nothing grows with the corpus. Under several processes
@@ -13,7 +14,6 @@ in one process, and the learning-rate schedule is unchanged.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -34,7 +34,7 @@ from distill.data.corpus import Split
 from distill.data.targets import Targets, TokenTargets
 from distill.device import Placement
 from distill.errors import DistillError
-from distill.io import save_with
+from distill.training.checkpoint import CHECKPOINT_FILE, Checkpoint
 from distill.training.fidelity import fidelity, fidelity_sum, token_fidelity
 from distill.training.losses import LossKind, make_loss, make_sentence_loss
 from students.base import Student, TextEncoder, pad
@@ -201,6 +201,8 @@ class Trainer:
             self.optimizer,
             lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)),
         )
+        self.checkpoint = Checkpoint(self.work_dir / CHECKPOINT_FILE, self.student, self.optimizer, self.scheduler,
+                                     self.scaler)  # fmt: skip
         self.step = _Step(self.student)
         if self.group.active:
             # NOTE: buffers (the static table's base, the generator's features) are synced from rank 0
@@ -214,7 +216,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.work_dir / "checkpoint.pt"
+        return self.checkpoint.path
 
     def _check_token_targets(self) -> None:
         if not hasattr(self.student, "forward_with_tokens"):
@@ -248,45 +250,61 @@ class Trainer:
         """Train until the epochs run out or validation fidelity stops improving; keep the best weights.
 
         The starting point competes too: its validation fidelity is measured before the first epoch,
-        and a run whose epochs are all worse ends with the student as it was built.
+        and a run whose epochs are all worse ends with the student as it was built. With `resume`, an
+        interrupted run goes on from its last epoch, and a finished one ends at once with its weights.
         """
-        main = self.group.is_main
-        if main:
+        if self.group.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
-        state = self._fresh_state()
+        state = self._start(resume)
+        if not state.get("finished"):
+            self._run_epochs(state, progress)
+            self.checkpoint.load_weights(state["best_state"])
+            if self.group.is_main:
+                self.checkpoint.save_finished(state, asdict(self.config))
+        self.student.eval()
+        return TrainResult(state["best"], state["best_epoch"], state["epoch"], state["seconds"], state["start"])
+
+    def _start(self, resume: bool) -> dict:
+        """The state training starts from: the checkpoint's with `resume` (where there is one), else a fresh one."""
         if resume and self.checkpoint_path.is_file():
-            state = self._load_checkpoint()
-            logger.info(
-                "resuming %s from epoch %d (best fidelity %.4f)", self.student.kind, state["epoch"], state["best"]
-            )
-        else:
-            start = self.validate()
-            state.update(start=start, best=start, best_state=self._state_copy())
-            self._log({"epoch": 0, "valid_fidelity": start})
-            logger.info("%s: validation fidelity %.4f before training", self.student.kind, start)
+            state = self.checkpoint.load(self.placement.device)
+            if state.get("finished"):
+                logger.info("%s: already trained (%d epochs, validation fidelity %.4f); --resume keeps it as it is",
+                            self.student.kind, state["epoch"], state["best"])  # fmt: skip
+            else:
+                logger.info("resuming %s from epoch %d (best fidelity %.4f)", self.student.kind, state["epoch"],
+                            state["best"])  # fmt: skip
+            return state
+        state = self._fresh_state()
+        start = self.validate()
+        state.update(start=start, best=start, best_state=self.checkpoint.weights())
+        self._log({"epoch": 0, "valid_fidelity": start})
+        logger.info("%s: validation fidelity %.4f before training", self.student.kind, start)
+        return state
+
+    def _run_epochs(self, state: dict, progress: bool) -> None:
+        """Epochs from `state["epoch"]` on until the last or until patience runs out, a checkpoint after each."""
         torch.manual_seed(self.config.seed)
         started = time.perf_counter() - state["seconds"]
         total_steps = self.steps_per_epoch * self.config.epochs
         with tqdm(total=total_steps, initial=state["epoch"] * self.steps_per_epoch, desc=f"train {self.student.kind}",
-                  unit="step", disable=not (progress and main)) as bar:  # fmt: skip
+                  unit="step", disable=not (progress and self.group.is_main)) as bar:  # fmt: skip
             while state["epoch"] < self.config.epochs and state["bad_epochs"] < self.config.patience:
                 loss = self._epoch(state["epoch"], bar)
                 valid = self.validate()
                 state["epoch"] += 1
                 if valid > state["best"] + 1e-5:
-                    state.update(best=valid, best_epoch=state["epoch"], bad_epochs=0, best_state=self._state_copy())
+                    best = self.checkpoint.weights()
+                    state.update(best=valid, best_epoch=state["epoch"], bad_epochs=0, best_state=best)
                 else:
                     state["bad_epochs"] += 1
                 state["seconds"] = time.perf_counter() - started
                 bar.set_postfix(loss=f"{loss:.4f}", valid=f"{valid:.4f}", best=f"{state['best']:.4f}")
                 self._log({"epoch": state["epoch"], "train_loss": loss, "valid_fidelity": valid,
                            "lr": self.scheduler.get_last_lr()[0], "seconds": round(state["seconds"], 2)})  # fmt: skip
-                self._save_checkpoint(state)
-        if state["best_state"] is not None:
-            self.student.load_state_dict(state["best_state"])
-        self.student.eval()
-        return TrainResult(state["best"], state["best_epoch"], state["epoch"], time.perf_counter() - started,
-                           state["start"])  # fmt: skip
+                if self.group.is_main:
+                    self.checkpoint.save(state, asdict(self.config))
+        state["seconds"] = time.perf_counter() - started
 
     def _epoch(self, epoch: int, bar: tqdm) -> float:
         self.student.train()
@@ -366,33 +384,6 @@ class Trainer:
     def _fresh_state(self) -> dict:
         return {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad_epochs": 0, "best_state": None, "seconds": 0.0,
                 "start": float("nan")}  # fmt: skip
-
-    def _state_copy(self) -> dict[str, torch.Tensor]:
-        return copy.deepcopy(self.student.state_dict())
-
-    def _save_checkpoint(self, state: dict) -> None:
-        if not self.group.is_main:
-            return
-        checkpoint = {
-            **state,
-            "student": self.student.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "config": asdict(self.config),
-        }
-        save_with(self.checkpoint_path, lambda tmp: torch.save(checkpoint, tmp))
-
-    def _load_checkpoint(self) -> dict:
-        checkpoint = torch.load(self.checkpoint_path, weights_only=False, map_location=self.placement.device)
-        self.student.load_state_dict(checkpoint.pop("student"))
-        self.optimizer.load_state_dict(checkpoint.pop("optimizer"))
-        scaler = checkpoint.pop("scaler", None)
-        if scaler:
-            self.scaler.load_state_dict(scaler)
-        self.scheduler.load_state_dict(checkpoint.pop("scheduler"))
-        checkpoint.pop("config")
-        return checkpoint
 
     def _log(self, record: dict) -> None:
         if not self.group.is_main:
