@@ -1,5 +1,6 @@
 """Bad input ends with one line on stderr and exit status 2, never a traceback."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,44 @@ def test_every_command_has_help() -> None:
     for command in ([], ["run"], ["targets"], ["train"]):
         result = CliRunner().invoke(main, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+TRAINING_FLAGS = {"--output", "--index", "--workers", "--epochs", "--batch-size", "--lr", "--patience", "--seed",
+                  "--loss", "--hidden-loss-weight", "--similarity-weight", "--index-weight", "--rank-weight",
+                  "--rank-temperature"}  # fmt: skip
+TARGET_FLAGS = {"--config", "--teacher", "--prompt", "--prompt-text", "--device", "--precision", "--processes",
+                "--corpus", "--limit", "--max-length", "--augment", "--mix", "--mix-share", "--passages",
+                "--token-targets", "--teacher-batch-tokens", "--students", "--cache-dir"}  # fmt: skip
+
+
+def _flags(command: str) -> set[str]:
+    """The long flags a command's --help lists."""
+    result = CliRunner().invoke(main, [command, "--help"])
+    return set(re.findall(r"^  (?:-\w, )?(--[\w-]+)", result.output, re.M))
+
+
+def test_targets_takes_only_the_settings_that_shape_the_targets() -> None:
+    """`distill targets` lists no training flag (they would do nothing there); `run` and `train` list both kinds."""
+    assert _flags("targets") >= TARGET_FLAGS and not TRAINING_FLAGS & _flags("targets")
+    for command in ("run", "train"):
+        assert _flags(command) >= TARGET_FLAGS | TRAINING_FLAGS
+    result = CliRunner().invoke(main, ["targets", "--epochs", "3"])
+    assert result.exit_code == 2 and "--epochs" in result.output
+
+
+def test_every_kind_of_task_is_in_every_tasks_help() -> None:
+    """`--tasks` of run, train and eval names every SPEC that eval.suite reads: passages:PATH and a bare PATH too."""
+    from eval.collection import COLLECTION
+    from eval.suite import BUILT, KINDS
+
+    for command in ("run", "train", "eval"):
+        output = CliRunner().invoke(main, [command, "--help"]).output
+        text = " ".join(output[output.index("--tasks SPEC") :].split())
+        text = text[: text.index(" --", 1)]  # this option's help alone
+        for kind in (*KINDS, *BUILT):
+            assert f"{kind}: " in text, (command, kind)
+        for spec in ("'default'", f"'{COLLECTION}'", "KIND:PATH", "PATH (the kind its layout says", "'none'"):
+            assert spec in text, (command, spec)
 
 
 def test_a_real_process_prints_one_line_without_traceback(tmp_path: Path) -> None:

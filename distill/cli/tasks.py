@@ -18,12 +18,20 @@ if TYPE_CHECKING:
     from distill.training.config import RunConfig
     from eval.suite import Task
 
+# NOTE: every kind of task SPEC that `eval.suite.parse_tasks` reads, in the words of both --tasks helps (a test
+# checks that each kind is named in both).
+TASK_SPECS = (
+    "'default' (a small suite that ships), 'collection' (retrieval on the run's own corpus: a sentence of a "
+    "held-out passage finds its passage, no labels needed; and the corpus's own queries if it is a BEIR folder), "
+    "KIND:PATH (retrieval: a BEIR folder; passages: a .txt of passages, one a line, retrieval with no labels "
+    "needed; classification: a folder of train and test files; clustering: a text,label file; sts: a pairs file), "
+    "PATH (the kind its layout says, or a folder of several) or 'none'; comma-separated or repeated."
+)
+
 TASKS_OPTION = click.option(
     "--tasks", multiple=True, metavar="SPEC",
     help="Tasks to score the teacher and every student on once training ends, into summary.json and the final "
-    "table: 'default' (a small suite that ships), 'collection' (retrieval on the corpus's own held-out passages, "
-    "no labels needed, and its own queries if it is a BEIR folder), KIND:PATH (retrieval, classification, "
-    "clustering, sts; passages: a .txt of passages) or a folder of tasks; comma-separated or repeated.",
+    f"table: {TASK_SPECS}",
 )  # fmt: skip
 
 
@@ -31,13 +39,8 @@ def eval_task_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """`distill eval`'s task flags: --tasks, --mteb and --cache-dir."""
     options = [
         click.option("--tasks", multiple=True, metavar="SPEC",
-                     help="Your tasks, scored on the teacher and every model and backend: 'default' (a small suite "
-                     "that ships; `make eval` runs it), 'collection' (retrieval on the run's own corpus: a sentence "
-                     "of a held-out passage finds its passage, no labels needed; and the corpus's own queries if it "
-                     "is a BEIR folder), KIND:PATH (retrieval: a BEIR folder; passages: a .txt of passages; "
-                     "classification: a folder of train and test files; clustering: a text,label file; sts: a pairs "
-                     "file) or PATH (the kind its layout says, or a folder of several); comma-separated or "
-                     "repeated."),
+                     help="Your tasks, scored on the teacher and every model and backend (`make eval` runs "
+                     f"'default'): {TASK_SPECS}"),
         click.option("--mteb", multiple=True, metavar="TASK[,TASK...]",
                      help="MTEB tasks by name (needs the mteb extra and their data, downloaded once); MTEB's own "
                      "result files go to RUN/mteb/."),

@@ -108,7 +108,7 @@ def run_targets(
     if vocab is not None:
         shutil.copytree(vocab, cache / vocab.name)
     command = [sys.executable, "-m", "distill.cli", "targets", "--corpus", str(corpus), "--limit", str(lines),
-               "--cache-dir", str(cache), "--output", str(cache.with_name(cache.name + "-run")), "--device", "cpu",
+               "--cache-dir", str(cache), "--device", "cpu",
                "--token-targets", token_targets, "--students", "static", "--processes", str(processes)]  # fmt: skip
     command += ["--teacher", teacher] if teacher else []
     click.echo(f"\n$ distill {' '.join(command[3:])}", err=True)
