@@ -317,3 +317,27 @@ def test_tasks_score_every_model_and_backend_and_lead_the_report(
                                    tasks=tasks)  # fmt: skip
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "vectors").glob("*.npy")} == cached
     assert again["tasks"]["rows"] == results["rows"]
+
+
+def _entry(role: str, b32: dict[str, float], saved: int, int8: int | None, cosine: float | None) -> dict:
+    latency = {backend: {"speedup": {"batch32_speedup": x}} for backend, x in b32.items()}
+    size = {"saved": saved, **({"onnx_int8": int8} if int8 else {})}
+    return {"role": role, "latency": latency, "bytes": size, "fidelity": {"test": {"cosine_mean": cosine}}}
+
+
+def test_the_headline_gives_each_model_as_it_is_served() -> None:
+    """`distill eval`'s closing table: the int8 file's size and speed where there is one, else the model's own."""
+    from eval.headline import headline_notes, headline_table
+
+    report = {
+        "teacher": _entry("teacher", {"torch": 1.0, "onnx_int8": 4.14}, 90 << 20, 22 << 20, 1.0),
+        "students": {"static": _entry("student", {"torch": 80.0, "onnx_int8": 262.8}, 46 << 20, 11 << 20, 0.8576)},
+        "baselines": {"model2vec": _entry("baseline", {"numpy": 136.2}, 15 << 20, None, None)},
+        "tasks": {"mean_share": {"teacher": 1.0, "static": 0.8453, "static:onnx_int8": 0.8444, "model2vec": 0.7055}},
+    }
+    header, rows = headline_table(report)
+    assert header == ["model", "mean share", "size MB", "speed b32", "test fidelity"]
+    assert rows == [["teacher", "100%", "22.0", "4.1x", "1.0000"], ["static", "85%", "11.0", "263x", "0.8576"],
+                    ["model2vec (peer)", "71%", "15.0", "136x (numpy)", "-"]]  # fmt: skip
+    del report["tasks"]
+    assert headline_table(report)[1][1][1] == "-" and "no tasks scored" in headline_notes(report)[0]

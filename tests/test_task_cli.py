@@ -76,6 +76,14 @@ def test_eval_tasks_lead_the_report_for_every_backend(trained: tuple) -> None:
     markdown = (root / "run" / "report.md").read_text()
     assert markdown.index("## What each student keeps") < markdown.index("## Fidelity to the teacher")
     assert "| qa | nDCG@10 | " in markdown and (root / "run" / "tasks.png").is_file()
+    # it ends with the headline table: per model its mean share, int8 size, speed and test fidelity
+    table = result.output[result.output.index("model  ") :].splitlines()
+    assert table[0].split() == ["model", "mean", "share", "size", "MB", "speed", "b32", "test", "fidelity"]
+    shares = report["tasks"]["mean_share"]
+    teacher, static = table[1].split(), table[2].split()
+    assert teacher[:2] == ["teacher", "100%"] and static[:2] == ["static", f"{100 * shares['static']:.0f}%"]
+    int8 = report["students"]["static"]["bytes"]["onnx_int8"] / 2**20
+    assert static[2] == f"{int8:.1f}" and static[3].endswith("x") and float(static[4]) > 0
 
 
 def test_a_bad_task_spec_stops_the_eval_in_one_line(trained: tuple) -> None:

@@ -297,12 +297,14 @@ def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
     Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png; tasks.png with --tasks).
     """
     from distill.cards import write_run_cards
+    from distill.cli.tasks import print_headline
     from eval.report import EvalSettings, evaluate_run, write_report
 
     _setup_logging(verbose)
     report, word_vectors = evaluate_run(run_dir, EvalSettings(**settings), progress=True)
-    for path in [*write_report(run_dir, report, word_vectors), *write_run_cards(run_dir)]:
-        click.echo(f"wrote {path}")
+    files, cards = write_report(run_dir, report, word_vectors), write_run_cards(run_dir)
+    click.echo(f"\nwrote {', '.join(path.name for path in files)} in {run_dir}, and {len(cards)} model cards")
+    print_headline(report)
 
 
 @main.command()

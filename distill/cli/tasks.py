@@ -81,6 +81,18 @@ def print_task_table(results: dict[str, Any]) -> None:
         click.echo(line)
 
 
+def print_headline(report: dict[str, Any]) -> None:
+    """A report's headline (`eval.headline`): per model its mean task share, size, speed and test fidelity."""
+    from eval.headline import headline_notes, headline_table
+
+    header, rows = headline_table(report)
+    click.echo("")
+    for line in aligned([header, *rows]):
+        click.echo(line)
+    for note in headline_notes(report):
+        click.echo(note)
+
+
 def aligned(rows: list[list[Any]]) -> list[str]:
     """Rows of cells as text columns, each as wide as its widest cell."""
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
