@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import students
+from distill.cards import CARD_FILE
 from distill.data.corpus import Split
 from distill.data.targets import Targets
 from distill.errors import DistillError
@@ -202,14 +203,18 @@ def student_candidates(summary: dict[str, Any], run_dir: Path, targets: Targets 
 
 
 def export_is_stale(export: Path, student: Path | None = None) -> bool:
-    """Whether `export` has to be (re)made: missing, of an older export format, or older than the student's files."""
+    """Whether `export` has to be (re)made: missing, of an older export format, or older than the student's files.
+
+    NOTE: the student's model card is not one of them: `distill eval` and `distill run --tasks` write it again
+    after the export (with the figures), and it changes nothing the export holds.
+    """
     parity = export / PARITY_FILE
     if not parity.is_file() or read_json(parity).get("format", 1) < EXPORT_FORMAT:
         return True
     if student is None:
         return False
-    newest = max((f.stat().st_mtime for f in student.rglob("*") if f.is_file()), default=0.0)
-    return newest > parity.stat().st_mtime
+    files = (f for f in student.rglob("*") if f.is_file() and f != student / CARD_FILE)
+    return max((f.stat().st_mtime for f in files), default=0.0) > parity.stat().st_mtime
 
 
 def add_onnx_backends(candidate: Candidate, export: Path, threads: int | None) -> dict[str, OnnxEmbedder]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from distill.cards import CARD_FILE, write_run_cards
 from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.errors import DistillError
@@ -23,6 +24,7 @@ from eval.fidelity import (
     neighbour_agreement,
     unit,
 )
+from eval.models import export_is_stale
 from eval.plots import pareto_frontier
 from eval.report import EvalSettings, evaluate_from_model, read_texts, write_report
 from eval.tasks import AnalogyEvaluator, PolarityProbe, STSEvaluator, WordSimilarityEvaluator
@@ -200,6 +202,10 @@ def test_the_eval_re_exports_a_student_newer_than_its_export(tiny_teacher: Teach
     made = (export / "parity.json").stat().st_mtime_ns
     evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK)
     assert (export / "parity.json").stat().st_mtime_ns == made  # up to date: kept
+    student = Path(summary["students"][0]["path"])
+    write_run_cards(run_dir)  # the cards `distill eval` writes into the student's folder after exporting it
+    os.utime(student / CARD_FILE, ns=(made + 10**9, made + 10**9))
+    assert not export_is_stale(export, student)  # a newer card is no newer student
     weights = Path(summary["students"][0]["path"]) / "model.safetensors"
     os.utime(weights, ns=(made + 10**9, made + 10**9))  # the student retrained after its export
     evaluate_from_model(tiny_teacher, targets, summary, run_dir, QUICK)
