@@ -119,8 +119,12 @@ class TransformerStudent(Student):
         # NOTE: the word table is half a small teacher's weights and already in the right place; training it on a
         # small corpus costs a dense vocab x dim update per step and moves only the rows the corpus uses.
         student.encoder.get_input_embeddings().weight.requires_grad_(False)
-        logger.info("transformer student: layers %s of the teacher's %d (%s), hidden size %d", layers,
-                    source.num_hidden_layers, config.family, hidden)  # fmt: skip
+        # NOTE: every layer at the teacher's width is the teacher itself (eval exports the teacher so), no student
+        # worth a line of the log
+        whole = layers == list(range(source.num_hidden_layers)) and not narrow
+        logger.log(logging.DEBUG if whole else logging.INFO, "transformer%s: layers %s of the teacher's %d (%s), "
+                   "hidden size %d", "" if whole else " student", layers, source.num_hidden_layers, config.family,
+                   hidden)  # fmt: skip
         return student
 
     def forward_with_tokens(

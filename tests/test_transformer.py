@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,18 @@ def test_all_layers_copied_reproduce_the_teacher(tiny_teacher: Teacher, targets:
     teacher = tiny_teacher.sentence_vectors(SENTENCES)
     np.testing.assert_allclose(student.encode(SENTENCES), teacher, atol=1e-5)
     assert token_fidelity(student, targets, targets.indices(Split.TEST)) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_only_a_student_of_fewer_layers_is_logged_as_one(
+    tiny_teacher: Teacher, targets: Targets, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The teacher copied whole (as eval exports it to ONNX) is no student: no "transformer student" line."""
+    with caplog.at_level(logging.INFO, logger="students.transformer"):
+        TransformerStudent.from_teacher(tiny_teacher, targets, layers=[0, 1])
+        assert not [r for r in caplog.records if r.levelno >= logging.INFO and "student" in r.getMessage()]
+        TransformerStudent.from_teacher(tiny_teacher, targets, layers=[1])
+    assert [r.getMessage() for r in caplog.records] == ["transformer student: layers [1] of the teacher's 2 (bert), "
+                                                        "hidden size 32"]  # fmt: skip
 
 
 def test_dropping_a_layer_changes_the_vectors(tiny_teacher: Teacher, targets: Targets) -> None:
