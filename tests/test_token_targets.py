@@ -87,6 +87,14 @@ def test_auto_stores_while_the_vectors_fit_and_says_why() -> None:
     )  # fmt: skip
 
 
+def test_the_reason_gives_a_small_size_in_mb_not_as_0_gib() -> None:
+    mode, why = choose_token_targets("auto", needed=True, device_type="cpu", stored_bytes=40 * 2**20,
+                                     free_bytes=100 * GIB)  # fmt: skip
+    assert mode is TokenTargets.STORE and "about 40 MB on disk" in why
+    _, why = choose_token_targets("auto", needed=True, device_type="cpu", stored_bytes=60 * GIB, free_bytes=100 * GIB)
+    assert "about 60.0 GiB" in why and "over 50.0 GiB" in why
+
+
 def test_token_targets_setting_is_checked() -> None:
     with pytest.raises(DistillError, match="token-targets must be one of auto, store, online, none"):
         RunConfig(token_targets="disk")

@@ -167,6 +167,15 @@ def targets_root(cache_dir: Path, teacher: Teacher, texts: TextStore, split: np.
     return Path(cache_dir) / f"targets-{cache_key(teacher, texts.fingerprint, split, token_vectors)}"
 
 
+def disk_size(size: float) -> str:
+    """A size in bytes as a person reads it: 420 kB, 3.5 MB, 160 MB, 1.4 GiB."""
+    if size >= 2**30:
+        return f"{size / 2**30:.1f} GiB"
+    if size >= 2**20:
+        return f"{size / 2**20:.{1 if size < 10 * 2**20 else 0}f} MB"
+    return f"{max(size, 0) / 2**10:.0f} kB"
+
+
 def choose_token_targets(
     requested: TokenTargets | str, *, needed: bool, device_type: str, stored_bytes: float, free_bytes: float
 ) -> tuple[TokenTargets, str]:
@@ -182,12 +191,12 @@ def choose_token_targets(
     requested = TokenTargets(requested)
     if requested is not TokenTargets.AUTO:
         return requested, "as asked"
-    size = f"{stored_bytes / 2**30:.1f} GiB"
+    size = disk_size(stored_bytes)
     if not needed:
         return TokenTargets.NONE, "no student uses token vectors"
     if stored_bytes <= min(STORE_LIMIT, free_bytes / 2):
         return TokenTargets.STORE, f"token vectors of this corpus take about {size} on disk"
-    limit = f"{min(STORE_LIMIT, free_bytes / 2) / 2**30:.1f} GiB"
+    limit = disk_size(min(STORE_LIMIT, free_bytes / 2))
     if device_type != "cpu":
         return (
             TokenTargets.ONLINE,
