@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from eval.markdown import size_speed
+
 HEADER = ["model", "mean share", "size MB", "speed b32", "test fidelity"]
-SERVED = "onnx_int8"  # the backend a model is served on where it has one
 
 
 def headline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -22,8 +23,7 @@ def headline_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for name, entry in models.items():
         label = f"{name} (peer)" if entry["role"] == "baseline" else name
         share = shares.get(name)
-        rows.append([label, "-" if share is None else f"{100 * share:.0f}%", _size(entry), _speed(entry),
-                     _fidelity(entry)])  # fmt: skip
+        rows.append([label, "-" if share is None else f"{100 * share:.0f}%", *size_speed(entry), _fidelity(entry)])
     return HEADER, rows
 
 
@@ -35,23 +35,6 @@ def headline_notes(report: dict[str, Any]) -> list[str]:
     return [shares,
             "size and speed: the int8 ONNX file where there is one; speed: texts/s at batch 32 over the teacher's "
             "on torch"]  # fmt: skip
-
-
-def _backend(entry: dict[str, Any]) -> str:
-    """The backend a model's size and speed are given for: int8 ONNX, else its own first backend."""
-    return SERVED if SERVED in entry["latency"] else next(iter(entry["latency"]))
-
-
-def _size(entry: dict[str, Any]) -> str:
-    size = entry["bytes"].get(SERVED, entry["bytes"].get("saved"))
-    return "-" if size is None else f"{size / 2**20:.1f}"
-
-
-def _speed(entry: dict[str, Any]) -> str:
-    backend = _backend(entry)
-    ratio = entry["latency"][backend]["speedup"]["batch32_speedup"]
-    shown = f"{ratio:.1f}x" if ratio < 100 else f"{ratio:.0f}x"
-    return shown if backend in (SERVED, "torch") else f"{shown} ({backend})"
 
 
 def _fidelity(entry: dict[str, Any]) -> str:

@@ -57,7 +57,7 @@ def headline_table(report: dict[str, Any]) -> list[str]:
         mean = results["mean_share"].get(name)
         label = name if entry["role"] != "baseline" else f"{name} (peer)"
         lines.append("| " + " | ".join([label, *cells, "-" if mean is None else f"{100 * mean:.0f}%",
-                                        *_size_speed(entry)]) + " |")  # fmt: skip
+                                        *size_speed(entry)]) + " |")  # fmt: skip
     return lines
 
 
@@ -75,7 +75,7 @@ def _score_share(row: dict[str, Any], model: str) -> str:
     return _num(score, 2) + ("" if share is None or model == "teacher" else f" ({100 * share:.0f}%)")
 
 
-def _size_speed(entry: dict[str, Any]) -> list[str]:
+def size_speed(entry: dict[str, Any]) -> list[str]:
     """[int8 ONNX MB, int8 ONNX speed at batch 32]; a peer without ONNX files: its saved MB, its own encoder's speed."""
     backend = "onnx_int8" if "onnx_int8" in entry["latency"] else reference_backend(entry)
     speed = _ratio(entry["latency"][backend]["speedup"]["batch32_speedup"])
