@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("distill")
 
 
-_CONFIG = click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file of settings.")
+_CONFIG = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="TOML file of settings, in place of the default recipe (configs/default.toml, built in) "
+                     "[default: the default recipe].")  # fmt: skip
 _VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 
 # The settings that shape the teacher's targets (which texts, how the teacher reads them, what is kept, where):
@@ -60,7 +62,8 @@ _TARGET_OPTIONS = [
                  "every row of a static table is trained), questions (a span asked as a question), sentences (one "
                  "sentence of a text of several), passages "
                  "(consecutive texts joined to 60-180 words, one for every 8 texts); 'none' for none [default: "
-                 "the config file's; else spans,questions with --passages cut, none without]."),
+                 "spans,words,bags, as the default recipe; with --config, the file's, else spans,questions with "
+                 "--passages cut, none without]."),
     click.option("--mix", metavar="CORPUS",
                  help="General text mixed into the corpus, as --corpus names one ('gensim': the default corpus), "
                  "so a student of your collection stays good on text unlike it [default: none]."),
@@ -88,9 +91,10 @@ _TARGET_OPTIONS = [
                  "[default: lines]."),
     click.option("--limit", type=int, help="Use at most this many corpus texts."),
     click.option("--max-length", type=int, help="Max tokens per text [default: the teacher's]."),
-    click.option("--students", help="Comma-separated students to train [default: static]; for `distill targets`, "
-                 "the students the targets are for: whether one learns from the teacher's token vectors decides "
-                 "if they are kept (--token-targets auto)."),
+    click.option("--students", help="Comma-separated students to train [default: static,transformer,tokengen, as "
+                 "the default recipe; with --config, the file's]; for `distill targets`, the students the targets "
+                 "are for: whether one learns from the teacher's token vectors decides if they are kept "
+                 "(--token-targets auto)."),
     click.option("--cache-dir", help="Where teacher targets are cached [default: runs/cache]."),
 ]  # fmt: skip
 
@@ -139,12 +143,12 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _config(config_file: str | None, verbose: bool, **flags: Any) -> RunConfig:
-    from distill.training.config import build_config, read_toml
+    from distill.training.config import build_config, recipe_values
 
     _setup_logging(verbose)
     if "tasks" in flags:
         flags["tasks"] = list(flags["tasks"]) or None  # NOTE: no --tasks given: the config file's, if any
-    return build_config(read_toml(config_file) if config_file else {}, flags)
+    return build_config(recipe_values(config_file), flags)
 
 
 def _relaunched(config: RunConfig) -> bool:
@@ -187,13 +191,27 @@ def main() -> None:
     """Distill an encoder embedding model into small, fast students and compare them with it."""
 
 
+_RESUME = click.option("--resume", is_flag=True, help="Go on from the last checkpoint of each student (in a run "
+                       "folder that already holds them).")  # fmt: skip
+_OVERWRITE = click.option("--overwrite", is_flag=True, help="Train students the --output run already holds again "
+                          "from the start (without it such a run is refused); a run of other targets is replaced "
+                          "whole.")  # fmt: skip
+
+
 @main.command()
 @_options
-@click.option("--resume", is_flag=True, help="Go on from the last checkpoint of each student.")
+@_RESUME
+@_OVERWRITE
 @TASKS_OPTION
 @_user_errors
-def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
+def run(config_file: str | None, verbose: bool, resume: bool, overwrite: bool, **flags: Any) -> None:
     """Build the teacher's targets, then train, test and save every student.
+
+    \b
+    With no --config, the default recipe (configs/default.toml, what `make distill` trains): the
+    three students on the packaged teacher and corpus, with spans, words and bags added; every flag
+    given changes that setting alone. Into an --output that holds a run, its students are added
+    to it (same teacher and corpus); one it already holds needs --resume or --overwrite.
 
     \b
     Student defaults follow the teacher:
@@ -212,7 +230,7 @@ def run(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> N
     if _relaunched(config):
         return
     tasks = read_tasks(config)
-    summary = run_pipeline(config, resume=resume, progress=True)
+    summary = run_pipeline(config, resume=resume, overwrite=overwrite, progress=True)
     if distributed.group().is_main:
         _print_summary(summary)
         if tasks:
@@ -242,23 +260,26 @@ def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
 
 @main.command()
 @_options
-@click.option("--resume", is_flag=True, help="Go on from the last checkpoint of each student.")
+@_RESUME
+@_OVERWRITE
 @TASKS_OPTION
 @_user_errors
-def train(config_file: str | None, verbose: bool, resume: bool, **flags: Any) -> None:
+def train(config_file: str | None, verbose: bool, resume: bool, overwrite: bool, **flags: Any) -> None:
     """Train the students on targets that `distill targets` already cached."""
     from distill import distributed
     from distill.cli.tasks import read_tasks, score_and_print
     from distill.training.pipeline import Stopwatch, cached_targets, load_teacher, train_students
+    from distill.training.rerun import check_output
 
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
         return
+    check_output(config, resume=resume, overwrite=overwrite)
     tasks = read_tasks(config)
     distributed.init(config.placement().device.type)
     teacher = load_teacher(config)
     summary = train_students(teacher, cached_targets(teacher, config), config, Stopwatch(), resume=resume,
-                             progress=True)  # fmt: skip
+                             overwrite=overwrite, progress=True)  # fmt: skip
     if distributed.group().is_main:
         _print_summary(summary)
         if tasks:
