@@ -4,6 +4,7 @@
     python -m eval.published --collection runs/collection-nfcorpus   # keep a collection run's summary
     python -m eval.published                           # rewrite every block from what is kept
     python -m eval.published --check                   # name each block that differs; exit 1 if any does
+    python -m eval.published --compare RUN             # a fresh run's figures against the kept ones
 
 A kept folder holds a run's `summary.json`, its `report.json` (an evaluated run) and `source.json`: when, on
 what machine and by what commands it was made. A page's generated block (eval.blocks) is rewritten whole from
@@ -163,17 +164,59 @@ def keep_collection(root: Path, run: Path) -> None:
     keep_run(run, root / COLLECTION, [command], report=False)
 
 
+def compare_run(root: Path, run: Path) -> tuple[list[str], list[str]]:
+    """A run's report against the kept one, table by table as the pages print them: (each figure other than a speed
+    that differs at its printed precision, each speed figure as kept -> as the run measured it)."""
+    from eval.markdown import fidelity_table, headline_table, model_rows, speed_table
+
+    kept, new = read_json(root / DEFAULT / "report.json"), read_json(run / "report.json")
+    tables = {"headline": headline_table, "fidelity": fidelity_table,
+              "speed": lambda report: speed_table(model_rows(report))}  # fmt: skip
+    differing, speeds = [], []
+    for table, render in tables.items():
+        old_lines, new_lines = render(kept), render(new)
+        header = _cells(old_lines[0])
+        if header != _cells(new_lines[0]) or len(old_lines) != len(new_lines):
+            differing.append(f"{table}: other columns or rows ({_cells(new_lines[0])})")
+            continue
+        for old_row, new_row in zip(old_lines[2:], new_lines[2:], strict=True):
+            for column, old, now in zip(header, _cells(old_row), _cells(new_row), strict=True):
+                where = f"{table}, {_cells(old_row)[0]}, {column}"
+                if _is_speed(column):
+                    speeds.append(f"{where}: {old} -> {now}")
+                elif old != now:
+                    differing.append(f"{where}: {old} -> {now}")
+    return differing, speeds
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _is_speed(column: str) -> bool:
+    """A column of a time or a speed, which moves with the machine's load: "speed", "p50 ms", "b32 x"..."""
+    return column == "speed" or column.endswith((" ms", " x", "texts/s"))
+
+
 @click.command()
 @click.option("--run", "run", type=click.Path(path_type=Path), help="An evaluated run of configs/default.toml to keep "
               "in docs/results/default first (make distill then make eval make runs/default).")  # fmt: skip
 @click.option("--collection", type=click.Path(path_type=Path), help="A run of configs/collection.toml on NFCorpus to "
               "keep in docs/results/collection-nfcorpus first.")  # fmt: skip
 @click.option("--check", is_flag=True, help="Write nothing; name each block that differs and exit 1 if any does.")
+@click.option("--compare", type=click.Path(path_type=Path), help="Write nothing; compare an evaluated run (a fresh "
+              "clone's make distill then make eval) with the kept report, table by table at printed precision, and "
+              "list the speeds beside each other; exit 1 if a figure other than a speed differs.")  # fmt: skip
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True,
               help="The repository: README.md, docs/ and configs/ sit in it.")  # fmt: skip
-def main(run: Path | None, collection: Path | None, check: bool, root: Path) -> None:
+def main(run: Path | None, collection: Path | None, check: bool, compare: Path | None, root: Path) -> None:
     """Write every generated block of README.md and docs/ from the runs kept in docs/results/."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if compare:
+        differing, speeds = compare_run(root, compare)
+        click.echo("speeds, kept -> this run:\n" + "\n".join(f"  {line}" for line in speeds))
+        click.echo(f"{len(differing)} other figure(s) differ" + "".join(f"\n  {line}" for line in differing))
+        sys.exit(1 if differing else 0)
     try:
         if check and (run or collection):
             raise DistillError("--check compares the pages with what is kept; keep a run (--run) without it")

@@ -139,3 +139,19 @@ def test_the_readme_names_no_issue_or_internal_script_and_no_page_a_run_users_la
     assert "eval.experiments" not in readme, "internal scripts belong in docs/"
     for page in PAGES:
         assert "runs/final" not in page.read_text(), f"{page.name} cites runs/final; users have runs/default"
+
+
+def test_a_fresh_runs_figures_are_compared_with_the_kept_ones_speeds_apart(tmp_path: Path) -> None:
+    """`--compare`: a fresh clone's run must give the kept figures at printed precision; its speeds only move."""
+    from eval.published import compare_run
+
+    report = json.loads((ROOT / "docs" / "results" / "default" / "report.json").read_text())
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert compare_run(ROOT, tmp_path)[0] == []
+    report["students"]["static"]["latency"]["torch"]["speedup"]["batch32_speedup"] *= 1.5
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    differing, speeds = compare_run(ROOT, tmp_path)
+    assert differing == [] and any(line.startswith("fidelity, static, b32 x:") for line in speeds)
+    report["students"]["static"]["fidelity"]["test"]["cosine_mean"] -= 0.001
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    assert any(line.startswith("fidelity, static, cosine:") for line in compare_run(ROOT, tmp_path)[0])
