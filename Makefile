@@ -57,9 +57,9 @@ loadtest: $(INSTALLED) ## Reliability of distill serve on MODEL's int8 export (r
 	$(if $(wildcard $(MODEL)/model_int8.onnx),,$(BIN)/distill export --run $(RUN))
 	$(BIN)/python -m eval.experiments.reliability --model $(MODEL) --precision int8 $(if $(SHORT),--short)
 
-docs: $(INSTALLED) ## Write every figure in README.md and docs/ from the runs kept in docs/results/ (RUN=runs/default, once evaluated, is kept first; COLLECTION=RUN keeps a collection run; CHECK=1: only say which differ)
+docs: $(INSTALLED) ## Write every figure in README.md and docs/ from the runs kept in docs/results/ (RUN=runs/default, once evaluated, is kept first; COLLECTION=RUN keeps a collection run; REPEAT=RUN a fresh clone's run of the default recipe; CHECK=1: only say which differ)
 	$(BIN)/python -m eval.published $(if $(CHECK),--check,$(if $(wildcard $(RUN)/report.json),--run $(RUN)) \
-		$(if $(COLLECTION),--collection $(COLLECTION)))
+		$(if $(COLLECTION),--collection $(COLLECTION)) $(if $(REPEAT),--repeat $(REPEAT)))
 
 test: $(INSTALLED) ## Run the tests
 	$(BIN)/pytest -q --durations=15

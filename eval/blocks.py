@@ -27,6 +27,7 @@ from eval.markdown import (
     task_table,
 )
 from eval.markdown import model_rows as report_rows
+from eval.repeat import compare_reports, served_speeds
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,34 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
 
 
+def repeat(kept: Kept, again: Kept) -> list[str]:
+    """docs: the kept run made again on a fresh clone: how many figures came out the same, and both runs' speeds."""
+    comparison = compare_reports(kept.needs_report(), again.needs_report())
+    same = comparison.compared - len(comparison.differing)
+    differing = "; these differ: " + "; ".join(comparison.differing) if comparison.differing else ""
+    lines = [provenance(again), "",
+             f"Against the kept run, {same:,} of the {comparison.compared:,} figures of the headline, fidelity and "
+             f"speed tables other than speeds came out the same at their printed precision{differing}. The speeds "
+             "of the headline table (texts/s at batch 32 over the torch teacher's, each in its own run):", "",
+             "| model | kept run | fresh clone | fresh / kept |", "|---|---|---|---|"]  # fmt: skip
+    for model, first, second, change in served_speeds(comparison):
+        lines.append(f"| {model} | {first} | {second} | {'-' if change is None else f'{change:.2f}'} |")
+    return lines
+
+
+def repeat_line(kept: Kept, again: Kept) -> list[str]:
+    """README: what the same commands gave on a fresh clone, and so the noise to read a speed with."""
+    comparison = compare_reports(kept.needs_report(), again.needs_report())
+    changes = [change for *_, change in served_speeds(comparison) if change]
+    same = ("every other figure of these tables again" if not comparison.differing
+            else f"{len(comparison.differing)} of {comparison.compared} other figures differently")  # fmt: skip
+    return [
+        f"The same commands on a fresh clone ({again.source['created'][:10]}) gave {same}, and speeds "
+        f"{min(changes):.2f} to {max(changes):.2f} times these: read a speed as within "
+        f"{100 * max(abs(1 - c) for c in changes):.0f}% ([evaluation](docs/evaluation.md#the-same-run-twice))."
+    ]
+
+
 BLOCKS: dict[str, Callable[..., list[str]]] = {
     "headline": headline,
     "headline-notes": headline_notes,
@@ -201,4 +230,6 @@ BLOCKS: dict[str, Callable[..., list[str]]] = {
     "tasks": tasks,
     "distill-time": distill_time,
     "int8": int8_table,
+    "repeat": repeat,
+    "repeat-line": repeat_line,
 }

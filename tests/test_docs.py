@@ -89,9 +89,13 @@ def test_a_new_kept_report_changes_the_blocks_that_show_it(tmp_path: Path) -> No
     report = json.loads((KEPT / "report.json").read_text())
     report["students"]["transformer"]["fidelity"]["test"]["cosine_mean"] = 0.5
     (root / "docs" / "results" / "default" / "report.json").write_text(json.dumps(report))
-    assert publish(root, check=True) == ["README.md: headline-notes from docs/results/default",
-                                         "docs/evaluation.md: fidelity from docs/results/default",
-                                         "docs/evaluation.md: speed from docs/results/default"]  # fmt: skip
+    assert publish(root, check=True) == [
+        "README.md: headline-notes from docs/results/default",
+        "README.md: repeat-line from docs/results/default and docs/results/default-repeat",
+        "docs/evaluation.md: fidelity from docs/results/default",
+        "docs/evaluation.md: speed from docs/results/default",
+        "docs/evaluation.md: repeat from docs/results/default and docs/results/default-repeat",
+    ]
     publish(root)
     assert "transformer 0.5000" in (root / "README.md").read_text()
 
@@ -155,3 +159,22 @@ def test_a_fresh_runs_figures_are_compared_with_the_kept_ones_speeds_apart(tmp_p
     report["students"]["static"]["fidelity"]["test"]["cosine_mean"] -= 0.001
     (tmp_path / "report.json").write_text(json.dumps(report))
     assert any(line.startswith("fidelity, static, cosine:") for line in compare_run(ROOT, tmp_path)[0])
+
+
+def test_the_same_run_twice_gives_its_speeds_as_the_noise_to_read_them_with() -> None:
+    """The `repeat` blocks: figures that came out the same are counted, and each served speed given in both runs."""
+    from eval.blocks import Kept, repeat, repeat_line
+
+    report = json.loads((ROOT / "docs" / "results" / "default" / "report.json").read_text())
+    source = {"created": "2026-12-07T00:00:00+00:00", "machine": {"processor": "x", "threads": 2, "torch": "t"},
+              "commands": ["git clone", "make distill", "make eval"]}  # fmt: skip
+    again = json.loads(json.dumps(report))
+    again["students"]["transformer"]["latency"]["onnx_int8"]["speedup"]["batch32_speedup"] *= 0.5
+    kept, twice = Kept("a", {}, report, source), Kept("b", {}, again, source)
+    lines = repeat(kept, twice)
+    assert any(line.startswith("| transformer |") and line.endswith("| 0.50 |") for line in lines)
+    assert "came out the same" in lines[2] and "these differ" not in lines[2]
+    assert "every other figure of these tables again" in repeat_line(kept, twice)[0]
+    assert "within 50%" in repeat_line(kept, twice)[0]
+    again["students"]["static"]["fidelity"]["test"]["cosine_mean"] += 0.01
+    assert "these differ: fidelity, static, cosine" in repeat(kept, Kept("b", {}, again, source))[2]
