@@ -78,6 +78,14 @@ def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
     write_json(summary_file(run_dir), record)
 
 
+def record_targets(run_dir: str | Path, root: str | Path) -> None:
+    """Record in the run's summary.json where its targets are now (built again, or moved)."""
+    record = read_json(summary_file(run_dir))
+    record["targets"] = os.path.relpath(Path(root).resolve(), Path(run_dir).resolve())
+    record["targets_absolute"] = str(Path(root).resolve())
+    write_json(summary_file(run_dir), record)
+
+
 def check_writable(folder: str | Path, what: str) -> None:
     """Refuse, before any work, a folder that cannot be made or written to (one line naming `what`); nothing is
     made here: the nearest part of the path that exists must be a folder this process may write to."""

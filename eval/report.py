@@ -30,7 +30,7 @@ from distill.errors import DistillError
 from distill.io import atomic_path, read_json, write_json
 from distill.runfolder import read_summary
 from distill.teacher.model import Teacher
-from distill.training.pipeline import open_run, run_teacher
+from distill.training.finished import open_run, run_teacher
 from distill.training.trainer import token_fidelity
 from eval import plots
 from eval.encoders import VectorCache

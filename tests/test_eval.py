@@ -347,3 +347,13 @@ def test_the_headline_gives_each_model_as_it_is_served() -> None:
                     ["model2vec (peer)", "71%", "15.0", "136x (numpy)", "-"]]  # fmt: skip
     del report["tasks"]
     assert headline_table(report)[1][1][1] == "-" and "no tasks scored" in headline_notes(report)[0]
+
+
+def test_a_students_size_leaves_out_the_onnx_export_in_its_folder(tmp_path: Path) -> None:
+    """The transformer student's folder gets sentence-transformers' `onnx/` from `distill export`: not the student."""
+    from distill.training.pipeline import folder_bytes
+
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_bytes(b"x" * 1000)
+    assert folder_bytes(tmp_path) == 100

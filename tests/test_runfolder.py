@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import students
 from distill import distill
+from distill.cli.commands import main
 from distill.errors import DistillError
 from distill.export.run import export_run
 from distill.runfolder import read_summary
-from distill.training.pipeline import open_run
+from distill.training.finished import open_run, rebuild_targets
 from eval.report import EvalSettings, evaluate_run
 from tests.conftest import SENTENCES
 from tests.families import save_teacher, tiny_teacher
@@ -36,7 +38,8 @@ def test_a_moved_run_is_evaluated_exported_and_loaded_from_another_directory(
     teacher_folder: Path, corpus: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    made = _distill(teacher_folder, corpus, Path("made"))  # NOTE: relative paths, as `distill run` is mostly given
+    Path("corpus.txt").write_text("\n".join(corpus))
+    made = _distill(teacher_folder, Path("corpus.txt"), Path("made"))  # NOTE: relative paths, as a user gives them
     vectors = made["static"].encode(SENTENCES)
     recorded = json.loads((tmp_path / "made" / "run" / "summary.json").read_text())
     assert recorded["students"][0]["path"] == "students/static" and recorded["targets"].startswith("../cache/")
@@ -58,8 +61,14 @@ def test_a_moved_run_is_evaluated_exported_and_loaded_from_another_directory(
     assert Path(open_run(tmp_path / "copied" / "run")[0]["targets"]).parent == tmp_path / "copied" / "cache"
     # copied to a machine without the cache: eval says where the targets were, not to train again
     shutil.rmtree(tmp_path / "copied" / "cache")
-    with pytest.raises(DistillError, match=r"students are intact.*`distill targets`.*no training needed"):
+    with pytest.raises(DistillError, match=r"students are intact.*`distill targets --run .*no training needed"):
         open_run(tmp_path / "copied" / "run")
+    # ... and `distill targets --run` builds them again from the settings the run recorded
+    args = ["targets", "--run", str(tmp_path / "copied" / "run"), "--cache-dir", str(tmp_path / "new-cache")]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    summary, targets = open_run(tmp_path / "copied" / "run")
+    assert Path(summary["targets"]).parent == tmp_path / "new-cache"
+    assert len(targets.texts) == sum(made.summary.texts.values())
 
 
 def test_a_second_run_adds_its_students_and_never_drops_one_unsaid(
@@ -75,6 +84,8 @@ def test_a_second_run_adds_its_students_and_never_drops_one_unsaid(
         _distill(teacher_folder, corpus, tmp_path)
     again = _distill(teacher_folder, corpus, tmp_path, overwrite=True, epochs=2)
     assert {s.name: s.epochs for s in again.summary.students} == {"wide": 1, "static": 2}
+    with pytest.raises(DistillError, match="list of texts, which it does not keep"):
+        rebuild_targets(tmp_path / "run")
 
 
 def test_a_run_of_other_targets_is_refused_or_replaced_whole(

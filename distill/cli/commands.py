@@ -123,12 +123,26 @@ def run(config_file: str | None, verbose: bool, resume: bool, overwrite: bool, *
 
 @main.command()
 @target_options
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    help="Build again the targets of this finished run from the settings it recorded (a run copied "
+    "without its cache), into --cache-dir [default: where it had them]; the other flags are not read.",
+)
 @_user_errors
-def targets(config_file: str | None, verbose: bool, **flags: Any) -> None:
+def targets(config_file: str | None, verbose: bool, run_dir: str | None, **flags: Any) -> None:
     """Compute the teacher's targets for the corpus and cache them (or say they are cached)."""
     from distill import distributed
     from distill.training.pipeline import Stopwatch, prepare
 
+    if run_dir:
+        from distill.training.finished import rebuild_targets
+
+        _setup_logging(verbose)
+        built = rebuild_targets(run_dir, flags.get("cache_dir"), progress=True)
+        click.echo(f"targets of {run_dir} for {len(built.texts)} texts in {built.root}")
+        return
     config = _config(config_file, verbose, **flags)
     if _relaunched(config):
         return

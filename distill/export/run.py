@@ -20,9 +20,7 @@ logger = logging.getLogger(__name__)
 def export_run(run_dir: str | Path, *, check_texts: int = 512, fuse: bool = False) -> dict[str, dict[str, Any]]:
     """Export every student of a finished run to `run_dir/export/<student>/`; parity figures by student."""
     import students
-    from distill.training.pipeline import (
-        open_run,  # NOTE: here, so that the runtime's importers never load the pipeline
-    )
+    from distill.training.finished import open_run  # NOTE: here, so the runtime's importers never load training
 
     summary, targets = open_run(run_dir)
     texts, teacher_vectors = targets.texts_and_vectors(Split.TEST, check_texts)

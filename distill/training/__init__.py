@@ -8,6 +8,9 @@
                  stopping on validation fidelity, checkpoints, `--resume`, several processes)
     pipeline.py  the whole job, `run(config)`: corpus and teacher to targets, then every student trained,
                  tested and saved, and the run's `summary.json`
+    rerun.py     a run into a folder that holds one: adds, goes on, replaces, or is refused before any work
+    checkpoint.py  what `--resume` goes on from, and a finished student's small last checkpoint
+    finished.py  a finished run: `open_run`, its teacher, its targets built again (`distill targets --run`)
 
 The Python front door, `distill.distill(...)`, is a thin layer over `pipeline.run`.
 """

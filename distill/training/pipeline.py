@@ -44,9 +44,8 @@ from distill.data.targets import (
     targets_root,
 )
 from distill.data.textstore import TextStore, ingest, write_store
-from distill.device import Placement
 from distill.errors import DistillError
-from distill.runfolder import read_summary, write_summary
+from distill.runfolder import write_summary
 from distill.teacher.model import Teacher, resolve_teacher
 from distill.teacher.tokens import Speller
 from distill.training.config import RunConfig
@@ -414,23 +413,9 @@ def student_warnings(name: str, result: TrainResult) -> list[str]:
     return out
 
 
-def open_run(run_dir: str | Path) -> tuple[dict[str, Any], Targets]:
-    """A finished run's summary and the targets its students were trained and tested on."""
-    summary = read_summary(run_dir)
-    if not summary.get("targets") or not (Path(summary["targets"]) / "meta.json").is_file():
-        raise DistillError(f"the teacher's targets of {str(run_dir)!r} are not at {summary.get('targets')!r} (its "
-                           "students are intact): eval and export measure them on those targets; `distill targets` "
-                           "with the run's settings (summary.json, \"settings\") and --cache-dir builds them again, "
-                           "no training needed")  # fmt: skip
-    return summary, Targets.open(Path(summary["targets"]))
-
-
-def run_teacher(summary: dict[str, Any], device: str = "auto") -> Teacher:
-    """The teacher of a finished run, as its students were distilled from it (prompt and precision included)."""
-    teacher = Teacher.load(summary["teacher"], max_length=summary["max_length"], prompt_text=summary.get("prompt", ""),
-                           trust_remote_code=summary.get("trust_remote_code", False))  # fmt: skip
-    return teacher.place(Placement.resolve(device, summary.get("precision", "fp32")))
-
-
 def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    """The bytes of a saved model's folder. NOTE: a transformer student's `onnx/` subfolder (sentence-transformers'
+    ONNX backend, written by `distill export`) is an export, not the saved student: counted, a student's size
+    changed with whether it had been exported (60 MB or 134 MB)."""
+    root = Path(path)
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and f.relative_to(root).parts[0] != "onnx")

@@ -34,7 +34,8 @@ from distill.io import write_json
 from distill.runtime import MODEL_FILES
 from distill.teacher.model import Teacher
 from distill.training.config import RunConfig
-from distill.training.pipeline import open_run, run_from_model, run_teacher
+from distill.training.finished import open_run, run_teacher
+from distill.training.pipeline import run_from_model
 from distill.training.trainer import TrainConfig, Trainer, fidelity
 from eval.report import EvalSettings, evaluate_from_model, read_texts, run_tasks, write_report
 from eval.tasks import STSEvaluator

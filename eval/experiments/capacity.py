@@ -34,7 +34,7 @@ from distill.data.corpus import Split
 from distill.export.exporter import export_student
 from distill.runtime import OnnxEmbedder
 from distill.teacher.model import Teacher
-from distill.training.pipeline import open_run, run_teacher
+from distill.training.finished import open_run, run_teacher
 from eval.encoders import TaskEncoder
 from eval.latency import measure
 from eval.models import student_candidates, task_encoders, teacher_candidate

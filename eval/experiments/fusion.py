@@ -34,7 +34,7 @@ from distill.data.domains import other_domain_texts
 from distill.export.exporter import export_config, export_onnx, fuse_graph, mean_cosine
 from distill.export.quantize import quantize, quiet_root_logger
 from distill.runtime import MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder
-from distill.training.pipeline import open_run, run_teacher
+from distill.training.finished import open_run, run_teacher
 from eval.latency import alternate
 
 Encode = Callable[[Sequence[str], int], np.ndarray]

@@ -32,7 +32,7 @@ from distill.export.exporter import EXPORT_DIR, mean_cosine, min_cosine
 from distill.export.quantize import quiet_root_logger
 from distill.runtime import CONFIG_FILE, MODEL_FILES, TOKENIZER_FILE, OnnxEmbedder
 from distill.runtime.consistency import batch_dependence
-from distill.training.pipeline import open_run, run_teacher
+from distill.training.finished import open_run, run_teacher
 from eval.encoders import TaskEncoder
 from eval.latency import alternate
 from eval.models import TEACHER_EXPORT, export_teacher

@@ -17,7 +17,7 @@ import numpy as np
 from distill.data.corpus import Split
 from distill.device import Placement, Precision
 from distill.errors import DistillError
-from distill.training.pipeline import open_run, run_teacher
+from distill.training.finished import open_run, run_teacher
 
 
 def measure(run_dir: str, texts: int, device: str, batch_size: int) -> list[str]:

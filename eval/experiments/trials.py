@@ -116,7 +116,7 @@ def epochs(limit: int, kind: str, epoch_counts: str, cache_dir: str) -> None:
 def token_targets(run_dir: str, batches: int) -> None:
     """Milliseconds a batch: token vectors read from the cache, recomputed by the teacher, and a training step."""
     from distill.data.targets import TokenTargets
-    from distill.training.pipeline import open_run, run_teacher
+    from distill.training.finished import open_run, run_teacher
     from distill.training.trainer import TrainBatches
 
     summary, targets = open_run(run_dir)
@@ -160,7 +160,7 @@ def _ms_a_batch(f: Any, batches: list[np.ndarray]) -> float:
 def sts(sts_file: str, runs: tuple[str, ...]) -> None:
     """STS Spearman (x100) of the first run's teacher and of every student of each run, and each one's gap."""
     import students
-    from distill.training.pipeline import open_run, run_teacher
+    from distill.training.finished import open_run, run_teacher
     from eval.tasks import read_sts, sts_spearman
 
     first, second, gold = read_sts(sts_file)
@@ -191,7 +191,7 @@ def static_runtime(run_dir: str, count: int, threads: int, batch_size: int, roun
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # NOTE: the tokenizers' thread pool, before its first use
     import torch
 
-    from distill.training.pipeline import open_run, run_teacher
+    from distill.training.finished import open_run, run_teacher
 
     torch.set_num_threads(threads)
     summary, targets = open_run(run_dir)
