@@ -82,6 +82,9 @@ def test_a_second_run_adds_its_students_and_never_drops_one_unsaid(
     # a student it holds: refused in one line naming the ways on, before any work
     with pytest.raises(DistillError, match=r"already holds trained student.*static.*--resume.*--overwrite"):
         _distill(teacher_folder, corpus, tmp_path)
+    resumed = _distill(teacher_folder, corpus, tmp_path, resume=True)  # a finished student stays as it is
+    np.testing.assert_array_equal(resumed["static"].encode(SENTENCES), first["static"].encode(SENTENCES))
+    assert resumed.summary.students[-1].train_seconds == first.summary.students[0].train_seconds
     again = _distill(teacher_folder, corpus, tmp_path, overwrite=True, epochs=2)
     assert {s.name: s.epochs for s in again.summary.students} == {"wide": 1, "static": 2}
     with pytest.raises(DistillError, match="list of texts, which it does not keep"):

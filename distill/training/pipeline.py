@@ -45,7 +45,7 @@ from distill.data.targets import (
 )
 from distill.data.textstore import TextStore, ingest, write_store
 from distill.errors import DistillError
-from distill.runfolder import write_summary
+from distill.runfolder import is_run, read_summary, write_summary
 from distill.teacher.model import Teacher, resolve_teacher
 from distill.teacher.tokens import Speller
 from distill.training.config import RunConfig
@@ -351,6 +351,8 @@ def train_students(
                          watch.seconds, targets.token_mode.value, here.world, config.corpus,
                          targets.collection_texts, config.index, target_settings(config), key)  # fmt: skip
     logger.info("training on %s%s", placement, f", {here.world} processes" if here.active else "")
+    # NOTE: a student resumed from a finished checkpoint keeps the training time its run recorded
+    earlier = {s["name"]: s["train_seconds"] for s in read_summary(run_dir)["students"]} if is_run(run_dir) else {}
     if here.is_main:
         test_texts, test_vectors = targets.texts_and_vectors(Split.TEST, TEST_TEXTS)
         others = {name: (texts, teacher.sentence_vectors(texts, batch_size=config.teacher_batch_size))
@@ -383,7 +385,8 @@ def train_students(
             test_fidelity=test, reviews_fidelity=on_others.get("reviews", float("nan")),
             valid_fidelity=result.best_fidelity, other_domain=on_others,
             other_domain_fidelity=float(np.mean(list(on_others.values()))) if on_others else float("nan"),
-            train_seconds=watch.seconds[f"train {name}"], epochs=result.epochs_run, test_token_fidelity=tokens,
+            train_seconds=earlier.get(name, watch.seconds[f"train {name}"]) if result.finished_before
+            else watch.seconds[f"train {name}"], epochs=result.epochs_run, test_token_fidelity=tokens,
             metrics=dict(getattr(student, "metrics", {})), start_fidelity=result.start_fidelity,
             warnings=warnings + student_warnings(name, result),
         ))  # fmt: skip

@@ -110,6 +110,7 @@ class TrainResult:
     epochs_run: int
     seconds: float
     start_fidelity: float  # validation fidelity as built from the teacher, before any training
+    finished_before: bool = False  # resumed from a finished checkpoint: nothing was trained now
 
 
 class TrainBatches(Dataset):
@@ -256,13 +257,15 @@ class Trainer:
         if self.group.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         state = self._start(resume)
-        if not state.get("finished"):
+        finished_before = bool(state.get("finished"))
+        if not finished_before:
             self._run_epochs(state, progress)
             self.checkpoint.load_weights(state["best_state"])
             if self.group.is_main:
                 self.checkpoint.save_finished(state, asdict(self.config))
         self.student.eval()
-        return TrainResult(state["best"], state["best_epoch"], state["epoch"], state["seconds"], state["start"])
+        return TrainResult(state["best"], state["best_epoch"], state["epoch"], state["seconds"], state["start"],
+                           finished_before)  # fmt: skip
 
     def _start(self, resume: bool) -> dict:
         """The state training starts from: the checkpoint's with `resume` (where there is one), else a fresh one."""
