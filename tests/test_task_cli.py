@@ -79,9 +79,11 @@ def test_eval_tasks_lead_the_report_for_every_backend(trained: tuple) -> None:
     # it ends with the headline table: per model its mean share, int8 size, speed and test fidelity
     table = result.output[result.output.index("model  ") :].splitlines()
     assert table[0].split() == ["model", "mean", "share", "size", "MB", "speed", "b32", "test", "fidelity"]
-    shares = report["tasks"]["mean_share"]
+    # NOTE: as the report says: a tiny random teacher can score below 0 on a task, and then no model has a share
+    shares = {model: "-" if share is None else f"{100 * share:.0f}%" for model, share in
+              report["tasks"]["mean_share"].items()}  # fmt: skip
     teacher, static = table[1].split(), table[2].split()
-    assert teacher[:2] == ["teacher", "100%"] and static[:2] == ["static", f"{100 * shares['static']:.0f}%"]
+    assert teacher[:2] == ["teacher", shares["teacher"]] and static[:2] == ["static", shares["static"]]
     int8 = report["students"]["static"]["bytes"]["onnx_int8"] / 2**20
     assert static[2] == f"{int8:.1f}" and static[3].endswith("x") and float(static[4]) > 0
 
