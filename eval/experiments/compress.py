@@ -1,0 +1,151 @@
+"""Trial: the static student's table made smaller, each way at its stored bytes, scored on the same tasks.
+
+    python -m eval.experiments.compress --run runs/default --tasks default \\
+        --tasks sts:../shared/data/stsb-dev.tsv --tasks passages:../shared/data/passages.txt
+
+Each variant is the run's static student with its table replaced by what a compressed table gives back, so its
+vectors are exactly those a student storing it would give (a text's vector is the mean of its rows, then unit
+length; a PCA table's rows are the mean row plus their reduced coordinates times the basis, which averages alike):
+
+    int8 / int4 / int2  each row quantised symmetrically, one fp32 scale a row (int2: -1, 0, 1)
+    binary         each value's sign, times its row's mean absolute value (-rotated: in the table's principal
+                   axes; -64: a scale for each 64 values)
+    pca-D          rows in the D leading directions of the table (the basis, fp32, kept), so vectors stay in the
+                   teacher's space; pca-D-int8 also quantises the coordinates
+    kmeans-K       K centroid rows (int8) and a 2-byte centroid index a token: model2vec's vocabulary quantisation
+
+The variants are written as students of one run folder (`OUT`), which `distill run --tasks` scoring reads, and
+each one's bytes are what it would store. A first look at issue 31's size frontier; nothing here is shipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+import students
+from distill.cli.tasks import aligned
+from distill.runfolder import read_summary, write_summary
+from eval.report import EvalSettings, run_tasks, score_run_tasks
+
+Compressed = tuple[np.ndarray, int]  # (the table as the student reads it back, bytes stored)
+
+
+def quantised(table: np.ndarray, bits: int) -> Compressed:
+    """Each row to signed `bits`-bit integers with its own scale; bytes: the codes and an fp32 scale a row."""
+    top = 2 ** (bits - 1) - 1
+    scale = np.abs(table).max(axis=1, keepdims=True) / top
+    scale[scale == 0] = 1.0
+    codes = np.clip(np.round(table / scale), -top, top)
+    return (codes * scale).astype(np.float32), table.shape[0] * (table.shape[1] * bits // 8 + 4)
+
+
+def binary(table: np.ndarray) -> Compressed:
+    """Each value's sign times its row's mean absolute value; bytes: one bit a value and an fp32 scale a row."""
+    scale = np.abs(table).mean(axis=1, keepdims=True)
+    return (np.where(table >= 0, 1.0, -1.0) * scale).astype(np.float32), table.shape[0] * (table.shape[1] // 8 + 4)
+
+
+def binary_rotated(table: np.ndarray) -> Compressed:
+    """`binary` in the table's principal axes (every one kept, so nothing is lost but the signs' rounding), rotated
+    back; bytes: those of `binary`, the rotation and the mean row in fp16."""
+    mean = table.mean(axis=0)
+    _, _, basis = np.linalg.svd(table - mean, full_matrices=False)  # (dim, dim) orthonormal
+    rows, stored = binary((table - mean) @ basis.T)
+    return (rows @ basis + mean).astype(np.float32), stored + (basis.size + mean.size) * 2
+
+
+def binary_blocks(table: np.ndarray, block: int = 64) -> Compressed:
+    """`binary` with a scale for each `block` values of a row (fp16); bytes: one bit a value, 2 a scale."""
+    blocks = table.reshape(table.shape[0], -1, block)
+    rows, _ = binary(blocks.reshape(-1, block))
+    return rows.reshape(table.shape), table.size // 8 + blocks.shape[0] * blocks.shape[1] * 2
+
+
+def pca(table: np.ndarray, dims: int, bits: int = 32) -> Compressed:
+    """The rows' coordinates in the table's `dims` leading directions (with the mean row and the basis, fp32)."""
+    mean = table.mean(axis=0)
+    _, _, basis = np.linalg.svd(table - mean, full_matrices=False)  # (dim, dim): rows are directions
+    basis = basis[:dims]
+    coordinates = (table - mean) @ basis.T  # (vocab, dims)
+    stored = table.shape[0] * dims * 4
+    if bits < 32:
+        coordinates, stored = quantised(coordinates, bits)
+    return (coordinates @ basis + mean).astype(np.float32), stored + (dims + 1) * table.shape[1] * 4
+
+
+def kmeans(table: np.ndarray, clusters: int) -> Compressed:
+    """Each token's row replaced by its cluster's centroid (int8); bytes: the centroids and a 2-byte index a row."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    fit = MiniBatchKMeans(clusters, random_state=0, batch_size=4096, n_init=1).fit(table)
+    centroids, stored = quantised(fit.cluster_centers_.astype(np.float32), 8)
+    return centroids[fit.labels_], stored + table.shape[0] * 2
+
+
+VARIANTS: dict[str, Callable[[np.ndarray], Compressed]] = {
+    "int8": lambda t: quantised(t, 8),
+    "int4": lambda t: quantised(t, 4),
+    "int2": lambda t: quantised(t, 2),
+    "binary": binary,
+    "binary-rotated": binary_rotated,
+    "binary-64": binary_blocks,
+    "pca-256": lambda t: pca(t, 256),
+    "pca-128": lambda t: pca(t, 128),
+    "pca-128-int8": lambda t: pca(t, 128, 8),
+    "pca-64-int8": lambda t: pca(t, 64, 8),
+    "pca-48-int8": lambda t: pca(t, 48, 8),
+    "kmeans-4096": lambda t: kmeans(t, 4096),
+    "kmeans-2048": lambda t: kmeans(t, 2048),
+}
+
+
+def write_variants(run: Path, out: Path, names: list[str]) -> dict[str, int]:
+    """A run folder `out` with the run's static student and each variant of it as students; bytes by name."""
+    summary = read_summary(run)
+    entry = next(s for s in summary["students"] if s["name"] == "static")
+    student = students.load(entry["path"])
+    table = student.embedding.weight.detach().numpy().copy()
+    sizes = {"static": table.size * 4}
+    entries = [{**entry, "path": str(out / "students" / "static")}]
+    shutil.rmtree(out, ignore_errors=True)
+    student.save(out / "students" / "static")
+    for name in names:
+        rows, sizes[name] = VARIANTS[name](table)
+        with torch.no_grad():
+            student.embedding.weight.copy_(torch.from_numpy(rows))
+        student.save(out / "students" / name)
+        entries.append({**entry, "name": name, "path": str(out / "students" / name)})
+    write_summary(out, {**summary, "students": entries})
+    return sizes
+
+
+@click.command()
+@click.option("--run", "run", default="runs/default", show_default=True, type=click.Path(path_type=Path))
+@click.option("--out", default="runs/compress-trials", show_default=True, type=click.Path(path_type=Path))
+@click.option("--variants", default=",".join(VARIANTS), show_default=True)
+@click.option("--tasks", multiple=True, default=["default"], show_default=True, metavar="SPEC")
+def main(run: Path, out: Path, variants: str, tasks: tuple[str, ...]) -> None:
+    """Score the run's static student and each compressed variant of its table; bytes and mean shares."""
+    logging.basicConfig(level=logging.WARNING)
+    sizes = write_variants(run, out, [v.strip() for v in variants.split(",") if v.strip()])
+    parsed = run_tasks(EvalSettings(tasks=list(tasks)), read_summary(out), out)
+    results = score_run_tasks(out, parsed, "cpu", progress=True)
+    shares = results["mean_share"]
+    full = shares["static"]
+    rows = [["variant", "stored MB", "mean share", "of the full table's"]]
+    for name, size in sizes.items():
+        rows.append([name, f"{size / 2**20:.2f}", f"{100 * shares[name]:.1f}%", f"{100 * shares[name] / full:.1f}%"])
+    click.echo("\n".join(aligned(rows)))
+    (out / "compress.json").write_text(json.dumps({"bytes": sizes, "mean_share": shares, "tasks": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
