@@ -29,11 +29,16 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import students
 from distill.cli.tasks import aligned
+from distill.data.targets import TokenTargets
 from distill.runfolder import read_summary, write_summary
+from distill.training.finished import open_run
+from distill.training.trainer import TrainConfig, Trainer
 from eval.report import EvalSettings, run_tasks, score_run_tasks
+from students.static import StaticStudent, masked_mean
 
 Compressed = tuple[np.ndarray, int]  # (the table as the student reads it back, bytes stored)
 
@@ -90,6 +95,35 @@ def kmeans(table: np.ndarray, clusters: int) -> Compressed:
     return centroids[fit.labels_], stored + table.shape[0] * 2
 
 
+class BinaryTableStudent(StaticStudent):
+    """The static student reading its table as `binary` gives it back, trained through the signs (a straight-through
+    estimator: the forward pass uses sign times the row's mean absolute value, the gradient reaches the table as
+    it is), so the table learns to be binarised rather than being binarised after it learnt."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        table = self.embedding.weight
+        scale = table.abs().mean(dim=1, keepdim=True)
+        signs = torch.where(table >= 0, scale, -scale)
+        table = table + (signs - table).detach()  # (vocab, dim): the binary table forward, the table backward
+        return F.normalize(masked_mean(F.embedding(input_ids, table), attention_mask), dim=-1)
+
+
+def trained_binary(run: Path, work: Path, epochs: int, lr: float) -> tuple[StaticStudent, float, float]:
+    """The run's static student trained on its targets through a binary table; (the student with the binary table
+    it ended with, validation fidelity before and after)."""
+    summary, targets = open_run(run)
+    entry = next(s for s in summary["students"] if s["name"] == "static")
+    student = students.load(entry["path"])
+    student.__class__ = BinaryTableStudent  # NOTE: the same weights and config, read through the signs
+    config = TrainConfig(**{**StaticStudent.default_training, "epochs": epochs, "lr": lr})
+    result = Trainer(student, targets, config, work, token_targets=TokenTargets.NONE).train(progress=True)
+    with torch.no_grad():
+        rows, _ = binary(student.embedding.weight.numpy())
+        student.embedding.weight.copy_(torch.from_numpy(rows))
+    student.__class__ = StaticStudent
+    return student, result.start_fidelity, result.best_fidelity
+
+
 VARIANTS: dict[str, Callable[[np.ndarray], Compressed]] = {
     "int8": lambda t: quantised(t, 8),
     "int4": lambda t: quantised(t, 4),
@@ -107,8 +141,9 @@ VARIANTS: dict[str, Callable[[np.ndarray], Compressed]] = {
 }
 
 
-def write_variants(run: Path, out: Path, names: list[str]) -> dict[str, int]:
-    """A run folder `out` with the run's static student and each variant of it as students; bytes by name."""
+def write_variants(run: Path, out: Path, names: list[str], trained: StaticStudent | None) -> dict[str, int]:
+    """A run folder `out` with the run's static student and each variant of it as students (and `trained`, a binary
+    table trained so, as "binary-trained"); bytes by name."""
     summary = read_summary(run)
     entry = next(s for s in summary["students"] if s["name"] == "static")
     student = students.load(entry["path"])
@@ -123,6 +158,10 @@ def write_variants(run: Path, out: Path, names: list[str]) -> dict[str, int]:
             student.embedding.weight.copy_(torch.from_numpy(rows))
         student.save(out / "students" / name)
         entries.append({**entry, "name": name, "path": str(out / "students" / name)})
+    if trained is not None:
+        trained.save(out / "students" / "binary-trained")
+        entries.append({**entry, "name": "binary-trained", "path": str(out / "students" / "binary-trained")})
+        sizes["binary-trained"] = binary(table)[1]
     write_summary(out, {**summary, "students": entries})
     return sizes
 
@@ -132,10 +171,23 @@ def write_variants(run: Path, out: Path, names: list[str]) -> dict[str, int]:
 @click.option("--out", default="runs/compress-trials", show_default=True, type=click.Path(path_type=Path))
 @click.option("--variants", default=",".join(VARIANTS), show_default=True)
 @click.option("--tasks", multiple=True, default=["default"], show_default=True, metavar="SPEC")
-def main(run: Path, out: Path, variants: str, tasks: tuple[str, ...]) -> None:
+@click.option(
+    "--train-binary",
+    "train_epochs",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Also train the static student through a binary table for this many epochs on the run's targets.",
+)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Its peak learning rate.")
+def main(run: Path, out: Path, variants: str, tasks: tuple[str, ...], train_epochs: int, lr: float) -> None:
     """Score the run's static student and each compressed variant of its table; bytes and mean shares."""
     logging.basicConfig(level=logging.WARNING)
-    sizes = write_variants(run, out, [v.strip() for v in variants.split(",") if v.strip()])
+    trained = None
+    if train_epochs:
+        trained, before, after = trained_binary(run, out.with_name(out.name + "-train"), train_epochs, lr)
+        click.echo(f"binary table trained {train_epochs} epochs: validation fidelity {before:.4f} -> {after:.4f}")
+    sizes = write_variants(run, out, [v.strip() for v in variants.split(",") if v.strip()], trained)
     parsed = run_tasks(EvalSettings(tasks=list(tasks)), read_summary(out), out)
     results = score_run_tasks(out, parsed, "cpu", progress=True)
     shares = results["mean_share"]
