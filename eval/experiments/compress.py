@@ -14,6 +14,9 @@ length; a PCA table's rows are the mean row plus their reduced coordinates times
                    teacher's space; pca-D-int8 also quantises the coordinates
     kmeans-K       K centroid rows (int8) and a 2-byte centroid index a token: model2vec's vocabulary quantisation
 
+With `--train-binary EPOCHS`, the static student is also trained on the run's targets through a binary table
+(`BinaryTableStudent`) and scored as "binary-trained".
+
 The variants are written as students of one run folder (`OUT`), which `distill run --tasks` scoring reads, and
 each one's bytes are what it would store. A first look at issue 31's size frontier; nothing here is shipped.
 """
