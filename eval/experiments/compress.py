@@ -9,9 +9,10 @@ length; a PCA table's rows are the mean row plus their reduced coordinates times
 
     int8 / int4 / int2  each row quantised symmetrically, one fp32 scale a row (int2: -1, 0, 1)
     binary         each value's sign, times its row's mean absolute value (-rotated: in the table's principal
-                   axes; -64: a scale for each 64 values)
+                   axes; -64: a scale for each 64 values; -norm: the scale that keeps each row's length)
     pca-D          rows in the D leading directions of the table (the basis, fp32, kept), so vectors stay in the
                    teacher's space; pca-D-int8 also quantises the coordinates
+    int4-head-N    the N most frequent tokens of the training texts in int4, the others binary-norm
     kmeans-K       K centroid rows (int8) and a 2-byte centroid index a token: model2vec's vocabulary quantisation
 
 With `--train-binary EPOCHS`, the static student is also trained on the run's targets through a binary table
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 
 import students
 from distill.cli.tasks import aligned
+from distill.data.corpus import Split
 from distill.data.targets import TokenTargets
 from distill.runfolder import read_summary, write_summary
 from distill.training.finished import open_run
@@ -55,9 +57,12 @@ def quantised(table: np.ndarray, bits: int) -> Compressed:
     return (codes * scale).astype(np.float32), table.shape[0] * (table.shape[1] * bits // 8 + 4)
 
 
-def binary(table: np.ndarray) -> Compressed:
-    """Each value's sign times its row's mean absolute value; bytes: one bit a value and an fp32 scale a row."""
+def binary(table: np.ndarray, keep_norm: bool = False) -> Compressed:
+    """Each value's sign times its row's mean absolute value (`keep_norm`: the scale that keeps the row's length);
+    bytes: one bit a value and an fp32 scale a row."""
     scale = np.abs(table).mean(axis=1, keepdims=True)
+    if keep_norm:
+        scale = np.linalg.norm(table, axis=1, keepdims=True) / np.sqrt(table.shape[1])
     return (np.where(table >= 0, 1.0, -1.0) * scale).astype(np.float32), table.shape[0] * (table.shape[1] // 8 + 4)
 
 
@@ -98,6 +103,16 @@ def kmeans(table: np.ndarray, clusters: int) -> Compressed:
     return centroids[fit.labels_], stored + table.shape[0] * 2
 
 
+def by_frequency(table: np.ndarray, counts: np.ndarray, head: int) -> Compressed:
+    """The `head` most frequent tokens' rows in int4, the rest `binary`; bytes: both, and a bit a row saying which."""
+    order = np.argsort(-counts[: table.shape[0]], kind="stable")
+    frequent = np.zeros(table.shape[0], dtype=bool)
+    frequent[order[:head]] = True
+    rows, tail_bytes = binary(table, keep_norm=True)
+    rows[frequent], head_bytes = quantised(table[frequent], 4)
+    return rows, int(head_bytes + tail_bytes * (~frequent).sum() // table.shape[0] + table.shape[0] // 8)
+
+
 class BinaryTableStudent(StaticStudent):
     """The static student reading its table as `binary` gives it back, trained through the signs (a straight-through
     estimator: the forward pass uses sign times the row's mean absolute value, the gradient reaches the table as
@@ -132,6 +147,7 @@ VARIANTS: dict[str, Callable[[np.ndarray], Compressed]] = {
     "int4": lambda t: quantised(t, 4),
     "int2": lambda t: quantised(t, 2),
     "binary": binary,
+    "binary-norm": lambda t: binary(t, keep_norm=True),
     "binary-rotated": binary_rotated,
     "binary-64": binary_blocks,
     "pca-256": lambda t: pca(t, 256),
@@ -155,8 +171,10 @@ def write_variants(run: Path, out: Path, names: list[str], trained: StaticStuden
     entries = [{**entry, "path": str(out / "students" / "static")}]
     shutil.rmtree(out, ignore_errors=True)
     student.save(out / "students" / "static")
+    counts = open_run(run)[1].token_id_counts(Split.TRAIN, minlength=table.shape[0])
     for name in names:
-        rows, sizes[name] = VARIANTS[name](table)
+        head = name.removeprefix("int4-head-")
+        rows, sizes[name] = by_frequency(table, counts, int(head)) if head.isdigit() else VARIANTS[name](table)
         with torch.no_grad():
             student.embedding.weight.copy_(torch.from_numpy(rows))
         student.save(out / "students" / name)
