@@ -69,8 +69,7 @@ def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
     for key in OUTSIDE:
         value = record.get(key)
         if value and Path(value).exists():
-            record[key] = os.path.relpath(Path(value).resolve(), run_dir.resolve())
-            record[f"{key}_absolute"] = str(Path(value).resolve())
+            record.update(_outside(run_dir, key, value))
     record["students"] = [
         {**entry, "path": os.path.relpath(Path(entry["path"]).resolve(), run_dir.resolve())}
         for entry in record.get("students", [])
@@ -81,9 +80,13 @@ def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
 def record_targets(run_dir: str | Path, root: str | Path) -> None:
     """Record in the run's summary.json where its targets are now (built again, or moved)."""
     record = read_json(summary_file(run_dir))
-    record["targets"] = os.path.relpath(Path(root).resolve(), Path(run_dir).resolve())
-    record["targets_absolute"] = str(Path(root).resolve())
-    write_json(summary_file(run_dir), record)
+    write_json(summary_file(run_dir), {**record, **_outside(Path(run_dir), "targets", root)})
+
+
+def _outside(run_dir: Path, key: str, path: str | Path) -> dict[str, str]:
+    """A path outside (or inside) the run folder as summary.json records it: relative to the folder, and absolute."""
+    absolute = Path(path).resolve()
+    return {key: os.path.relpath(absolute, run_dir.resolve()), f"{key}_absolute": str(absolute)}
 
 
 def check_writable(folder: str | Path, what: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,7 @@ def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Ru
     students = values.pop("students", None)
     if isinstance(students, str):
         students = [s.strip() for s in students.split(",") if s.strip()]
-    twice = sorted({name for name in students or [] if list(students).count(name) > 1})
+    twice = sorted(name for name, count in Counter(students or []).items() if count > 1)
     if twice:
         raise DistillError(f"students names {', '.join(twice)} more than once; name each student once (two "
                            "variants of one kind take two names and a kind: see docs/students.md)")  # fmt: skip

@@ -343,7 +343,8 @@ def train_students(
     here = distributed.group()
     run_dir = config.run_dir
     key = cache_key(teacher, targets.texts.fingerprint, targets.split, token_vectors=False)
-    check_targets(run_dir, key, overwrite=overwrite)
+    existing = read_summary(run_dir) if is_run(run_dir) else None  # the run this one adds to, if any
+    check_targets(run_dir, existing, key, overwrite=overwrite)
     counts = {s.name.lower(): len(targets.indices(s)) for s in Split}
     placement = teacher.placement  # NOTE: placed by load_teacher or run_from_model, from the same settings
     summary = RunSummary(str(run_dir), counts, teacher.name, teacher.max_length, str(targets.root), teacher.prompt,
@@ -352,7 +353,7 @@ def train_students(
                          targets.collection_texts, config.index, target_settings(config), key)  # fmt: skip
     logger.info("training on %s%s", placement, f", {here.world} processes" if here.active else "")
     # NOTE: a student resumed from a finished checkpoint keeps the training time its run recorded
-    earlier = {s["name"]: s["train_seconds"] for s in read_summary(run_dir)["students"]} if is_run(run_dir) else {}
+    earlier = {s["name"]: s["train_seconds"] for s in (existing or {}).get("students", [])}
     if here.is_main:
         test_texts, test_vectors = targets.texts_and_vectors(Split.TEST, TEST_TEXTS)
         others = {name: (texts, teacher.sentence_vectors(texts, batch_size=config.teacher_batch_size))
@@ -394,7 +395,7 @@ def train_students(
     if here.is_main:
         known = {f.name for f in fields(StudentSummary)}
         kept = [StudentSummary(**{k: v for k, v in entry.items() if k in known})
-                for entry in kept_students(run_dir, list(config.students), key)]  # fmt: skip
+                for entry in kept_students(run_dir, existing, list(config.students), key)]  # fmt: skip
         summary.students = kept + summary.students
         write_summary(run_dir, asdict(summary))
         write_run_cards(run_dir)  # a README.md with the Hub's metadata and these figures in each student's folder

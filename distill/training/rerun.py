@@ -52,30 +52,33 @@ def check_output(config: RunConfig, *, resume: bool, overwrite: bool) -> None:
     recorded = existing.get("settings")
     if recorded is None:
         return  # NOTE: a run of an earlier version records no settings: its targets are compared once built
-    changed = [key for key, value in target_settings(config).items() if recorded.get(key) != value]
+    settings = target_settings(config)
+    changed = [key for key, value in settings.items() if recorded.get(key) != value]
     if changed:
         key = changed[0]
         raise DistillError(f"{here} holds a run with another {key.replace('_', '-')} ({recorded.get(key)!r}, here "
-                           f"{target_settings(config)[key]!r}); its students and these would not share targets: "
+                           f"{settings[key]!r}); its students and these would not share targets: "
                            "give another --output, or --overwrite to replace that run")  # fmt: skip
 
 
-def check_targets(run_dir: Path, targets_key: str, *, overwrite: bool) -> None:
-    """Refuse to add students trained on other targets than the run's (another teacher, corpus or split)."""
-    if overwrite or not is_run(run_dir):
+def check_targets(run_dir: Path, existing: dict[str, Any] | None, targets_key: str, *, overwrite: bool) -> None:
+    """Refuse to add students trained on other targets than those of the run in `run_dir` (its summary,
+    `existing`, None where there is none): another teacher, corpus or split."""
+    if overwrite or existing is None:
         return
-    existing = read_summary(run_dir)
     if existing.get("students") and existing.get("targets_key", targets_key) != targets_key:
         raise DistillError(f"{str(run_dir)!r} holds students trained on other targets (another teacher, corpus or "
                            "split): give another --output, or --overwrite to replace that run")  # fmt: skip
 
 
-def kept_students(run_dir: Path, names: list[str], targets_key: str) -> list[dict[str, Any]]:
-    """The run's earlier students that this run does not train again, when they share its targets; the others'
-    folders are removed (an `--overwrite` of a run of other targets), and said in the log."""
-    if not is_run(run_dir):
+def kept_students(
+    run_dir: Path, existing: dict[str, Any] | None, names: list[str], targets_key: str
+) -> list[dict[str, Any]]:
+    """The earlier students of the run in `run_dir` (its summary, `existing`) that this run does not train again,
+    when they share its targets; the others' folders are removed (an `--overwrite` of a run of other targets), and
+    said in the log."""
+    if existing is None:
         return []
-    existing = read_summary(run_dir)
     others = [s for s in existing.get("students", []) if s["name"] not in names]
     if existing.get("targets_key", targets_key) == targets_key:
         if others:
