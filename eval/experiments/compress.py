@@ -103,6 +103,19 @@ def kmeans(table: np.ndarray, clusters: int) -> Compressed:
     return centroids[fit.labels_], stored + table.shape[0] * 2
 
 
+def product_quantised(table: np.ndarray, parts: int, weights: np.ndarray | None = None) -> Compressed:
+    """Each row cut into `parts` pieces, each piece replaced by the nearest of 256 centroids learnt for its part
+    (k-means, weighted by `weights` when given); bytes: one code a piece and the centroids in fp16."""
+    from sklearn.cluster import KMeans
+
+    pieces = table.reshape(table.shape[0], parts, -1)
+    rows = np.empty_like(pieces)
+    for part in range(parts):
+        fit = KMeans(256, random_state=0, n_init=1, max_iter=50).fit(pieces[:, part], sample_weight=weights)
+        rows[:, part] = fit.cluster_centers_[fit.labels_]
+    return rows.reshape(table.shape).astype(np.float32), table.shape[0] * parts + parts * 256 * pieces.shape[2] * 2
+
+
 def by_frequency(table: np.ndarray, counts: np.ndarray, head: int) -> Compressed:
     """The `head` most frequent tokens' rows in int4, the rest `binary`; bytes: both, and a bit a row saying which."""
     order = np.argsort(-counts[: table.shape[0]], kind="stable")
@@ -155,6 +168,9 @@ VARIANTS: dict[str, Callable[[np.ndarray], Compressed]] = {
     "pca-128-int8": lambda t: pca(t, 128, 8),
     "pca-64-int8": lambda t: pca(t, 64, 8),
     "pca-48-int8": lambda t: pca(t, 48, 8),
+    "pq-48": lambda t: product_quantised(t, 48),
+    "pq-32": lambda t: product_quantised(t, 32),
+    "pq-64": lambda t: product_quantised(t, 64),
     "kmeans-4096": lambda t: kmeans(t, 4096),
     "kmeans-2048": lambda t: kmeans(t, 2048),
 }
