@@ -53,7 +53,7 @@ class Basis:
             raise DistillError("a basis needs at least two vectors, (n, dim)")
         mean = vectors.mean(axis=0)
         centred = vectors - mean
-        values, vecs = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues; columns are directions
+        _, vecs = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues; columns are directions
         directions = vecs[:, ::-1].T  # (dim, dim): most variance first
         signs = np.sign(directions[np.arange(len(directions)), np.abs(directions).argmax(axis=1)])
         return cls(mean.astype(np.float32), (directions * signs[:, None]).astype(np.float32))
