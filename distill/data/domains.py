@@ -3,7 +3,9 @@
 The default corpus is Wikipedia and news prose. These sets are other forms, from data the
 installed packages ship: gensim's movie-review snippets and Usenet posts (subject lines as
 titles, body sentences as forum text) and chatterbot-corpus's English conversations (everyday
-questions and chat turns). `make distill` and `make eval` report fidelity on each and their mean.
+questions and chat turns). Two more hold words a vocabulary never saw (`distill.data.unseen`): some of each set
+misspelled, and held-out sentences with rare words. `make distill` and `make eval` report fidelity on each and
+their mean.
 """
 
 from __future__ import annotations
@@ -17,19 +19,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distill.data.corpus import gensim_test_data, review_texts, split_sentences
+from distill.data.unseen import misspelled_texts, with_rare_words
 
 logger = logging.getLogger(__name__)
 
 FORUM_SENTENCES = 600  # the first this many usable body sentences of the Usenet sample
+MISSPELLED_EACH = 75  # the first this many texts of each set above, misspelled, make the misspelled set
 _QUOTE = re.compile(r"^\s*(>|\||In article|.*\bwrites:$|.*\bwrote:$)")
 _NOISE = re.compile(r"[@<>\\/_=*#]|\d{3,}|--")
 
 
 def other_domain_texts() -> dict[str, list[str]]:
-    """Each available set by name: reviews, forum titles, forum sentences, chat (deduplicated, in a fixed order)."""
+    """Each available set by name: reviews, forum titles, forum sentences, chat, then misspelled (some of each of
+    those with typos) and rare words (deduplicated, in a fixed order)."""
     sets: dict[str, Callable[[], list[str]]] = {
         "reviews": review_texts, "forum titles": forum_titles, "forum sentences": forum_sentences, "chat": chat_turns,
     }  # fmt: skip
+    out = _read_sets(sets)
+    # NOTE: misspelled after the sets it is made of, so it is made of whichever of them could be read
+    misspelled = lambda: misspelled_texts([t for texts in out.values() for t in texts[:MISSPELLED_EACH]])  # noqa: E731
+    return {**out, **_read_sets({"misspelled": misspelled, "rare words": rare_word_texts})}
+
+
+def _read_sets(sets: dict[str, Callable[[], list[str]]]) -> dict[str, list[str]]:
     out = {}
     for name, read in sets.items():
         try:
@@ -113,4 +125,29 @@ def chat_conversations() -> dict[str, list[list[str]]]:
     for path in sorted(root.glob("*.yml")):
         conversations = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("conversations", [])
         out[path.stem] = [[t for t in c if isinstance(t, str)] for c in conversations if isinstance(c, list)]
+    return out
+
+
+def rare_word_texts() -> list[str]:
+    """Held-out sentences with rare words (`distill.data.unseen.rare_words`): Usenet sentences past those `forum
+    sentences` takes, then sentences of the IMDB reviews and the Wikipedia paragraphs gensim ships."""
+    candidates = forum_sentences(limit=10 * FORUM_SENTENCES)[FORUM_SENTENCES:]  # NOTE: never those of that set
+    return with_rare_words(candidates + imdb_sentences() + wikipedia_paragraph_sentences())
+
+
+def imdb_sentences() -> list[str]:
+    """Sentences of the 10 IMDB reviews gensim ships (lower-cased, as the file is)."""
+    out = []
+    for line in (gensim_test_data() / "alldata-id-10.txt").read_text(encoding="utf-8").splitlines():
+        body = " ".join(line.split()[1:]).replace(" ,", ",").replace(" .", ".")
+        out.extend(split_sentences(body, min_words=5))
+    return out
+
+
+def wikipedia_paragraph_sentences() -> list[str]:
+    """Sentences of the two Wikipedia paragraph files gensim ships (New York, Berlin and the like)."""
+    out = []
+    for name in ("para2para_text1.txt", "para2para_text2.txt"):
+        text = (gensim_test_data() / name).read_text(encoding="utf-8")
+        out.extend(split_sentences(" ".join(text.split()), min_words=5))
     return out
