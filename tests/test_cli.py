@@ -61,7 +61,7 @@ def test_every_command_has_help() -> None:
 
 TRAINING_FLAGS = {"--output", "--index", "--workers", "--epochs", "--batch-size", "--lr", "--patience", "--seed",
                   "--loss", "--hidden-loss-weight", "--similarity-weight", "--index-weight", "--rank-weight",
-                  "--rank-temperature"}  # fmt: skip
+                  "--rank-temperature", "--matryoshka", "--matryoshka-weight"}  # fmt: skip
 TARGET_FLAGS = {"--config", "--teacher", "--prompt", "--prompt-text", "--device", "--precision", "--processes",
                 "--corpus", "--limit", "--max-length", "--augment", "--mix", "--mix-share", "--passages",
                 "--token-targets", "--teacher-batch-tokens", "--students", "--cache-dir"}  # fmt: skip

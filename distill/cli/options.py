@@ -99,6 +99,11 @@ TRAINING_OPTIONS = [
     click.option("--rank-weight", type=float, help="Weight of the listwise ranking term: how each text ranks "
                  "the batch's others, against the teacher's ranking [default: 0]."),
     click.option("--rank-temperature", type=float, help="Softmax temperature of the ranking term [default: 0.05]."),
+    click.option("--matryoshka", metavar="DIMS", help="Comma-separated dims (256,128,64): the sentence loss also "
+                 "on the vectors shortened to their first DIMS coordinates in the teacher's basis (its vectors' "
+                 "principal directions), so shorter vectors keep their quality [default: none]."),
+    click.option("--matryoshka-weight", type=float, help="Weight of each shortened vector's loss, against 1 for "
+                 "the full vector's [default: 1]."),
 ]  # fmt: skip
 
 

@@ -6,6 +6,9 @@ student, or the student's vectors against the teacher's as a query encoder for a
 sees them) against the teacher's own, and the ranking each text gives the others. They follow
 the similarity and relative-similarity losses of the Jasper/Stella distillation recipe
 (arXiv:2412.19048), with a listwise ranking term in place of its pairwise margin.
+
+`MatryoshkaLoss` adds the same loss on the vectors shortened to their first k coordinates in the teacher's basis
+(Matryoshka representation learning, arXiv:2205.13147), so shorter vectors keep their quality.
 """
 
 from __future__ import annotations
@@ -101,6 +104,32 @@ class WeightedSum(nn.Module):
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return sum(w * loss(student, teacher) for w, loss in zip(self.weights, self.losses, strict=True))
+
+
+class MatryoshkaLoss(nn.Module):
+    """`base` on the full vectors plus `weight` x `base` on each prefix: student and teacher (batch, dim) both
+    shortened to their first k coordinates in the teacher's basis, unit((v - mean) @ directions[:k].T), k in `dims`.
+
+    `mean` (dim,) and `directions` (dim, dim) are the teacher's `Basis` (`distill.data.basis.teacher_basis`), so the
+    full vector stays in the teacher's own axes and a shortened one compares with the teacher's shortened alike.
+    NOTE: `base` runs on each prefix whole, in-batch terms included: a prefix's neighbours are what a shortened
+    index returns, so they are kept as the full vector's are.
+    """
+
+    def __init__(self, base: nn.Module, mean: torch.Tensor, directions: torch.Tensor, dims: list[int],
+                 weight: float = 1.0) -> None:  # fmt: skip
+        super().__init__()
+        self.base, self.dims, self.weight = base, sorted(dims, reverse=True), weight
+        self.register_buffer("mean", mean.float())  # (dim,)
+        self.register_buffer("directions", directions[: max(dims)].float())  # (max k, dim)
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        loss = self.base(student, teacher)
+        student_coords = (student - self.mean) @ self.directions.T  # (batch, max k)
+        teacher_coords = (teacher - self.mean) @ self.directions.T
+        for k in self.dims:
+            loss = loss + self.weight * self.base(student_coords[:, :k], teacher_coords[:, :k])
+        return loss
 
 
 def make_loss(kind: LossKind | str) -> nn.Module:

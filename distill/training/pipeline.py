@@ -76,6 +76,7 @@ class StudentSummary:
     warnings: list[str] = field(default_factory=list)  # what the user should know about this student
     other_domain: dict[str, float] = field(default_factory=dict)  # fidelity on each held-out set of other forms
     other_domain_fidelity: float = float("nan")  # their mean, each set counted once
+    matryoshka: list[int] = field(default_factory=list)  # the prefix dims it was trained to keep (none: off)
 
 
 @dataclass
@@ -389,7 +390,7 @@ def train_students(
             train_seconds=earlier.get(name, watch.seconds[f"train {name}"]) if result.finished_before
             else watch.seconds[f"train {name}"], epochs=result.epochs_run, test_token_fidelity=tokens,
             metrics=dict(getattr(student, "metrics", {})), start_fidelity=result.start_fidelity,
-            warnings=warnings + student_warnings(name, result),
+            warnings=warnings + student_warnings(name, result), matryoshka=train_config.matryoshka,
         ))  # fmt: skip
         logger.info("%s: test fidelity %.4f, saved to %s", name, test, path)
     if here.is_main:

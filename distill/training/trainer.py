@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +30,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from distill import distributed
+from distill.data.basis import teacher_basis
 from distill.data.corpus import Split
 from distill.data.targets import Targets, TokenTargets
 from distill.device import Placement
 from distill.errors import DistillError
 from distill.training.checkpoint import CHECKPOINT_FILE, Checkpoint
 from distill.training.fidelity import fidelity, fidelity_sum, token_fidelity
-from distill.training.losses import LossKind, make_loss, make_sentence_loss
+from distill.training.losses import LossKind, MatryoshkaLoss, make_loss, make_sentence_loss
 from students.base import Student, TextEncoder, pad
 
 if TYPE_CHECKING:
@@ -70,6 +71,10 @@ class TrainConfig:
     index_weight: float = 0.0
     rank_weight: float = 0.0
     rank_temperature: float = 0.05
+    # Matryoshka training: the sentence loss also on the vectors shortened to each of these first k coordinates
+    # in the teacher's basis (`distill.training.losses.MatryoshkaLoss`); empty: off. "256,128,64" is read too.
+    matryoshka: list[int] = field(default_factory=list)
+    matryoshka_weight: float = 1.0  # weight of each shortened vector's loss, against 1 for the full vector's
     valid_texts: int = 10_000  # validation fidelity on at most this many texts of the validation split
     workers: int | None = None  # data-loading processes (default: none on the CPU, 2 on a GPU)
 
@@ -90,6 +95,25 @@ class TrainConfig:
                                "or more")  # fmt: skip
         if self.rank_temperature <= 0:
             raise DistillError(f"rank-temperature must be positive, not {self.rank_temperature}")
+        self.matryoshka = _dims(self.matryoshka)
+        if self.matryoshka_weight < 0:
+            raise DistillError(f"matryoshka-weight must be 0 or more, not {self.matryoshka_weight}")
+
+
+def _dims(value: list[int] | str | int | None) -> list[int]:
+    """Matryoshka dims from a flag ("256,128,64") or a config list, largest first, each once."""
+    if value is None or value == "":
+        return []
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else [value]
+    try:
+        dims = {int(str(item).strip()) for item in items if str(item).strip()}
+    except ValueError as e:
+        raise DistillError(
+            f"matryoshka must be whole numbers of dimensions (for example 256,128,64), not {value!r}"
+        ) from e
+    if any(k < 1 for k in dims):
+        raise DistillError(f"matryoshka dims must be 1 or more, not {value!r}")
+    return sorted(dims, reverse=True)
 
 
 def warmup_steps(fraction: float, total: int) -> int:
@@ -177,6 +201,8 @@ class Trainer:
         self.loss = make_loss(config.loss)  # each token vector against its target
         self.sentence_loss = make_sentence_loss(config.loss, config.similarity_weight, config.index_weight,
                                                 config.rank_weight, config.rank_temperature)  # fmt: skip
+        if config.matryoshka:
+            self.sentence_loss = self._matryoshka(self.sentence_loss)
         self.train_index = targets.indices(Split.TRAIN)
         self.valid_index = targets.indices(Split.VALID)[: config.valid_texts]
         if len(self.train_index) == 0 or len(self.valid_index) == 0:
@@ -218,6 +244,19 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path:
         return self.checkpoint.path
+
+    def _matryoshka(self, base: nn.Module) -> MatryoshkaLoss:
+        """`base` on the full sentence vectors and on each of their prefixes in the teacher's basis of `targets`."""
+        dim = self.targets.dim
+        if max(self.config.matryoshka) >= dim:
+            raise DistillError(f"matryoshka dims must be between 1 and {dim - 1} (the teacher's vectors have {dim}), "
+                               f"not {','.join(map(str, self.config.matryoshka))}")  # fmt: skip
+        basis = teacher_basis(self.targets)
+        logger.info("%s: Matryoshka training at %s dims (weight %g each)", self.student.kind,
+                    ",".join(map(str, self.config.matryoshka)), self.config.matryoshka_weight)  # fmt: skip
+        loss = MatryoshkaLoss(base, torch.from_numpy(basis.mean), torch.from_numpy(basis.directions),
+                              self.config.matryoshka, self.config.matryoshka_weight)  # fmt: skip
+        return loss.to(self.placement.device)
 
     def _check_token_targets(self) -> None:
         if not hasattr(self.student, "forward_with_tokens"):
