@@ -13,6 +13,12 @@ text starts (the convention of torch's `nn.EmbeddingBag`), gathers the rows and 
 rows it gathers: onnxruntime's dynamic quantisation leaves a Gather's table in fp32. The export's
 `config.json` says `"inputs": "flat"`, and `distill.runtime.OnnxEmbedder` feeds these inputs.
 
+A compressed static student (`students.static_compressed`) gets the same lookup over its stored codes: the
+graph gathers the codes of the tokens and decodes only those rows (int8 or int4 codes times the row's scale; pq
+codes into their part's centroids). Its two files differ only in how the scales or codebooks are held: fp32 in
+`model.onnx`, as stored (fp16 codebooks, and scales in the student's scale_dtype) in `model_int8.onnx`; both give
+the same vectors, as the stored values are exact in fp32.
+
 NOTE: run these graphs on one intra-op thread (`OnnxEmbedder` does): onnxruntime's CPU ScatterND
 splits its reduction over the tokens between threads without locks, so two threads can add into
 the row of one text at once and lose a token (rare: one vector in ~100k, off by up to 0.08).
@@ -28,14 +34,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 from distill.runtime import FLAT_INPUT_NAMES, OUTPUT_NAME
 from students.static import StaticStudent
+from students.static_compressed import CENTROIDS, CompressedStaticStudent
 
 OPSET = 17  # ScatterElements and ScatterND with reduction="add" need 16
 
 
 def export_static(student: StaticStudent, fp32: Path, int8: Path) -> None:
-    """Write the student's table as the fp32 and the int8 lookup graph."""
-    table = student.table().float().cpu().numpy()  # (vocab, dim)
-    for graph, path in ((fp32_graph(table), fp32), (int8_graph(table), int8)):
+    """Write the student's table as the fp32 and the int8 lookup graph (a compressed student's: its codes)."""
+    if isinstance(student, CompressedStaticStudent):
+        graphs = (compressed_graph(student, stored=False), compressed_graph(student, stored=True))
+    else:
+        table = student.table().float().cpu().numpy()  # (vocab, dim)
+        graphs = (fp32_graph(table), int8_graph(table))
+    for graph, path in zip(graphs, (fp32, int8), strict=True):
         onnx.checker.check_model(graph)
         onnx.save(graph, str(path))
 
@@ -67,6 +78,81 @@ def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scales = np.where(scales > 0, scales, 1.0).astype(np.float32)  # an all-zero row stays zero
     quantized = np.clip(np.rint(table / scales[:, None]), -127, 127).astype(np.int8)
     return quantized, scales
+
+
+def compressed_graph(student: CompressedStaticStudent, *, stored: bool) -> onnx.ModelProto:
+    """The lookup graph decoding `student`'s codes; `stored`: scales or codebooks in their saved dtypes, else fp32."""
+    config = student.config
+    saved = student.stored_parameters()  # the values as saved: fp32 holds them exactly
+    values = {name: v if stored else v.float() for name, v in saved.items()}
+    codes = numpy_helper.from_array(student.codes.cpu().numpy(), "codes")
+    if config.scheme == "pq":
+        rows, initializers = pq_rows(values["codebooks"].cpu().numpy())
+    else:
+        scales = values["scales"].cpu().numpy()
+        rows, initializers = (int8_rows if config.scheme == "int8" else int4_rows)(scales)
+    return lookup_graph(f"static_{config.scheme}", rows, [codes, *initializers], config.dim)
+
+
+def pq_rows(codebooks: np.ndarray) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes decoding product-quantised codes: a token's code for part p names row p * 256 + code of the parts'
+    codebooks stacked (parts * 256, dim / parts)."""
+    parts = codebooks.shape[0]
+    node = helper.make_node
+    nodes = [
+        node("Gather", ["codes", "input_ids"], ["token_codes"]),  # (tokens, parts) uint8
+        node("Cast", ["token_codes"], ["token_codes_64"], to=TensorProto.INT64),
+        node("Add", ["token_codes_64", "part_starts"], ["centroid_ids"]),  # (tokens, parts)
+        node("Gather", ["codebooks", "centroid_ids"], ["pieces"]),  # (tokens, parts, dim / parts)
+        *_to_float("pieces", "float_pieces", codebooks.dtype),
+        node("Flatten", ["float_pieces"], ["rows"], axis=1),  # (tokens, dim)
+    ]
+    stacked = numpy_helper.from_array(codebooks.reshape(parts * CENTROIDS, -1), "codebooks")
+    return nodes, [stacked, _int64("part_starts", list(range(0, parts * CENTROIDS, CENTROIDS)))]
+
+
+def int8_rows(scales: np.ndarray) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes decoding int8 codes: each gathered row times its scale."""
+    nodes = [
+        helper.make_node("Gather", ["codes", "input_ids"], ["quantized_rows"]),  # (tokens, dim) int8
+        helper.make_node("Gather", ["scales", "input_ids"], ["stored_scales"]),  # (tokens,)
+        *_to_float("stored_scales", "row_scales", scales.dtype),
+        helper.make_node("DequantizeLinear", ["quantized_rows", "row_scales"], ["rows"], axis=0),  # (tokens, dim)
+    ]
+    return nodes, [numpy_helper.from_array(scales, "scales")]
+
+
+def int4_rows(scales: np.ndarray) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Nodes decoding int4 codes, two a byte (the even value in the low four bits, each stored + 8): unpacked with
+    integer arithmetic (opset 17 has no bitwise ops), less 8, times the row's scale."""
+    node = helper.make_node
+    nodes = [
+        node("Gather", ["codes", "input_ids"], ["packed"]),  # (tokens, dim / 2) uint8
+        node("Cast", ["packed"], ["packed_32"], to=TensorProto.INT32),
+        node("Div", ["packed_32", "sixteen"], ["high"]),
+        node("Mul", ["high", "sixteen"], ["high_part"]),
+        node("Sub", ["packed_32", "high_part"], ["low"]),
+        node("Unsqueeze", ["low", "last"], ["low_1"]),  # (tokens, dim / 2, 1)
+        node("Unsqueeze", ["high", "last"], ["high_1"]),
+        node("Concat", ["low_1", "high_1"], ["pairs"], axis=2),  # (tokens, dim / 2, 2)
+        node("Flatten", ["pairs"], ["shifted"], axis=1),  # (tokens, dim)
+        node("Sub", ["shifted", "eight"], ["signed"]),
+        node("Cast", ["signed"], ["values"], to=TensorProto.FLOAT),
+        node("Gather", ["scales", "input_ids"], ["stored_scales"]),  # (tokens,)
+        *_to_float("stored_scales", "token_scales", scales.dtype),
+        node("Unsqueeze", ["token_scales", "one"], ["row_scales"]),  # (tokens, 1)
+        node("Mul", ["values", "row_scales"], ["rows"]),  # (tokens, dim)
+    ]
+    constants = [numpy_helper.from_array(np.array(16, np.int32), "sixteen"),
+                 numpy_helper.from_array(np.array(8, np.int32), "eight"), _int64("last", [2])]  # fmt: skip
+    return nodes, [numpy_helper.from_array(scales, "scales"), *constants]
+
+
+def _to_float(name: str, out: str, dtype: np.dtype) -> list[onnx.NodeProto]:
+    """A Cast of `name` to float32 named `out` (an Identity when it is float32 already)."""
+    if dtype == np.float32:
+        return [helper.make_node("Identity", [name], [out])]
+    return [helper.make_node("Cast", [name], [out], to=TensorProto.FLOAT)]
 
 
 def lookup_graph(
