@@ -24,6 +24,7 @@ import torch
 
 import students
 from distill.cards import CARD_FILE
+from distill.data.basis import teacher_basis
 from distill.data.corpus import Split
 from distill.data.targets import Targets
 from distill.errors import DistillError
@@ -31,6 +32,7 @@ from distill.export.exporter import EXPORT_DIR, EXPORT_FORMAT, PARITY_FILE, expo
 from distill.io import atomic_dir, read_json
 from distill.runtime import MODEL_FILES, OnnxEmbedder
 from distill.runtime.embedder import CONFIG_FILE, TOKENIZER_FILE
+from distill.runtime.vectors import BASIS_FILE
 from distill.teacher.model import Teacher, read_teacher_files
 from distill.training.pipeline import folder_bytes
 from eval.encoders import TaskEncoder, files_fingerprint, fingerprint
@@ -170,7 +172,7 @@ def export_teacher(teacher: Teacher, targets: Targets, cache: Path) -> bool:
         return False
     texts, vectors = targets.texts_and_vectors(Split.TEST, 256)
     logger.info("exporting the teacher to ONNX once, for the comparison (cached in %s)", cache)
-    export_student(whole, cache, name="teacher", texts=texts, teacher_vectors=vectors)
+    export_student(whole, cache, name="teacher", texts=texts, teacher_vectors=vectors, basis=teacher_basis(targets))
     return True
 
 
@@ -180,13 +182,14 @@ def student_candidates(summary: dict[str, Any], run_dir: Path, targets: Targets 
     """Every student of a run (torch on `device`) with its ONNX exports, made first where missing or stale (with
     `onnx`; without, torch alone: `targets` and `token_fidelity` are then not needed)."""
     out = []
+    basis = functools.cache(lambda: teacher_basis(targets))  # NOTE: fitted once, and only if an export is made
     for entry in summary["students"]:
         student = students.load(entry["path"])
         export = run_dir / EXPORT_DIR / entry["name"]
         if onnx and targets is not None and export_is_stale(export, Path(entry["path"])):
             logger.info("exporting %s to ONNX (its export is missing or older than the student)", entry["name"])
             texts, vectors = targets.texts_and_vectors(Split.TEST, 512)
-            export_student(student, export, name=entry["name"], texts=texts, teacher_vectors=vectors)
+            export_student(student, export, name=entry["name"], texts=texts, teacher_vectors=vectors, basis=basis())
         student = student.to(device or "cpu")
         gives_tokens = hasattr(student, "forward_tokens")
         candidate = Candidate(
@@ -203,13 +206,16 @@ def student_candidates(summary: dict[str, Any], run_dir: Path, targets: Targets 
 
 
 def export_is_stale(export: Path, student: Path | None = None) -> bool:
-    """Whether `export` has to be (re)made: missing, of an older export format, or older than the student's files.
+    """Whether `export` has to be (re)made: missing, of an older export format, without the teacher's basis (made
+    before shorter vectors), or older than the student's files.
 
     NOTE: the student's model card is not one of them: `distill eval` and `distill run --tasks` write it again
     after the export (with the figures), and it changes nothing the export holds.
     """
     parity = export / PARITY_FILE
-    if not parity.is_file() or read_json(parity).get("format", 1) < EXPORT_FORMAT:
+    if not parity.is_file() or not (export / BASIS_FILE).is_file():
+        return True
+    if read_json(parity).get("format", 1) < EXPORT_FORMAT:
         return True
     if student is None:
         return False

@@ -11,6 +11,8 @@ An export folder holds what production needs and nothing else (read by `distill.
     tokenizer.json    the student's tokenizer (truncation to max_length built in)
     config.json       dim, pooling, normalisation, max length, special tokens, teacher, version
     parity.json       what the checks below measured
+    basis.npz         the teacher's basis (`distill.runtime.vectors.Basis`), when given: what the runtime cuts
+                      shorter vectors from (`dimensions`); an export without one gives full vectors only
 
 The fp32 graph must reproduce the torch student to `FP32_TOLERANCE` (max absolute difference)
 on held-out text or nothing is written. Both graphs must give every text the same vector alone, in
@@ -38,6 +40,7 @@ from distill.export.static_graph import export_static
 from distill.io import atomic_dir, write_json
 from distill.runtime import INPUT_NAMES, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
 from distill.runtime.consistency import batch_dependence
+from distill.runtime.vectors import BASIS_FILE, Basis
 from students.base import Student
 from students.static import StaticStudent
 
@@ -63,11 +66,13 @@ def export_student(
     texts: Sequence[str],
     teacher_vectors: np.ndarray | None = None,
     fuse: bool = False,
+    basis: Basis | None = None,
 ) -> dict[str, Any]:
     """Write `student` to `directory` as ONNX fp32 and int8 and return the parity figures.
 
     `texts` are held-out texts for the checks; `teacher_vectors` (len(texts), dim), when given,
-    let the check report each precision's fidelity to the teacher. Raises DistillError (and
+    let the check report each precision's fidelity to the teacher. `basis` (the teacher's, from
+    `distill.data.basis.teacher_basis`) is written beside the graphs, for shorter vectors. Raises DistillError (and
     writes nothing) when the fp32 graph disagrees with torch by more than `FP32_TOLERANCE`.
     With `fuse`, a student with attention has onnxruntime's transformer fusions applied to its fp32
     graph, checked against torch again; a fused graph that fails the check is dropped, with a warning.
@@ -79,6 +84,9 @@ def export_student(
     """
     if not texts:
         raise DistillError("the parity check needs held-out texts; got none")
+    if basis is not None and basis.dim != student.dim:
+        raise DistillError(f"the basis has {basis.dim} dimensions and the student {student.dim}: give the basis of "
+                           "the teacher it was distilled from")  # fmt: skip
     student = student.eval()
     texts = [*texts, *EDGE_TEXTS]
     expected = student.encode(texts)
@@ -91,6 +99,8 @@ def export_student(
             export_onnx(student, fp32)
         student.tokenizer.save(str(tmp / TOKENIZER_FILE))
         export_config(student, name).write(tmp / "config.json")
+        if basis is not None:
+            basis.save(tmp / BASIS_FILE)
         traced = fp32_difference(student, tmp, texts, expected)
         fusion = fuse_graph(student, tmp, texts, expected) if fuse and student.attention_shape() else {"fused": False}
         if not lookup:

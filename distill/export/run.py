@@ -1,5 +1,8 @@
 """`distill export`: every student of a finished run to `RUN/export/<student>/` (see `distill.export.exporter`), and a
-transformer student's `onnx/` folder for sentence-transformers' ONNX backend (see `distill.export.st_onnx`)."""
+transformer student's `onnx/` folder for sentence-transformers' ONNX backend (see `distill.export.st_onnx`).
+
+Every export of a run gets the same teacher's basis (`distill.data.basis.teacher_basis`, fitted once on the run's
+training targets), so a student's shorter vectors stay comparable with its teacher's and with the other students'."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.cards import write_run_cards
+from distill.data.basis import teacher_basis
 from distill.data.corpus import Split
 from distill.export.exporter import EXPORT_DIR, PARITY_FILE, export_student
 from distill.export.st_onnx import export_st_onnx
@@ -24,13 +28,14 @@ def export_run(run_dir: str | Path, *, check_texts: int = 512, fuse: bool = Fals
 
     summary, targets = open_run(run_dir)
     texts, teacher_vectors = targets.texts_and_vectors(Split.TEST, check_texts)
+    basis = teacher_basis(targets)
     results = {}
     for entry in summary["students"]:
         logger.info("exporting %s", entry["name"])
         student = students.load(entry["path"])
         out = Path(run_dir) / EXPORT_DIR / entry["name"]
         parity = export_student(student, out, name=entry["name"], texts=texts, teacher_vectors=teacher_vectors,
-                                fuse=fuse)  # fmt: skip
+                                fuse=fuse, basis=basis)  # fmt: skip
         if isinstance(student, TransformerStudent):  # sentence-transformers' ONNX backend reads the student's folder
             parity["sentence_transformers_onnx"] = export_st_onnx(student, entry["path"], texts)
             write_json(out / PARITY_FILE, parity)

@@ -1,8 +1,9 @@
 """`OnnxEmbedder`: sentence vectors from an exported student with numpy, onnxruntime and tokenizers, no torch.
 
 An export folder (written by `distill export`) holds `model.onnx` (fp32), `model_int8.onnx`,
-`tokenizer.json` and `config.json`. The graph returns pooled, L2-normalised sentence vectors, so
-this module only tokenizes and batches. A graph takes its token ids in one of two forms, which
+`tokenizer.json`, `config.json` and the teacher's basis (`basis.npz`, `distill.runtime.vectors`: what
+shorter vectors are cut from). The graph returns pooled, L2-normalised sentence vectors, so
+this module only tokenizes and batches (and shortens). A graph takes its token ids in one of two forms, which
 `config.json` names (`inputs`): "padded", `input_ids` and `attention_mask` (batch, seq), or
 "flat", the batch's token ids text after text (tokens,) and each text's `offsets` (batch,), for a
 table lookup (the static student) whose cost is then its tokens, with no padding:
@@ -11,6 +12,7 @@ table lookup (the static student) whose cost is then its tokens, with no padding
 
     embedder = OnnxEmbedder("runs/default/export/static", threads=4)
     vectors = embedder.encode(["a sentence", "another one"])  # (2, dim) float32, unit length
+    short = embedder.encode(["a sentence"], dimensions=64)  # (1, 64): the first 64 in the teacher's basis
 
 Install with `pip install 'distill-embeddings[runtime]'`.
 """
@@ -30,6 +32,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from distill.errors import DistillError
+from distill.runtime.vectors import BASIS_FILE, Basis
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -132,10 +135,44 @@ class OnnxEmbedder:
             options.inter_op_num_threads = 1
         self.session = _load(lambda path: ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]),
                              model_file, "ONNX model")  # fmt: skip
+        self._basis = self._read_basis()
 
     @property
     def dim(self) -> int:
         return self.config.dim
+
+    @property
+    def basis(self) -> Basis | None:
+        """The teacher's basis that shorter vectors are cut from (`BASIS_FILE`); None for an export made without
+        one (before shorter vectors existed), which then gives full vectors only."""
+        return self._basis
+
+    def _read_basis(self) -> Basis | None:
+        if not (self.path / BASIS_FILE).is_file():
+            return None
+        basis = Basis.load(self.path / BASIS_FILE)
+        if basis.dim != self.dim:
+            raise DistillError(f"{str(self.path / BASIS_FILE)!r} is of {basis.dim} dimensions, the model's vectors of "
+                               f"{self.dim}: the export is damaged; write it again with `distill export`")  # fmt: skip
+        return basis
+
+    def check_dimensions(self, dimensions: int) -> None:
+        """DistillError of one line unless this export gives vectors of `dimensions`: 1 to dim, fewer than dim only
+        with a basis."""
+        whole = isinstance(dimensions, int | np.integer) and not isinstance(dimensions, bool)
+        if not whole or not 1 <= dimensions <= self.dim:
+            raise DistillError(f"dimensions must be between 1 and {self.dim} (this model's vectors have {self.dim} "
+                               f"dimensions), not {dimensions}")  # fmt: skip
+        if dimensions < self.dim and self.basis is None:
+            raise DistillError(f"{str(self.path)!r} has no teacher's basis ({BASIS_FILE}), so its vectors have "
+                               f"{self.dim} dimensions only, not {dimensions}: export it again with `distill export` "
+                               "for shorter ones")  # fmt: skip
+
+    def shorten(self, vectors: np.ndarray, dimensions: int) -> np.ndarray:
+        """(n, dimensions) unit vectors from this model's `vectors` (n, dim): their first `dimensions` coordinates in
+        the teacher's basis (`Basis.project`), or `vectors` themselves when `dimensions` is the full dim."""
+        self.check_dimensions(dimensions)
+        return vectors if dimensions == self.dim else self.basis.project(vectors, dimensions)
 
     def encodings(self, texts: Sequence[str]) -> list[Encoding]:
         """The tokenizer's call alone: each text with the student's prompt before it, truncated to the max length.
@@ -154,8 +191,9 @@ class OnnxEmbedder:
         """Token ids of each text, with the student's prompt before it, truncated to the max length."""
         return [e.ids for e in self.encodings(texts)]
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """(len(texts), dim) float32 unit vectors in the order of `texts`.
+    def encode(self, texts: Sequence[str], batch_size: int = 32, *, dimensions: int | None = None) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors in the order of `texts`, or (len(texts), dimensions): the first
+        `dimensions` coordinates in the teacher's basis (`shorten`; an export without a basis refuses fewer than dim).
 
         Texts are truncated to `config.max_length` tokens and batched by length (least padding)
         for a padded graph, in order for a flat one.
@@ -164,7 +202,10 @@ class OnnxEmbedder:
         """
         if isinstance(texts, str):
             raise TypeError("encode takes a list of texts; wrap a single text in a list")
-        return self.encode_ids(self.token_ids(texts), batch_size)
+        if dimensions is not None:
+            self.check_dimensions(dimensions)  # NOTE: before the model runs, so a bad value costs nothing
+        vectors = self.encode_ids(self.token_ids(texts), batch_size)
+        return vectors if dimensions is None else self.shorten(vectors, dimensions)
 
     def encode_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray:
         """`encode` for texts already tokenized by `token_ids` (a caller that also counts tokens tokenizes once)."""
