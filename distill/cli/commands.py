@@ -325,21 +325,34 @@ def serve(model_dir: str, host: str, port: int, precision: str, threads: int | N
 @click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False),
               help="A .txt file (one text per line) or a .jsonl file (a \"text\" field per line).")  # fmt: skip
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the vectors: .npy (float32, one row per text) or .jsonl "
-              "({\"index\", \"text\", \"embedding\"} per line).")  # fmt: skip
+              help="Where to write the vectors: .npy (one row per text, described by OUTPUT.json beside it: "
+              "dimensions, precision, model) or .jsonl ({\"index\", \"text\", \"embedding\", \"dimensions\", "
+              "\"precision\"} per line).")  # fmt: skip
 @PRECISION
+@click.option("--dimensions", type=click.IntRange(min=1), metavar="K",
+              help="Keep each vector's first K coordinates in the teacher's basis (the directions its vectors vary "
+              "most along), unit length again; needs an export with basis.npz [default: all of them].")  # fmt: skip
+@click.option("--vector-precision", type=click.Choice(["float32", "int8", "binary"]), default="float32",
+              show_default=True,
+              help="How each vector is stored: float32 (4 K bytes a vector), int8 (K bytes: each vector scaled so its "
+              "largest value is 127) or binary (K / 8 bytes, rounded up: the sign of each coordinate centred on the "
+              "teacher's mean, 8 to a byte, numpy packbits order; needs basis.npz).")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Texts per model call.")
 @THREADS
 @_user_errors
-def embed(model_dir: str, input_path: str, output_path: str, precision: str, batch_size: int,
-          threads: int | None) -> None:  # fmt: skip
+def embed(model_dir: str, input_path: str, output_path: str, precision: str, batch_size: int, threads: int | None,
+          dimensions: int | None, vector_precision: str) -> None:  # fmt: skip
     """Embed a file of texts with an exported student (row i of the output is text i of the input)."""
-    from distill.runtime.embed import embed_file
+    from distill.runtime.embed import VectorForm, embed_file
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     count, dim = embed_file(model_dir, input_path, output_path, precision=precision, batch_size=batch_size,
-                            threads=threads, progress=True)  # fmt: skip
-    click.echo(f"{count} texts -> {output_path} ({count} x {dim} float32)")
+                            threads=threads, progress=True, dimensions=dimensions,
+                            vector_precision=vector_precision)  # fmt: skip
+    size = VectorForm(dim, vector_precision).bytes_per_vector
+    click.echo(
+        f"{count} texts -> {output_path} ({count} x {dim} dimensions, {vector_precision}: {size} bytes a vector)"
+    )
 
 
 def _print_summary(summary: Any) -> None:
