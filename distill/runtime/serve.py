@@ -11,6 +11,10 @@ one background worker joins their texts into model calls of at most `batch_size`
 hands each request its own rows. Every export gives a text the same vector whatever it is batched with
 (`distill export` checks it), so what a client gets never depends on other clients.
 
+OpenAI's `dimensions` asks for shorter vectors: the first `dimensions` coordinates in the teacher's basis, unit
+length again (`distill.runtime.vectors`), cut from each request's own rows; an export without the basis (made
+before it existed) gives its full vectors only and answers 400 to anything shorter.
+
 An export with a classification head (`distill head export`) also answers `POST /v1/classify`: each
 text's label and the probabilities of every label, through the same batcher; an export with a tagger (a tokens
 head) answers `POST /v1/tag`: each word of each text with its tag (`distill.runtime.serve_tag`).
@@ -62,6 +66,7 @@ from distill.runtime.guards import (
 )
 from distill.runtime.metrics import Metrics, Observe, prometheus_text
 from distill.runtime.serve_tag import Tagger, add_tag_route
+from distill.runtime.vectors import BASIS_FILE, Basis
 
 if TYPE_CHECKING:
     from distill.runtime import OnnxEmbedder
@@ -101,7 +106,7 @@ class EmbeddingRequest(BaseModel):
     input: str | list[str]
     model: str | None = None  # NOTE: accepted and ignored: this server has one model, named in every response
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: int | None = None  # 1 to the model's dim: the first that many in the teacher's basis
     user: str | None = None
 
 
@@ -174,11 +179,9 @@ def create_app(
         """Embed one text or a list of texts; `data[i]` is the vector of `input[i]`."""
         texts = [body.input] if isinstance(body.input, str) else body.input
         check_texts(texts, single=isinstance(body.input, str), max_batch=max_batch, max_text_chars=max_text_chars)
-        if body.dimensions is not None and body.dimensions != embedder.dim:
-            raise ApiError(400, f"this model's vectors have {embedder.dim} dimensions, not {body.dimensions}",
-                           param="dimensions", code="unsupported_dimensions")  # fmt: skip
+        dimensions = _dimensions(embedder, body.dimensions)
         rows, tokens = await _submit(batcher, embedder, texts, width, single=isinstance(body.input, str))
-        vectors = rows[:, : embedder.dim]  # (len(texts), dim)
+        vectors = _shorten(embedder, rows[:, : embedder.dim], dimensions)  # (len(texts), dimensions)
         args = (vectors, tokens, model_name, body.encoding_format)
         # NOTE: 256 x 384 floats take about 100 ms to render as JSON; off the event loop, other requests go on
         content = _render(*args) if vectors.size <= INLINE_FLOATS else await asyncio.to_thread(_render, *args)
@@ -215,6 +218,34 @@ async def _submit(batcher: Batcher, embedder: Embedder, texts: list[str], width:
         raise
     except Exception as e:
         raise ApiError(500, "the model failed on this request", kind="server_error") from e
+
+
+def _dimensions(embedder: Embedder, requested: int | None) -> int:
+    """The length of vector a request asks for (the model's own when it names none), or a 400 that says what this
+    model gives: 1 to its dim, fewer than its dim only when its export has the teacher's basis."""
+    dim = embedder.dim
+    if requested is None or requested == dim:
+        return dim
+    if not 1 <= requested <= dim:
+        raise ApiError(400, f"dimensions must be between 1 and {dim} (this model's vectors have {dim} dimensions), "
+                       f"not {requested}", param="dimensions", code="invalid_dimensions")  # fmt: skip
+    if getattr(embedder, "basis", None) is None:
+        raise ApiError(400, f"this model's vectors have {dim} dimensions only, not {requested}: its export has no "
+                       f"teacher's basis ({BASIS_FILE}) to cut shorter ones from; export it again with `distill "
+                       "export`", param="dimensions", code="unsupported_dimensions")  # fmt: skip
+    return requested
+
+
+def _shorten(embedder: Embedder, vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """(n, dimensions) unit vectors: the first `dimensions` coordinates of `vectors` (n, dim) in the teacher's basis.
+
+    NOTE: row by row in effect (`Basis.project`), after the batcher has handed the request its rows: a text's short
+    vector depends on nothing else in its batch, as its full vector does not.
+    """
+    if dimensions == embedder.dim:
+        return vectors
+    basis: Basis = embedder.basis  # type: ignore[attr-defined]  # `_dimensions` saw that it has one
+    return basis.project(vectors, dimensions)
 
 
 def _token_ids(embedder: Embedder, texts: list[str], single: bool) -> list[list[int]]:
