@@ -4,6 +4,7 @@ through the exporter, and `distill compress` on a tiny run."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,11 @@ import students
 from distill.cli.commands import main
 from distill.errors import DistillError
 from distill.export.exporter import export_student
+from distill.runfolder import read_summary, write_summary
 from distill.runtime import OnnxEmbedder
+from distill.teacher.model import Teacher
+from distill.training.config import RunConfig
+from distill.training.pipeline import run_from_model
 from students.static import StaticConfig, StaticStudent
 from students.static_compressed import CompressedStaticConfig, CompressedStaticStudent, pack_int4, unpack_int4
 from tests.conftest import SENTENCES
@@ -104,6 +109,50 @@ def test_bad_settings_are_one_line(fields: dict, message: str) -> None:
         CompressedStaticConfig(dim=16, vocab_size=100, **fields)
 
 
-def test_it_is_not_trained_from_a_teacher(tiny_teacher) -> None:
+def test_it_is_not_trained_from_a_teacher(tiny_teacher: Teacher) -> None:
     with pytest.raises(DistillError, match="distill compress"):
         CompressedStaticStudent.check_teacher(tiny_teacher)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_teacher: Teacher, corpus: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of the tiny teacher (32 wide) with a static student trained one epoch."""
+    root = tmp_path_factory.mktemp("run")
+    config = RunConfig(output=str(root / "run"), cache_dir=str(root / "cache"), train={"epochs": 1})
+    return Path(run_from_model(tiny_teacher, corpus, config).run_dir)
+
+
+def _compress(run: Path, *flags: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["compress", "--run", str(run), *flags])
+    return result.exit_code, result.output
+
+
+def test_the_command_adds_a_student_the_run_and_its_loaders_read(tiny_run: Path) -> None:
+    code, output = _compress(tiny_run, "--scheme", "pq", "--parts", "8", "--weighting", "sqrt", "--tune-epochs", "1")
+    assert code == 0, output
+    summary = read_summary(tiny_run)
+    entry = next(s for s in summary["students"] if s["name"] == "static-pq8")
+    recorded = json.loads((tiny_run / "summary.json").read_text())["students"][-1]
+    assert recorded["path"] == "students/static-pq8"  # relative, as the run's other students
+    student = students.load(entry["path"])
+    assert isinstance(student, CompressedStaticStudent) and student.config.parts == 8
+    assert entry["test_fidelity"] > 0 and entry["epochs"] == 1 and entry["bytes"] < 1_000_000
+    static = students.load(next(s["path"] for s in summary["students"] if s["name"] == "static"))
+    assert (static.encode(SENTENCES) * student.encode(SENTENCES)).sum(axis=1).min() > 0.8
+
+
+def test_the_command_refuses_in_one_line(tiny_run: Path, tmp_path: Path) -> None:
+    assert _compress(tiny_run, "--scheme", "int8", "--name", "again")[0] == 0
+    code, output = _compress(tiny_run, "--scheme", "int8", "--name", "again")
+    assert code == 2 and "already holds a student 'again'" in output and "--overwrite" in output
+    assert _compress(tiny_run, "--scheme", "int8", "--name", "again", "--overwrite")[0] == 0
+    code, output = _compress(tiny_run, "--scheme", "pq", "--parts", "5")
+    assert code == 2 and "parts must divide the dimension 32" in output
+    code, output = _compress(tiny_run, "--scheme", "int3")
+    assert code == 2 and "int3" in output
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_run, bare)
+    write_summary(bare, {**read_summary(bare), "students": []})
+    code, output = _compress(bare)
+    assert code == 2 and "no static student" in output
+    assert all("Traceback" not in line for line in output.splitlines())

@@ -16,6 +16,7 @@ import click
 
 from distill.cli.common import setup_logging as _setup_logging
 from distill.cli.common import user_errors as _user_errors
+from distill.cli.compress import compress
 from distill.cli.heads import head
 from distill.cli.options import MODEL, OVERWRITE, PRECISION, RESUME, THREADS, run_options, target_options
 from distill.cli.share import push, write_table
@@ -391,6 +392,7 @@ def _print_stages(seconds: dict[str, float]) -> None:
 
 
 main.add_command(head)
+main.add_command(compress)
 main.add_command(write_table)
 main.add_command(push)
 
