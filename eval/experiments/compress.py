@@ -20,6 +20,10 @@ With `--train-binary EPOCHS`, the static student is also trained on the run's ta
 
 The variants are written as students of one run folder (`OUT`), which `distill run --tasks` scoring reads, and
 each one's bytes are what it would store. A first look at issue 31's size frontier; nothing here is shipped.
+
+With `--shipped RUN`, no variant is made: the students of RUN are scored as they are, each with the bytes of its
+saved folder (the model card that eval writes left out), and its mean share against RUN's static student: the
+way to measure real compressed students (`distill compress --run RUN ...`, `students.static_compressed`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -41,6 +46,7 @@ from distill.data.corpus import Split
 from distill.data.targets import TokenTargets
 from distill.runfolder import read_summary, write_summary
 from distill.training.finished import open_run
+from distill.training.pipeline import folder_bytes
 from distill.training.trainer import TrainConfig, Trainer
 from eval.report import EvalSettings, run_tasks, score_run_tasks
 from students.static import StaticStudent, masked_mean
@@ -203,6 +209,31 @@ def write_variants(run: Path, out: Path, names: list[str], trained: StaticStuden
     return sizes
 
 
+def shipped_bytes(run: Path) -> dict[str, int]:
+    """The bytes of each student folder of `run`, less the model card (README.md) that scoring writes into it."""
+    sizes = {}
+    for entry in read_summary(run)["students"]:
+        card = Path(entry["path"]) / "README.md"
+        sizes[entry["name"]] = folder_bytes(Path(entry["path"])) - (card.stat().st_size if card.is_file() else 0)
+    return sizes
+
+
+def score(run: Path, tasks: tuple[str, ...], sizes: dict[str, int], reference: str = "static") -> dict[str, Any]:
+    """Score the students of `run` on `tasks`, print bytes and mean shares (also against `reference`'s), and
+    write them to RUN/compress.json."""
+    parsed = run_tasks(EvalSettings(tasks=list(tasks)), read_summary(run), run)
+    results = score_run_tasks(run, parsed, "cpu", progress=True)
+    shares = results["mean_share"]
+    full = shares[reference]
+    rows = [["variant", "stored MB", "mean share", f"of {reference}'s"]]
+    for name, size in sizes.items():
+        rows.append([name, f"{size / 2**20:.2f}", f"{100 * shares[name]:.1f}%", f"{100 * shares[name] / full:.1f}%"])
+    click.echo("\n".join(aligned(rows)))
+    record = {"bytes": sizes, "mean_share": shares, "tasks": results}
+    (run / "compress.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
 @click.command()
 @click.option("--run", "run", default="runs/default", show_default=True, type=click.Path(path_type=Path))
 @click.option("--out", default="runs/compress-trials", show_default=True, type=click.Path(path_type=Path))
@@ -217,23 +248,21 @@ def write_variants(run: Path, out: Path, names: list[str], trained: StaticStuden
     help="Also train the static student through a binary table for this many epochs on the run's targets.",
 )
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Its peak learning rate.")
-def main(run: Path, out: Path, variants: str, tasks: tuple[str, ...], train_epochs: int, lr: float) -> None:
+@click.option("--shipped", type=click.Path(path_type=Path, file_okay=False),
+              help="Score this run's students as they are (e.g. made by `distill compress`), no variants.")  # fmt: skip
+def main(run: Path, out: Path, variants: str, tasks: tuple[str, ...], train_epochs: int, lr: float,
+         shipped: Path | None) -> None:  # fmt: skip
     """Score the run's static student and each compressed variant of its table; bytes and mean shares."""
     logging.basicConfig(level=logging.WARNING)
+    if shipped is not None:
+        score(shipped, tasks, shipped_bytes(shipped))
+        return
     trained = None
     if train_epochs:
         trained, before, after = trained_binary(run, out.with_name(out.name + "-train"), train_epochs, lr)
         click.echo(f"binary table trained {train_epochs} epochs: validation fidelity {before:.4f} -> {after:.4f}")
     sizes = write_variants(run, out, [v.strip() for v in variants.split(",") if v.strip()], trained)
-    parsed = run_tasks(EvalSettings(tasks=list(tasks)), read_summary(out), out)
-    results = score_run_tasks(out, parsed, "cpu", progress=True)
-    shares = results["mean_share"]
-    full = shares["static"]
-    rows = [["variant", "stored MB", "mean share", "of the full table's"]]
-    for name, size in sizes.items():
-        rows.append([name, f"{size / 2**20:.2f}", f"{100 * shares[name]:.1f}%", f"{100 * shares[name] / full:.1f}%"])
-    click.echo("\n".join(aligned(rows)))
-    (out / "compress.json").write_text(json.dumps({"bytes": sizes, "mean_share": shares, "tasks": results}, indent=2))
+    score(out, tasks, sizes)
 
 
 if __name__ == "__main__":
