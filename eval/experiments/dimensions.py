@@ -1,0 +1,123 @@
+"""How much of the task quality shorter vectors keep: a run's teacher and students at their full vectors and in
+each stored form (`eval.vector_forms`: the first k coordinates in the teacher's basis, int8, binary), for one run
+or several that share targets (a Matryoshka-trained run beside the same recipe without it, issue 31).
+
+    python -m eval.experiments.dimensions --run runs/default --run runs/h3-mat --tasks default \\
+        --tasks sts:FILE [--forms 256,128,64,binary,128/int8] [--students static,transformer] [--json out.json]
+
+Every model is scored as a share of the first run's teacher at full dims (`eval.scoring`); each row also gives
+its mean share over the same model's own at full dims, which is what "keeps 97% at 128 dims" reads. Retrieval
+counts against the model's own index: a shortened vector searches vectors shortened alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from distill.data.basis import teacher_basis
+from distill.errors import DistillError
+from distill.io import write_json
+from distill.runtime.vectors import PRECISIONS
+from distill.training.finished import open_run, run_teacher
+from eval.encoders import TaskEncoder, VectorCache
+from eval.models import student_candidates, task_encoders, teacher_candidate
+from eval.scoring import score_tasks
+from eval.suite import RunCorpus, parse_tasks
+from eval.vector_forms import VectorForm, with_forms
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FORMS = "256,128,64,binary,128/int8"
+TASK_VECTORS = "task-vectors"  # NOTE: the cache folder eval.report keeps the teacher's document vectors in
+
+
+def parse_forms(spec: str) -> list[VectorForm]:
+    """ "256,128/int8,binary" -> its forms, each once, in order. DistillError on a bad piece."""
+    forms: list[VectorForm] = []
+    for piece in (p.strip() for p in spec.split(",") if p.strip()):
+        dims, precision = None, "float32"
+        for part in piece.split("/"):
+            if part.isdigit() and int(part) > 0:
+                dims = int(part)
+            elif part in PRECISIONS:
+                precision = part
+            else:
+                raise DistillError(f"a form is DIMS, PRECISION ({', '.join(PRECISIONS)}) or DIMS/PRECISION, "
+                                   f"not {piece!r}")  # fmt: skip
+        if VectorForm(dims, precision) not in forms:
+            forms.append(VectorForm(dims, precision))
+    return forms
+
+
+def run_encoders(run_dir: Path, wanted: list[str] | None, prefix: str) -> list[TaskEncoder]:
+    """The torch encoders of a run's students (those in `wanted`, else all), named "PREFIXname"."""
+    summary, _ = open_run(run_dir)
+    summary = {**summary, "students": [s for s in summary["students"] if not wanted or s["name"] in wanted]}
+    candidates = student_candidates(summary, run_dir, None, None, None, onnx=False)
+    return [dataclasses.replace(e, name=prefix + e.name) for c in candidates for e in task_encoders(c)]
+
+
+def measure(runs: list[Path], specs: list[str], forms: list[VectorForm], wanted: list[str] | None,
+            progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The task results of the first run's teacher and every run's students, each at full dims and in `forms`."""
+    summary, targets = open_run(runs[0])
+    keys = {open_run(run)[0].get("targets_key") for run in runs}
+    if len(keys) > 1:
+        raise DistillError("the runs were trained on different targets; compare runs of one teacher and corpus")
+    cache = VectorCache(Path(summary["targets"]).parent / TASK_VECTORS)
+    tasks = parse_tasks(specs, cache, RunCorpus(runs[0], summary.get("corpus", "")))
+    basis = teacher_basis(targets)
+    teacher = task_encoders(teacher_candidate(run_teacher(summary, "cpu")))[0]
+    encoders = [teacher, *with_forms(teacher, basis, forms)]
+    for run in runs:
+        prefix = f"{run.name}/" if len(runs) > 1 else ""
+        for encoder in run_encoders(run, wanted, prefix):
+            encoders += [encoder, *with_forms(encoder, basis, forms)]
+    return score_tasks(tasks, encoders, progress=progress)
+
+
+def table(results: dict[str, Any], dim: int) -> list[str]:
+    """One line a model and form: its mean share of the teacher's, and that over its own at full dims."""
+    shares = results["mean_share"]
+    lines = [f"{'model':<28} {'form':<12} {'bytes':>6} {'share':>7} {'of full':>8}"]
+    for name in results["models"]:
+        model, _, label = name.partition("@")
+        form = parse_forms(label)[0] if label else VectorForm()
+        full, share = shares.get(model), shares.get(name)
+        own = f"{share / full:>8.1%}" if share is not None and full else f"{'-':>8}"
+        value = f"{share:>7.3f}" if share is not None else f"{'-':>7}"
+        lines.append(f"{model:<28} {label or 'full':<12} {form.bytes_per_vector(dim):>6} {value} {own}")
+    return lines
+
+
+@click.command()
+@click.option("--run", "runs", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
+              help="A finished run; several runs must share targets (the first gives the teacher).")  # fmt: skip
+@click.option("--tasks", "specs", multiple=True, required=True, help="Task specs, as `distill eval --tasks`.")
+@click.option("--forms", default=DEFAULT_FORMS, show_default=True, help="Stored forms: DIMS, PRECISION or both.")
+@click.option("--students", help="Comma-separated students of each run to score [default: all].")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the task results here too.")
+def main(runs: tuple[str, ...], specs: tuple[str, ...], forms: str, students: str | None,
+         json_file: str | None) -> None:  # fmt: skip
+    """Task shares of a run's models at full dims and in shorter and smaller stored forms."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        wanted = [s.strip() for s in students.split(",")] if students else None
+        results = measure([Path(r) for r in runs], list(specs), parse_forms(forms), wanted, progress=True)
+    except DistillError as e:
+        raise click.ClickException(str(e)) from e
+    if json_file:
+        write_json(json_file, results)
+    dim = int(open_run(Path(runs[0]))[1].dim)
+    click.echo("\nmean share of the teacher's task scores at full dims; 'of full': over the model's own at full")
+    for line in table(results, dim):
+        click.echo(line)
+
+
+if __name__ == "__main__":
+    main()
