@@ -62,7 +62,9 @@ def with_forms(encoder: TaskEncoder, basis: Basis, forms: Sequence[VectorForm]) 
         def stored(vectors: np.ndarray, dims: int = dims, precision: str = form.precision) -> np.ndarray:
             return similarity_vectors(store(basis, vectors, dims, precision), dims, precision)
 
-        def query_side(vectors: np.ndarray, dims: int = dims, form: VectorForm = form) -> np.ndarray:
+        def query_side(
+            vectors: np.ndarray, dims: int = dims, form: VectorForm = form, stored: Callable = stored
+        ) -> np.ndarray:
             if form.precision != "binary":
                 return stored(vectors)
             return unit(basis.centred(vectors, dims))  # NOTE: the float query a binary index is rescored with
