@@ -92,8 +92,8 @@ def test_base64_decodes_to_the_same_float32_vectors(client: openai.OpenAI, embed
 
 
 def test_dimensions_is_the_models_own_or_a_clear_refusal(client: openai.OpenAI, embedder: OnnxEmbedder) -> None:
-    """The server does not shorten vectors (a student is not trained for shorter ones): its own size is accepted,
-    another is a 400 the client raises with the server's code."""
+    """An export without the teacher's basis (this one) gives its own size only: that is accepted, a shorter one is a
+    400 the client raises with the server's code (with a basis, tests/test_shorter_vectors.py)."""
     same = client.embeddings.create(input=SENTENCES[:2], model="tiny-static", dimensions=embedder.dim)
     np.testing.assert_allclose(vectors(same), embedder.encode(SENTENCES[:2]), atol=1e-6)
     with pytest.raises(openai.BadRequestError) as refused:

@@ -36,7 +36,6 @@ student over loopback, 5 ms of waiting cut 8 clients from about 1200 to 700 requ
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ipaddress
 import json
@@ -46,12 +45,11 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 
 from distill.errors import DistillError
 from distill.runtime.batcher import Batcher
@@ -65,8 +63,16 @@ from distill.runtime.guards import (
     check_texts,
 )
 from distill.runtime.metrics import Metrics, Observe, prometheus_text
+from distill.runtime.serve_bodies import (
+    ClassifyRequest,
+    EmbeddingRequest,
+    render_classes,
+    render_embeddings,
+    requested_dimensions,
+    shorten,
+)
 from distill.runtime.serve_tag import Tagger, add_tag_route
-from distill.runtime.vectors import BASIS_FILE, Basis
+from distill.runtime.vectors import Basis
 
 if TYPE_CHECKING:
     from distill.runtime import OnnxEmbedder
@@ -100,23 +106,6 @@ class Classifier(Embedder, Protocol):
     def encode_and_classify_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 32) -> np.ndarray: ...
 
 
-class EmbeddingRequest(BaseModel):
-    """The body of `POST /v1/embeddings`, as OpenAI's API takes it (token-id inputs are not supported)."""
-
-    input: str | list[str]
-    model: str | None = None  # NOTE: accepted and ignored: this server has one model, named in every response
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None  # 1 to the model's dim: the first that many in the teacher's basis
-    user: str | None = None
-
-
-class ClassifyRequest(BaseModel):
-    """The body of `POST /v1/classify`: one text or a list of texts."""
-
-    input: str | list[str]
-    model: str | None = None  # NOTE: accepted and ignored, as in /v1/embeddings
-
-
 def create_app(
     embedder: Embedder,
     *,
@@ -145,6 +134,7 @@ def create_app(
     max_body_bytes = max_body_bytes or default_body_limit(max_batch, max_text_chars)
 
     classifier = embedder if isinstance(embedder, Classifier) else None
+    basis: Basis | None = getattr(embedder, "basis", None)  # the teacher's, for shorter vectors (`dimensions`)
     width = embedder.dim + (len(classifier.labels) if classifier is not None else 0)  # of the batcher's rows
 
     def work(ids: list[Sequence[int]]) -> np.ndarray:
@@ -179,12 +169,15 @@ def create_app(
         """Embed one text or a list of texts; `data[i]` is the vector of `input[i]`."""
         texts = [body.input] if isinstance(body.input, str) else body.input
         check_texts(texts, single=isinstance(body.input, str), max_batch=max_batch, max_text_chars=max_text_chars)
-        dimensions = _dimensions(embedder, body.dimensions)
+        dimensions = requested_dimensions(body.dimensions, embedder.dim, basis)
         rows, tokens = await _submit(batcher, embedder, texts, width, single=isinstance(body.input, str))
-        vectors = _shorten(embedder, rows[:, : embedder.dim], dimensions)  # (len(texts), dimensions)
+        vectors = shorten(rows[:, : embedder.dim], dimensions, basis)  # (len(texts), dimensions)
         args = (vectors, tokens, model_name, body.encoding_format)
         # NOTE: 256 x 384 floats take about 100 ms to render as JSON; off the event loop, other requests go on
-        content = _render(*args) if vectors.size <= INLINE_FLOATS else await asyncio.to_thread(_render, *args)
+        if vectors.size <= INLINE_FLOATS:
+            content = render_embeddings(*args)
+        else:
+            content = await asyncio.to_thread(render_embeddings, *args)
         return Response(content, media_type="application/json")
 
     _add_classify_route(app, classifier, model_name, max_batch=max_batch, max_text_chars=max_text_chars)
@@ -218,34 +211,6 @@ async def _submit(batcher: Batcher, embedder: Embedder, texts: list[str], width:
         raise
     except Exception as e:
         raise ApiError(500, "the model failed on this request", kind="server_error") from e
-
-
-def _dimensions(embedder: Embedder, requested: int | None) -> int:
-    """The length of vector a request asks for (the model's own when it names none), or a 400 that says what this
-    model gives: 1 to its dim, fewer than its dim only when its export has the teacher's basis."""
-    dim = embedder.dim
-    if requested is None or requested == dim:
-        return dim
-    if not 1 <= requested <= dim:
-        raise ApiError(400, f"dimensions must be between 1 and {dim} (this model's vectors have {dim} dimensions), "
-                       f"not {requested}", param="dimensions", code="invalid_dimensions")  # fmt: skip
-    if getattr(embedder, "basis", None) is None:
-        raise ApiError(400, f"this model's vectors have {dim} dimensions only, not {requested}: its export has no "
-                       f"teacher's basis ({BASIS_FILE}) to cut shorter ones from; export it again with `distill "
-                       "export`", param="dimensions", code="unsupported_dimensions")  # fmt: skip
-    return requested
-
-
-def _shorten(embedder: Embedder, vectors: np.ndarray, dimensions: int) -> np.ndarray:
-    """(n, dimensions) unit vectors: the first `dimensions` coordinates of `vectors` (n, dim) in the teacher's basis.
-
-    NOTE: row by row in effect (`Basis.project`), after the batcher has handed the request its rows: a text's short
-    vector depends on nothing else in its batch, as its full vector does not.
-    """
-    if dimensions == embedder.dim:
-        return vectors
-    basis: Basis = embedder.basis  # type: ignore[attr-defined]  # `_dimensions` saw that it has one
-    return basis.project(vectors, dimensions)
 
 
 def _token_ids(embedder: Embedder, texts: list[str], single: bool) -> list[list[int]]:
@@ -287,9 +252,9 @@ def _add_classify_route(app: FastAPI, classifier: Classifier | None, model_name:
         probabilities = rows[:, dim:]  # (len(texts), classes)
         args = (probabilities, labels, tokens, model_name)
         if probabilities.size <= INLINE_FLOATS:
-            content = _render_classes(*args)
+            content = render_classes(*args)
         else:
-            content = await asyncio.to_thread(_render_classes, *args)
+            content = await asyncio.to_thread(render_classes, *args)
         return Response(content, media_type="application/json")
 
 
@@ -329,31 +294,6 @@ def _add_info_routes(app: FastAPI, embedder: Embedder, model_name: str) -> None:
             prometheus_text(app.state.metrics, batcher.stats, batcher.batch_sizes),
             media_type="text/plain; version=0.0.4",
         )
-
-
-def _render(vectors: np.ndarray, tokens: int, model_name: str, encoding_format: str) -> bytes:
-    """OpenAI's embeddings response as JSON; base64 is the float32 little-endian bytes of each vector."""
-    if encoding_format == "base64":
-        rows: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
-    else:
-        rows = vectors.tolist()
-    body = {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
-        "model": model_name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-
-
-def _render_classes(probabilities: np.ndarray, labels: list[str], tokens: int, model_name: str) -> bytes:
-    """The classify response as JSON: each text's most probable label and every label's probability."""
-    data = [{"object": "classification", "index": i, "label": labels[int(row.argmax())],
-             "probabilities": dict(zip(labels, row.tolist(), strict=True))}
-            for i, row in enumerate(probabilities)]  # fmt: skip
-    body = {"object": "list", "data": data, "model": model_name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def _is_loopback(host: str) -> bool:
