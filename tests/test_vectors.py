@@ -163,3 +163,17 @@ def test_search_of_an_empty_collection_finds_nothing(basis: Basis, vectors: np.n
 
 def test_int8_and_binary_of_a_zero_vector_are_zero() -> None:
     assert not to_int8(np.zeros((1, 4))).any() and not to_binary(np.zeros((1, 4))).any()
+
+
+def test_rescoring_reads_int8_copies_from_a_memory_mapped_file(
+    vectors: np.ndarray, basis: Basis, tmp_path: Path
+) -> None:
+    """The recipe of docs/export-and-runtime.md: bits in memory, int8 copies on disk."""
+    bits = store(basis, vectors, DIM, "binary")
+    np.save(tmp_path / "int8.npy", store(basis, vectors, DIM, "int8"))
+    on_disk = np.load(tmp_path / "int8.npy", mmap_mode="r")
+    in_memory = np.load(tmp_path / "int8.npy")
+    queries = vectors[:10]
+    found = search(basis, queries, bits, k=5, rescore=4, rescore_with=on_disk)
+    np.testing.assert_array_equal(found, search(basis, queries, bits, k=5, rescore=4, rescore_with=in_memory))
+    np.testing.assert_array_equal(found[:, 0], np.arange(10))  # each query finds itself first

@@ -166,13 +166,17 @@ def search(
     if rescore <= 0:
         return _top(-hamming.astype(np.float32), k)
     candidates = _top(-hamming.astype(np.float32), min(len(stored), rescore * k))  # (q, c)
+    # NOTE: only the candidates' rows are read and widened to float (an int8 copy may be a memory map of a file far
+    # larger than memory); the whole collection as float32 was 4 x its int8 bytes, 32 x its bits
+    rows = candidates.reshape(-1)
     if rescore_with is not None:
-        documents = unit(rescore_with.astype(np.float32))
+        documents = unit(np.asarray(rescore_with[rows], dtype=np.float32))  # (q * c, dimensions)
         query_side = query_vectors
     else:
-        documents = from_binary(stored, dimensions)
+        documents = from_binary(stored[rows], dimensions)
         query_side = basis.centred(queries, dimensions)
-    scores = np.einsum("qd,qcd->qc", query_side, documents[candidates])  # (q, c)
+    documents = documents.reshape(*candidates.shape, dimensions)  # (q, c, dimensions)
+    scores = np.einsum("qd,qcd->qc", query_side, documents)  # (q, c)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(candidates, order, axis=1)
 
