@@ -139,6 +139,15 @@ def test_the_command_adds_a_student_the_run_and_its_loaders_read(tiny_run: Path)
     assert entry["test_fidelity"] > 0 and entry["epochs"] == 1 and entry["bytes"] < 1_000_000
     static = students.load(next(s["path"] for s in summary["students"] if s["name"] == "static"))
     assert (static.encode(SENTENCES) * student.encode(SENTENCES)).sum(axis=1).min() > 0.8
+    # a compressed student as the source is tuned further, its codes kept
+    code, output = _compress(tiny_run, "--source", "static-pq8", "--name", "more", "--tune-epochs", "1")
+    assert code == 0, output
+    more = students.load(tiny_run / "students" / "more")
+    assert torch.equal(more.codes, student.codes) and {"static-pq8", "more"} <= set(names(tiny_run))
+
+
+def names(run: Path) -> list[str]:
+    return [s["name"] for s in read_summary(run)["students"]]
 
 
 def test_the_command_refuses_in_one_line(tiny_run: Path, tmp_path: Path) -> None:

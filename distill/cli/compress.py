@@ -36,7 +36,9 @@ _WEIGHTINGS = ("none", "sqrt", "counts")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="The tuning's peak learning rate.")
 @click.option("--name", default="", help="The new student's name in the run  [default: static-SCHEME, with the "
               "parts for pq: static-pq48]")  # fmt: skip
-@click.option("--source", default="static", show_default=True, help="The run's static student to compress.")
+@click.option("--source", default="static", show_default=True,
+              help="The run's static student to compress; a compressed student of the run is tuned further instead "
+              "(its scheme and codes kept; give --tune-epochs and a new --name).")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace a student of the run that has the same name.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of pq's k-means and of the tuning.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")

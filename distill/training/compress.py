@@ -67,7 +67,10 @@ class CompressConfig:
 
 
 def compress_run(config: CompressConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Make, tune (if asked), test and save the compressed student and add it to the run; its summary entry."""
+    """Make, tune (if asked), test and save the compressed student and add it to the run; its summary entry.
+
+    A compressed student as `config.source` is not compressed again but tuned further (its scheme and codes kept).
+    """
     run = Path(config.run)
     summary = read_summary(run)
     source = source_entry(summary, config.source)
@@ -78,13 +81,7 @@ def compress_run(config: CompressConfig, *, progress: bool = False) -> dict[str,
     static = students.load(source["path"])
     _, targets = open_run(run)
     started = time.perf_counter()
-    weights = token_weights(targets.token_id_counts(Split.TRAIN, minlength=static.config.vocab_size),
-                            config.weighting) if config.scheme == "pq" else None  # fmt: skip
-    logger.info(
-        "compressing %s: %s%s", config.source, config.scheme, f", {config.parts} parts" * (config.scheme == "pq")
-    )
-    student = CompressedStaticStudent.from_static(static, config.scheme, config.parts, weights,
-                                                  scale_dtype=config.scale_dtype, seed=config.seed)  # fmt: skip
+    student = static if isinstance(static, CompressedStaticStudent) else compressed(static, targets, config)
     tuned = tune(student, targets, config, run / "train" / config.name, progress) if config.tune_epochs else {}
     path = student.save(run / "students" / config.name)
     texts, vectors = targets.texts_and_vectors(Split.TEST, TEST_TEXTS)
@@ -97,17 +94,32 @@ def compress_run(config: CompressConfig, *, progress: bool = False) -> dict[str,
         metrics={"source_test_fidelity": float(source.get("test_fidelity", float("nan")))},
     )  # fmt: skip
     record = asdict(entry)
-    write_summary(run, {**summary, "students": [s for s in summary["students"] if s["name"] != config.name] + [record]})
+    latest = read_summary(run)  # NOTE: read again: another command may have added a student meanwhile
+    kept = [s for s in latest["students"] if s["name"] != config.name]
+    write_summary(run, {**latest, "students": [*kept, record]})
     logger.info("%s: test fidelity %.4f (%s: %.4f), %.2f MB, saved to %s", config.name, test, config.source,
                 record["metrics"]["source_test_fidelity"], entry.bytes / 2**20, path)  # fmt: skip
     return record
 
 
+def compressed(static: StaticStudent, targets: Targets, config: CompressConfig) -> CompressedStaticStudent:
+    """`static` compressed as `config` says, pq's k-means weighted by the tokens' counts in the training texts."""
+    vocab = static.config.vocab_size
+    counts = targets.token_id_counts(Split.TRAIN, minlength=vocab) if config.scheme == "pq" else np.ones(vocab)
+    parts = f", {config.parts} parts" if config.scheme == "pq" else ""
+    logger.info("compressing %s: %s%s, weighting %s", config.source, config.scheme, parts, config.weighting)
+    weights = token_weights(counts, config.weighting)
+    return CompressedStaticStudent.from_static(static, config.scheme, config.parts, weights,
+                                               scale_dtype=config.scale_dtype, seed=config.seed)  # fmt: skip
+
+
 def source_entry(summary: dict[str, Any], name: str) -> dict[str, Any]:
-    """The summary entry of the run's static student `name`; DistillError where there is none."""
+    """The summary entry of the run's static student `name` (or a compressed one, to tune further); DistillError
+    where there is none."""
+    kinds = (StaticStudent.kind, CompressedStaticStudent.kind)
     for entry in summary["students"]:
         config = Path(entry["path"]) / CONFIG_FILE
-        if entry["name"] == name and config.is_file() and read_json(config).get("kind") == StaticStudent.kind:
+        if entry["name"] == name and config.is_file() and read_json(config).get("kind") in kinds:
             return entry
     statics = [e["name"] for e in summary["students"] if (Path(e["path"]) / CONFIG_FILE).is_file()
                and read_json(Path(e["path"]) / CONFIG_FILE).get("kind") == StaticStudent.kind]  # fmt: skip
