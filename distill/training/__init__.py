@@ -4,6 +4,7 @@
     losses.py    regression losses, small `(student, teacher) -> scalar` modules: each vector against its target,
                  and the batch's similarity matrix and ranking against the teacher's
     fidelity.py  the mean cosine of a student's sentence and token vectors to the teacher's
+    settings.py  `TrainConfig`: one student's training settings (epochs, learning rate, loss weights, Matryoshka dims)
     trainer.py   one loop for every student (`TrainConfig`, AdamW, warm-up and cosine decay, early
                  stopping on validation fidelity, checkpoints, `--resume`, several processes)
     pipeline.py  the whole job, `run(config)`: corpus and teacher to targets, then every student trained,

@@ -20,7 +20,7 @@ from distill.data.targets import CHUNK_TEXTS, TokenTargets
 from distill.device import DEVICES, Placement
 from distill.errors import DistillError
 from distill.teacher.model import DEFAULT_TEACHER
-from distill.training.trainer import TrainConfig
+from distill.training.settings import TrainConfig
 from students import student_class
 
 TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
