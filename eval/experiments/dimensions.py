@@ -4,6 +4,10 @@ or several that share targets (a Matryoshka-trained run beside the same recipe w
 
     python -m eval.experiments.dimensions --run runs/default --run runs/h3-mat --tasks default \\
         --tasks sts:FILE [--forms 256,128,64,binary,128/int8] [--students static,transformer] [--json out.json]
+    python -m eval.experiments.dimensions --run runs/default --run runs/h3-mat --fidelity 256,128,64
+
+`--fidelity` (quick, no tasks): each student's prefix fidelity on the run's test texts, the mean cosine of its
+vector shortened to k dims in the teacher's basis to the teacher's shortened alike.
 
 Every model is scored as a share of the first run's teacher at full dims (`eval.scoring`); each row also gives
 its mean share over the same model's own at full dims, which is what "keeps 97% at 128 dims" reads. Retrieval
@@ -18,17 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from distill.data.basis import teacher_basis
+from distill.data.corpus import Split
 from distill.errors import DistillError
 from distill.io import write_json
-from distill.runtime.vectors import PRECISIONS
+from distill.runtime.vectors import PRECISIONS, unit
 from distill.training.finished import open_run, run_teacher
 from eval.encoders import TaskEncoder, VectorCache
 from eval.models import student_candidates, task_encoders, teacher_candidate
 from eval.scoring import score_tasks
 from eval.suite import RunCorpus, parse_tasks
 from eval.vector_forms import VectorForm, with_forms
+from students import load as load_student
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +88,23 @@ def measure(runs: list[Path], specs: list[str], forms: list[VectorForm], wanted:
     return score_tasks(tasks, encoders, progress=progress)
 
 
+def prefix_fidelity(run_dir: Path, dims: list[int], wanted: list[str] | None, texts: int = 2000) -> list[str]:
+    """Lines of each student's prefix fidelity at full dims and each of `dims` on the run's first `texts` test
+    texts."""
+    summary, targets = open_run(run_dir)
+    sample, teacher_vectors = targets.texts_and_vectors(Split.TEST, texts)  # (n, dim)
+    basis = teacher_basis(targets)
+    lines = []
+    for entry in summary["students"]:
+        if wanted and entry["name"] not in wanted:
+            continue
+        vectors = np.asarray(load_student(entry["path"]).encode(sample), dtype=np.float32)  # (n, dim)
+        cosines = [float(np.mean(np.sum(unit(basis.project(vectors, k)) * unit(basis.project(teacher_vectors, k)),
+                                        axis=1))) for k in [basis.dim, *dims]]  # fmt: skip
+        lines.append(f"{run_dir.name + '/' + entry['name']:<28} " + " ".join(f"{c:>7.4f}" for c in cosines))
+    return lines
+
+
 def table(results: dict[str, Any], dim: int) -> list[str]:
     """One line a model and form: its mean share of the teacher's, and that over its own at full dims."""
     shares = results["mean_share"]
@@ -98,16 +122,25 @@ def table(results: dict[str, Any], dim: int) -> list[str]:
 @click.command()
 @click.option("--run", "runs", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
               help="A finished run; several runs must share targets (the first gives the teacher).")  # fmt: skip
-@click.option("--tasks", "specs", multiple=True, required=True, help="Task specs, as `distill eval --tasks`.")
+@click.option("--tasks", "specs", multiple=True, help="Task specs, as `distill eval --tasks`.")
+@click.option("--fidelity", help="Comma-separated dims: print each student's prefix fidelity at them (no tasks).")
 @click.option("--forms", default=DEFAULT_FORMS, show_default=True, help="Stored forms: DIMS, PRECISION or both.")
 @click.option("--students", help="Comma-separated students of each run to score [default: all].")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the task results here too.")
-def main(runs: tuple[str, ...], specs: tuple[str, ...], forms: str, students: str | None,
+def main(runs: tuple[str, ...], specs: tuple[str, ...], fidelity: str | None, forms: str, students: str | None,
          json_file: str | None) -> None:  # fmt: skip
     """Task shares of a run's models at full dims and in shorter and smaller stored forms."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    wanted = [s.strip() for s in students.split(",")] if students else None
+    if fidelity:
+        dims = [f.dimensions for f in parse_forms(fidelity) if f.dimensions]
+        click.echo(f"{'student':<28} " + " ".join(f"{k:>7}" for k in ["full", *dims]))
+        for run in runs:
+            for line in prefix_fidelity(Path(run), dims, wanted):
+                click.echo(line)
+    if not specs:
+        return
     try:
-        wanted = [s.strip() for s in students.split(",")] if students else None
         results = measure([Path(r) for r in runs], list(specs), parse_forms(forms), wanted, progress=True)
     except DistillError as e:
         raise click.ClickException(str(e)) from e
