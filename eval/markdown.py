@@ -29,6 +29,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     others = other_domain_table(report, rows)
     if others:
         lines += ["## Other text forms (never trained on)", "", *others, ""]
+    lines += frontier_section(report)
     return "\n".join([*lines, *notes(report, rows)]) + "\n"
 
 
@@ -151,6 +152,44 @@ def task_notes(results: dict[str, Any]) -> list[str]:
             "- mean share: the mean over the tasks of each model's score over the teacher's on the task's main "
             "metric (retrieval nDCG@10, classification accuracy, clustering V-measure, STS Spearman, MTEB's main "
             "score)."]  # fmt: skip
+
+
+def frontier_section(report: dict[str, Any]) -> list[str]:
+    """ "Size frontier": every model at its shipped MB and every stored vector form at its bytes, with its mean share
+    and whether it is on its view's frontier; none without report["frontier"] (no tasks)."""
+    frontier = report.get("frontier")
+    if not frontier:
+        return []
+    header = ["model", "form", "model MB", "bytes / vector", "mean share", "on the frontier"]
+    lines = ["## Size frontier", "",
+             "What each model keeps of the teacher's task scores (mean share) against the bytes it ships in (model "
+             "rows: its int8 ONNX file where exported, else its saved files) and against the bytes one stored "
+             "vector takes (vector rows: its full float32 vectors, then each stored form: fewer dimensions in the "
+             "teacher's basis, int8, binary scored as searched with rescoring). A row is on its view's frontier "
+             "when no other row of the view takes as few bytes or fewer for a higher share.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    for point in frontier["models"]:
+        lines.append(_frontier_row(point, point["form"] + " model", point["bytes"], _vector_bytes(point), "model MB"))
+    for point in frontier["vectors"]:
+        lines.append(_frontier_row(point, f"{point['form']} vectors", point.get("model_bytes"),
+                                   point["bytes_per_vector"], "bytes / vector"))  # fmt: skip
+    note = ("- Model rows: the share of the model's reference backend (torch; a peer's own encoder), as in the "
+            "task table. Vector rows: each retrieval task against the form's own index.")  # fmt: skip
+    return [*lines, "", note, "", "![share against model and vector bytes](frontier.png)", ""]
+
+
+def _frontier_row(point: dict[str, Any], form: str, model_bytes: int | None, vector_bytes: int | None,
+                  view: str) -> str:  # fmt: skip
+    label = point["model"] if point["role"] != "baseline" else f"{point['model']} (peer)"
+    share = "-" if point["share"] is None else f"{100 * point['share']:.1f}%"
+    cells = [label, form, _mb(model_bytes), "-" if vector_bytes is None else f"{vector_bytes:,}", share,
+             f"yes ({view})" if point["frontier"] else ""]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def _vector_bytes(point: dict[str, Any]) -> int | None:
+    """A model's full float32 vector's bytes."""
+    return None if point.get("dim") is None else 4 * point["dim"]
 
 
 def table_row(name: str, entry: dict[str, Any]) -> list[str]:

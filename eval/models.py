@@ -238,15 +238,65 @@ def add_onnx_backends(candidate: Candidate, export: Path, threads: int | None) -
     return embedders
 
 
-def model2vec_candidate(teacher: Teacher, cache: Path) -> Candidate | None:
-    """The peer baseline: model2vec's distillation of the same teacher (made once, then cached), if installed.
+M2V_PEERS = "int8,128/int8"  # `--model2vec-peers`: model2vec's quantised variants, each beside its default
+M2V_DTYPES = ("float32", "float16", "int8")  # model2vec's table dtypes (`quantize_to`)
+
+
+@dataclass(frozen=True)
+class Model2VecVariant:
+    """How model2vec distils the teacher (`distill_from_model`): PCA to `pca_dims`, a table of `quantize_to`, and
+    with `vocabulary_quantization` the vocabulary's rows k-means-clustered to that many. `spec`: what named it
+    ("128/int8"; "" for model2vec's own defaults, which `distill_from_model` is then called with)."""
+
+    pca_dims: int | None = 256
+    quantize_to: str = "float16"
+    vocabulary_quantization: int | None = None
+    spec: str = ""
+
+    @property
+    def name(self) -> str:
+        """ "model2vec", "model2vec-128-int8": its column in the tables and its folder under RUN/baseline/."""
+        return "model2vec" + (f"-{self.spec.replace('/', '-')}" if self.spec else "")
+
+    def settings(self) -> dict[str, Any]:
+        """`distill_from_model`'s keyword arguments: none for the defaults (as a user would run it)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "spec"} if self.spec else {}
+
+    @classmethod
+    def parse(cls, spec: str) -> Model2VecVariant:
+        """ "int8", "128/int8", "vocab4096", "128/int8/vocab4096": PCA dims, table dtype, vocabulary clusters."""
+        fields: dict[str, Any] = {}
+        for part in spec.split("/"):
+            if part.isdigit() and int(part) > 0 and "pca_dims" not in fields:
+                fields["pca_dims"] = int(part)
+            elif part in M2V_DTYPES and "quantize_to" not in fields:
+                fields["quantize_to"] = part
+            elif part.startswith("vocab") and part[5:].isdigit() and int(part[5:]) > 1:
+                fields["vocabulary_quantization"] = int(part[5:])
+            else:
+                raise DistillError(f"bad model2vec peer {spec!r}: give DIMS, a dtype ({', '.join(M2V_DTYPES)}) and/or "
+                                   "vocabN, joined by '/', e.g. 128/int8 or vocab4096; or none")  # fmt: skip
+        return cls(**fields, spec=spec)
+
+
+def model2vec_peers(spec: str) -> list[Model2VecVariant]:
+    """The variants a comma-separated `spec` names ("none" or "": none), each once."""
+    pieces = [p.strip() for p in spec.split(",") if p.strip() not in ("", "none")]
+    return list(dict.fromkeys(Model2VecVariant.parse(p) for p in pieces))
+
+
+def model2vec_candidate(teacher: Teacher, cache: Path, variant: Model2VecVariant | None = None) -> Candidate | None:
+    """The peer baseline: model2vec's distillation of the same teacher (made once, then cached), if installed;
+    `variant`: its settings [default: model2vec's own].
 
     NOTE: with model2vec's default settings, as a user would run it: PCA to 256 dimensions,
     SIF weighting, a float16 table. After PCA its vectors live in a space of their own, so only
     the metrics that compare each space with itself apply (neighbours, pairwise similarities,
     tasks). A trial without PCA (the teacher's axes kept) gave a mean cosine of 0.35 to the
-    teacher and 3.5 points less STS, so the default is the fairer opponent.
+    teacher and 3.5 points less STS, so the default is the fairer opponent. Its quantised variants
+    (`Model2VecVariant`) are the peers of the compressed students.
     """
+    variant = variant or Model2VecVariant()
     try:
         from model2vec import StaticModel
         from model2vec.distill import distill_from_model
@@ -254,18 +304,21 @@ def model2vec_candidate(teacher: Teacher, cache: Path) -> Candidate | None:
         logger.warning("model2vec is not installed (pip install 'model2vec[distill]'): no peer baseline")
         return None
     if not (cache / "model.safetensors").is_file():
-        logger.info("distilling the model2vec baseline from the teacher (once; cached in %s)", cache)
+        logger.info("distilling the %s baseline from the teacher (once; cached in %s)", variant.name, cache)
         try:
-            model = distill_from_model(model=teacher.model, tokenizer=teacher.tokenizer)
+            model = distill_from_model(model=teacher.model, tokenizer=teacher.tokenizer, **variant.settings())
         except (ValueError, RuntimeError) as e:
             raise DistillError(f"model2vec could not distill {teacher.name!r}: {e}") from e
         with atomic_dir(cache) as tmp:
             model.save_pretrained(str(tmp))
     model = StaticModel.from_pretrained(str(cache))
+    settings = ", ".join(f"{k}={v!r}" for k, v in variant.settings().items())
     return Candidate(
-        name="model2vec", role="baseline", params=int(np.prod(model.embedding.shape)), bytes=folder_bytes(cache),
+        name=variant.name, role="baseline", params=int(np.prod(model.embedding.shape)), bytes=folder_bytes(cache),
         backends={"numpy": lambda texts, batch_size: model.encode(list(texts), batch_size=batch_size)
                   .astype(np.float32)},
-        same_space=False, details={"settings": "model2vec distill_from_model with its default settings (PCA to 256)"},
+        same_space=False,
+        details={"settings": f"model2vec distill_from_model({settings})" if settings
+                 else "model2vec distill_from_model with its default settings (PCA to 256)"},
         identities={"numpy": _identity("model2vec", _folder_files(cache))},
     )  # fmt: skip

@@ -36,6 +36,9 @@ def draw_all(report: dict[str, Any], word_vectors: dict[str, np.ndarray], out: P
     if report.get("tasks"):
         paths.append(out / "tasks.png")
         task_shares(report, paths[-1])
+    if report.get("frontier"):
+        paths.append(out / "frontier.png")
+        size_frontier(report, paths[-1])
     return paths
 
 
@@ -101,6 +104,40 @@ def task_shares(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7, loc="lower left")
     names = ", ".join(t["name"] + (" (small)" if t.get("small") else "") for t in results["tasks"])
     ax.set_title(f"What each model keeps of the teacher's task scores, against speed\n{names}", fontsize=9)
+    _save(fig, path)
+
+
+FRONTIER_VIEWS = {"models": ("bytes", "model size: MB shipped (int8 ONNX where exported, else saved; log scale)"),
+                  "vectors": ("bytes_per_vector", "bytes per stored vector (log scale)")}  # fmt: skip
+FORM_MARKERS = {"float32": "o", "int8": "^", "binary": "s"}
+
+
+def size_frontier(report: dict[str, Any], path: Path) -> None:
+    """Mean share of the teacher's task scores against model MB and against bytes per stored vector, one point per
+    model (and stored form), each panel's frontier joined."""
+    names = list(_models(report))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    for ax, (view, (cost, label)) in zip(axes, FRONTIER_VIEWS.items(), strict=True):
+        points = [p for p in report["frontier"][view] if p["share"] is not None and p[cost] is not None]
+        scale = 2**20 if cost == "bytes" else 1
+        for point in points:
+            x, y = point[cost] / scale, 100 * point["share"]
+            precision = next((m for m in FORM_MARKERS if m in point["form"]), "float32")
+            ax.scatter(x, y, marker=FORM_MARKERS[precision], s=55, color=f"C{names.index(point['model']) % 10}",
+                       edgecolors="black" if point["frontier"] else "none", zorder=3)  # fmt: skip
+            tag = point["model"] if view == "models" else f"{point['model']}@{point['form']}"
+            ax.annotate(tag, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        best = sorted((p[cost] / scale, 100 * p["share"]) for p in points if p["frontier"])
+        if best:
+            ax.plot(*zip(*best, strict=True), color="grey", linestyle="--", linewidth=1, zorder=2, label="frontier")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean share of the teacher's task score (%)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_title("Model size", fontsize=9)
+    axes[1].set_title("Stored vector size (o float32, ^ int8, s binary)", fontsize=9)
+    fig.suptitle("What each model keeps of the teacher's task scores, against bytes")
     _save(fig, path)
 
 

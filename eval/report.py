@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distill.cards import write_run_cards
+from distill.data.basis import teacher_basis
 from distill.data.corpus import Split
 from distill.data.domains import other_domain_texts
 from distill.data.targets import Targets
@@ -35,13 +36,17 @@ from distill.training.trainer import token_fidelity
 from eval import plots
 from eval.encoders import VectorCache
 from eval.fidelity import DomainFidelityEvaluator, FidelityEvaluator
+from eval.frontier import DEFAULT_FORMS, frontier_section, parse_forms
 from eval.latency import measure, with_ratios
 from eval.markdown import render_markdown
 from eval.models import (
+    M2V_PEERS,
     TEACHER_EXPORT,
     Candidate,
+    Model2VecVariant,
     add_teacher_onnx,
     model2vec_candidate,
+    model2vec_peers,
     student_candidates,
     task_encoders,
     teacher_candidate,
@@ -67,14 +72,18 @@ class EvalSettings:
     min_seconds: float = 1.0  # each speed measurement goes on at least this long
     threads: int | None = None  # torch and onnxruntime threads [default: torch's]
     baseline: bool = True  # evaluate model2vec's distillation of the teacher too
+    model2vec_peers: str = M2V_PEERS  # with `baseline`, its quantised variants too ("none": none; `Model2VecVariant`)
     teacher_onnx: bool = True  # time the teacher as ONNX fp32 / int8 too (exported once, as the students are)
     device: str = "auto"  # where the teacher and the students' torch backends run (auto: CUDA when present)
     tasks: list[str] = field(default_factory=list)  # task specs (`eval.suite`): "default", KIND:PATH, PATH
     mteb: list[str] = field(default_factory=list)  # MTEB task names (needs the mteb extra, and its data)
     cache_dir: str | None = None  # where corpus vectors are cached [default: the run's cache folder]
+    vector_forms: str = DEFAULT_FORMS  # stored forms scored on the tasks for the size frontier ("none": none)
 
     def __post_init__(self) -> None:
         self.tasks, self.mteb = list(self.tasks), [t.strip() for m in self.mteb for t in m.split(",") if t.strip()]
+        parse_forms(self.vector_forms)  # NOTE: a bad spec fails here, before any model loads
+        model2vec_peers(self.model2vec_peers)
         if min(self.latency_texts, self.singles, self.repeats) <= 0 or (self.threads or 1) <= 0 or self.min_seconds < 0:
             raise DistillError("latency texts, singles, repeats and threads must be positive, min seconds not negative")
 
@@ -158,8 +167,8 @@ def evaluate_from_model(
         teacher_entry,
         *student_candidates(summary, run_dir, targets, tokens, threads, teacher.placement.device),
     ]
-    if settings.baseline and (baseline := model2vec_candidate(teacher, run_dir / "baseline" / "model2vec")):
-        candidates.append(baseline)
+    if settings.baseline:
+        candidates += peer_candidates(teacher, run_dir, settings.model2vec_peers)
     entries, word_vectors = {}, {}
     for candidate in tqdm(candidates, desc="eval", unit="model", disable=not progress):
         entries[candidate.name] = evaluate(candidate, fidelity, word_tasks, test_texts[: settings.latency_texts],
@@ -190,7 +199,31 @@ def evaluate_from_model(
         task_results["backends"] = {c.column(b): {"model": c.name, "backend": b}
                                     for c in candidates for b in c.backends}  # fmt: skip
         report["tasks"] = task_results
+        dims = {name: vectors.shape[1] for name, vectors in word_vectors.items()}
+        report["frontier"] = size_frontier(report, candidates, tasks or [], targets, settings.vector_forms, dims,
+                                           progress)  # fmt: skip
     return report, word_vectors
+
+
+def peer_candidates(teacher: Teacher, run_dir: Path, peers: str) -> list[Candidate]:
+    """model2vec's distillation of the teacher with its defaults, then each quantised variant `peers` names, each
+    made once into its own folder under RUN/baseline/; none when model2vec is not installed."""
+    out = []
+    for variant in [Model2VecVariant(), *model2vec_peers(peers)]:
+        candidate = model2vec_candidate(teacher, run_dir / "baseline" / variant.name, variant)
+        if candidate is None:
+            break
+        out.append(candidate)
+    return out
+
+
+def size_frontier(report: dict[str, Any], candidates: list[Candidate], tasks: list[Task], targets: Targets,
+                  vector_forms: str, dims: dict[str, int], progress: bool) -> dict[str, Any]:  # fmt: skip
+    """report["frontier"] (`eval.frontier`): the models at their shipped bytes, and their vectors in each stored
+    form, scored on the tasks, at the bytes one vector takes."""
+    forms = parse_forms(vector_forms)
+    basis = teacher_basis(targets) if forms else None
+    return frontier_section(report, candidates, tasks, basis, forms, dims, progress=progress)
 
 
 def evaluate(candidate: Candidate, fidelity: dict[str, FidelityEvaluator], tasks: list[Any], latency_texts: list[str],

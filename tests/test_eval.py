@@ -156,7 +156,9 @@ OTHER_DOMAIN = {
     "chat": ["how are you today?", "what is your favourite film?", "i am fine thanks", "do you like music?"],
     "titles": ["Space shuttle launch delayed", "Question about orbital mechanics", "Best violin for a beginner"],
 }
-QUICK = EvalSettings(latency_texts=16, singles=3, repeats=1, min_seconds=0, baseline=False, teacher_onnx=False)
+QUICK = EvalSettings(
+    latency_texts=16, singles=3, repeats=1, min_seconds=0, baseline=False, teacher_onnx=False, vector_forms="none"
+)  # NOTE: the stored forms are scored in test_frontier.py
 
 
 def test_report_compares_teacher_and_students_on_every_section(tiny_teacher: Teacher, tiny_run: tuple) -> None:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # `distill embed` and `distill serve` start fast and run on the torch-free runtime install.
 
 logger = logging.getLogger("distill")
+FORM_FLAGS = ("model2vec_peers", "vector_forms")  # `distill eval` flags whose default EvalSettings holds
 
 
 def _config(config_file: str | None, verbose: bool, **flags: Any) -> RunConfig:
@@ -206,19 +207,30 @@ def train(config_file: str | None, verbose: bool, resume: bool, overwrite: bool,
               help="Also time the teacher exported to ONNX fp32 / int8 (once, cached): like with like.")  # fmt: skip
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also evaluate model2vec's distillation of the teacher (needs model2vec[distill]).")  # fmt: skip
+@click.option("--model2vec-peers", metavar="SPECS",
+              help="With --baseline, model2vec's quantised variants too, each distilled once into RUN/baseline/: "
+              "comma-separated DIMS (PCA), a table dtype (int8, float16, float32) and/or vocabN (k-means "
+              "vocabulary), joined by '/'; 'none' for none [default: int8,128/int8].")  # fmt: skip
+@click.option("--vector-forms", metavar="FORMS",
+              help="With --tasks, the stored vector forms scored for the size frontier (frontier.png) on the "
+              "teacher and every student (torch): comma-separated DIMS (in the teacher's basis), PRECISION "
+              "(int8, binary) or DIMS/PRECISION; 'none' for none [default: 256,128,64,int8,binary,"
+              "128/int8].")  # fmt: skip
 @eval_task_options
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @_user_errors
 def evaluate(run_dir: str, verbose: bool, **settings: Any) -> None:
     """Compare the teacher, every student and the peer baseline: task scores, fidelity, size and speed.
 
-    Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png; tasks.png with --tasks).
+    Writes RUN/report.json, RUN/report.md and plots (pareto.png, size.png, words.png; tasks.png and frontier.png
+    with --tasks).
     """
     from distill.cards import write_run_cards
     from distill.cli.tasks import print_headline
     from eval.report import EvalSettings, evaluate_run, write_report
 
     _setup_logging(verbose)
+    settings = {key: value for key, value in settings.items() if value is not None or key not in FORM_FLAGS}
     report, word_vectors = evaluate_run(run_dir, EvalSettings(**settings), progress=True)
     files, cards = write_report(run_dir, report, word_vectors), write_run_cards(run_dir)
     click.echo(f"\nwrote {', '.join(path.name for path in files)} in {run_dir}, and {len(cards)} model cards")
