@@ -29,7 +29,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     others = other_domain_table(report, rows)
     if others:
         lines += ["## Other text forms (never trained on)", "", *others, ""]
-    lines += frontier_section(report)
+    lines += frontier_table(report)
     return "\n".join([*lines, *notes(report, rows)]) + "\n"
 
 
@@ -154,7 +154,7 @@ def task_notes(results: dict[str, Any]) -> list[str]:
             "score)."]  # fmt: skip
 
 
-def frontier_section(report: dict[str, Any]) -> list[str]:
+def frontier_table(report: dict[str, Any]) -> list[str]:
     """ "Size frontier": every model at its shipped MB and every stored vector form at its bytes, with its mean share
     and whether it is on its view's frontier; none without report["frontier"] (no tasks)."""
     frontier = report.get("frontier")
