@@ -128,22 +128,22 @@ def _compress(run: Path, *flags: str) -> tuple[int, str]:
 
 
 def test_the_command_adds_a_student_the_run_and_its_loaders_read(tiny_run: Path) -> None:
-    code, output = _compress(tiny_run, "--scheme", "pq", "--parts", "8", "--weighting", "sqrt", "--tune-epochs", "1")
+    code, output = _compress(tiny_run, "--scheme", "pq", "--parts", "4", "--weighting", "sqrt", "--tune-epochs", "1")
     assert code == 0, output
     summary = read_summary(tiny_run)
-    entry = next(s for s in summary["students"] if s["name"] == "static-pq8")
+    entry = next(s for s in summary["students"] if s["name"] == "static-pq4")
     recorded = json.loads((tiny_run / "summary.json").read_text())["students"][-1]
-    assert recorded["path"] == "students/static-pq8"  # relative, as the run's other students
+    assert recorded["path"] == "students/static-pq4"  # relative, as the run's other students
     student = students.load(entry["path"])
-    assert isinstance(student, CompressedStaticStudent) and student.config.parts == 8
+    assert isinstance(student, CompressedStaticStudent) and student.config.parts == 4
     assert entry["test_fidelity"] > 0 and entry["epochs"] == 1 and entry["bytes"] < 1_000_000
     static = students.load(next(s["path"] for s in summary["students"] if s["name"] == "static"))
     assert (static.encode(SENTENCES) * student.encode(SENTENCES)).sum(axis=1).min() > 0.8
     # a compressed student as the source is tuned further, its codes kept
-    code, output = _compress(tiny_run, "--source", "static-pq8", "--name", "more", "--tune-epochs", "1")
+    code, output = _compress(tiny_run, "--source", "static-pq4", "--name", "more", "--tune-epochs", "1")
     assert code == 0, output
     more = students.load(tiny_run / "students" / "more")
-    assert torch.equal(more.codes, student.codes) and {"static-pq8", "more"} <= set(names(tiny_run))
+    assert torch.equal(more.codes, student.codes) and {"static-pq4", "more"} <= set(names(tiny_run))
 
 
 def names(run: Path) -> list[str]:
