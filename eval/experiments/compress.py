@@ -224,10 +224,10 @@ def score(run: Path, tasks: tuple[str, ...], sizes: dict[str, int], reference: s
     parsed = run_tasks(EvalSettings(tasks=list(tasks)), read_summary(run), run)
     results = score_run_tasks(run, parsed, "cpu", progress=True)
     shares = results["mean_share"]
-    full = shares[reference]
+    full = shares.get(reference, float("nan"))  # NOTE: a run without it prints its ratios as nan
     rows = [["variant", "stored MB", "mean share", f"of {reference}'s"]]
     for name, size in sizes.items():
-        rows.append([name, f"{size / 2**20:.2f}", f"{100 * shares[name]:.1f}%", f"{100 * shares[name] / full:.1f}%"])
+        rows.append([name, f"{size / 2**20:.2f}", f"{100 * shares[name]:.2f}%", f"{100 * shares[name] / full:.2f}%"])
     click.echo("\n".join(aligned(rows)))
     record = {"bytes": sizes, "mean_share": shares, "tasks": results}
     (run / "compress.json").write_text(json.dumps(record, indent=2))
