@@ -4,7 +4,9 @@ or several that share targets (a Matryoshka-trained run beside the same recipe w
 
     python -m eval.experiments.dimensions --run runs/default --run runs/h3-mat --tasks default \\
         --tasks sts:FILE [--forms 256,128,64,binary,128/int8] [--students static,transformer] [--json out.json]
-    python -m eval.experiments.dimensions --run runs/default --run runs/h3-mat --fidelity 256,128,64
+    python -m eval.experiments.dimensions --run runs/default --student runs/h3-mat/students/static --fidelity 64
+
+`--student`: a student folder of the same targets whose run is still training (no summary.json yet).
 
 `--fidelity` (quick, no tasks): each student's prefix fidelity on the run's test texts, the mean cosine of its
 vector shortened to k dims in the teacher's basis to the teacher's shortened alike.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from distill.errors import DistillError
 from distill.io import write_json
 from distill.runtime.vectors import PRECISIONS, unit
 from distill.training.finished import open_run, run_teacher
-from eval.encoders import TaskEncoder, VectorCache
+from eval.encoders import TaskEncoder, VectorCache, fingerprint
 from eval.models import student_candidates, task_encoders, teacher_candidate
 from eval.scoring import score_tasks
 from eval.suite import RunCorpus, parse_tasks
@@ -61,47 +64,63 @@ def parse_forms(spec: str) -> list[VectorForm]:
     return forms
 
 
-def run_encoders(run_dir: Path, wanted: list[str] | None, prefix: str) -> list[TaskEncoder]:
-    """The torch encoders of a run's students (those in `wanted`, else all), named "PREFIXname"."""
-    summary, _ = open_run(run_dir)
-    summary = {**summary, "students": [s for s in summary["students"] if not wanted or s["name"] in wanted]}
-    candidates = student_candidates(summary, run_dir, None, None, None, onnx=False)
-    return [dataclasses.replace(e, name=prefix + e.name) for c in candidates for e in task_encoders(c)]
-
-
-def measure(runs: list[Path], specs: list[str], forms: list[VectorForm], wanted: list[str] | None,
-            progress: bool = False) -> dict[str, Any]:  # fmt: skip
-    """The task results of the first run's teacher and every run's students, each at full dims and in `forms`."""
-    summary, targets = open_run(runs[0])
+def student_entries(runs: list[Path], extra: list[str], wanted: list[str] | None) -> list[dict[str, str]]:
+    """{"name": "RUN/STUDENT", "path"} of each run's students (those in `wanted`, else all) and of each extra
+    student folder ("LABEL=PATH" or PATH, named from its path: runs/x/students/static -> x/static)."""
     keys = {open_run(run)[0].get("targets_key") for run in runs}
     if len(keys) > 1:
         raise DistillError("the runs were trained on different targets; compare runs of one teacher and corpus")
+    entries = [{"name": f"{run.name}/{s['name']}", "path": s["path"]} for run in runs
+               for s in open_run(run)[0]["students"] if not wanted or s["name"] in wanted]  # fmt: skip
+    for item in extra:
+        label, _, path = item.rpartition("=")
+        entries.append({"name": label or f"{Path(path).parent.parent.name}/{Path(path).name}", "path": path})
+    return entries
+
+
+def disk_cached(encoder: TaskEncoder, cache: VectorCache) -> TaskEncoder:
+    """`encoder` with every role's vectors kept on disk by its identity and the texts, so the raw vectors the
+    forms derive from are embedded once across trials (the evaluators cache only retrieval documents)."""
+    if encoder.identity is None:
+        return encoder
+
+    def role(encode: Callable[[Sequence[str]], np.ndarray], name: str) -> Callable[[Sequence[str]], np.ndarray]:
+        keyed = TaskEncoder(name=encoder.name, encode=encode, identity=lambda: f"{encoder.identity()}|raw {name}")
+        return lambda texts: cache.vectors(keyed, texts, fingerprint(texts))
+
+    query = role(encoder.query, "query") if encoder.query else None
+    document = role(encoder.document, "document") if encoder.document else None
+    return dataclasses.replace(encoder, encode=role(encoder.encode, "encode"), query=query, document=document)
+
+
+def measure(teacher_run: Path, entries: list[dict[str, str]], specs: list[str], forms: list[VectorForm],
+            progress: bool = False) -> dict[str, Any]:  # fmt: skip
+    """The task results of the run's teacher and of each student of `entries`, each at full dims and in `forms`."""
+    summary, targets = open_run(teacher_run)
     cache = VectorCache(Path(summary["targets"]).parent / TASK_VECTORS)
-    tasks = parse_tasks(specs, cache, RunCorpus(runs[0], summary.get("corpus", "")))
+    tasks = parse_tasks(specs, cache, RunCorpus(teacher_run, summary.get("corpus", "")))
     basis = teacher_basis(targets)
-    teacher = task_encoders(teacher_candidate(run_teacher(summary, "cpu")))[0]
-    encoders = [teacher, *with_forms(teacher, basis, forms)]
-    for run in runs:
-        prefix = f"{run.name}/" if len(runs) > 1 else ""
-        for encoder in run_encoders(run, wanted, prefix):
-            encoders += [encoder, *with_forms(encoder, basis, forms)]
+    candidates = [teacher_candidate(run_teacher(summary, "cpu")),
+                  *student_candidates({"students": entries}, teacher_run, None, None, None, onnx=False)]  # fmt: skip
+    encoders = []
+    for candidate in candidates:
+        encoder = disk_cached(task_encoders(candidate)[0], cache)
+        encoders += [encoder, *with_forms(encoder, basis, forms)]
     return score_tasks(tasks, encoders, progress=progress)
 
 
-def prefix_fidelity(run_dir: Path, dims: list[int], wanted: list[str] | None, texts: int = 2000) -> list[str]:
+def prefix_fidelity(teacher_run: Path, entries: list[dict[str, str]], dims: list[int], texts: int = 2000) -> list[str]:
     """Lines of each student's prefix fidelity at full dims and each of `dims` on the run's first `texts` test
     texts."""
-    summary, targets = open_run(run_dir)
+    _, targets = open_run(teacher_run)
     sample, teacher_vectors = targets.texts_and_vectors(Split.TEST, texts)  # (n, dim)
     basis = teacher_basis(targets)
     lines = []
-    for entry in summary["students"]:
-        if wanted and entry["name"] not in wanted:
-            continue
+    for entry in entries:
         vectors = np.asarray(load_student(entry["path"]).encode(sample), dtype=np.float32)  # (n, dim)
         cosines = [float(np.mean(np.sum(unit(basis.project(vectors, k)) * unit(basis.project(teacher_vectors, k)),
                                         axis=1))) for k in [basis.dim, *dims]]  # fmt: skip
-        lines.append(f"{run_dir.name + '/' + entry['name']:<28} " + " ".join(f"{c:>7.4f}" for c in cosines))
+        lines.append(f"{entry['name']:<28} " + " ".join(f"{c:>7.4f}" for c in cosines))
     return lines
 
 
@@ -122,26 +141,28 @@ def table(results: dict[str, Any], dim: int) -> list[str]:
 @click.command()
 @click.option("--run", "runs", multiple=True, required=True, type=click.Path(file_okay=False, exists=True),
               help="A finished run; several runs must share targets (the first gives the teacher).")  # fmt: skip
+@click.option("--student", "extra", multiple=True, help="A student folder of the same targets not in a finished "
+              "run (its run still training): LABEL=PATH or PATH.")  # fmt: skip
 @click.option("--tasks", "specs", multiple=True, help="Task specs, as `distill eval --tasks`.")
 @click.option("--fidelity", help="Comma-separated dims: print each student's prefix fidelity at them (no tasks).")
 @click.option("--forms", default=DEFAULT_FORMS, show_default=True, help="Stored forms: DIMS, PRECISION or both.")
 @click.option("--students", help="Comma-separated students of each run to score [default: all].")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Write the task results here too.")
-def main(runs: tuple[str, ...], specs: tuple[str, ...], fidelity: str | None, forms: str, students: str | None,
-         json_file: str | None) -> None:  # fmt: skip
+def main(runs: tuple[str, ...], extra: tuple[str, ...], specs: tuple[str, ...], fidelity: str | None, forms: str,
+         students: str | None, json_file: str | None) -> None:  # fmt: skip
     """Task shares of a run's models at full dims and in shorter and smaller stored forms."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    wanted = [s.strip() for s in students.split(",")] if students else None
-    if fidelity:
-        dims = [f.dimensions for f in parse_forms(fidelity) if f.dimensions]
-        click.echo(f"{'student':<28} " + " ".join(f"{k:>7}" for k in ["full", *dims]))
-        for run in runs:
-            for line in prefix_fidelity(Path(run), dims, wanted):
-                click.echo(line)
-    if not specs:
-        return
     try:
-        results = measure([Path(r) for r in runs], list(specs), parse_forms(forms), wanted, progress=True)
+        wanted = [s.strip() for s in students.split(",")] if students else None
+        entries = student_entries([Path(r) for r in runs], list(extra), wanted)
+        if fidelity:
+            dims = [f.dimensions for f in parse_forms(fidelity) if f.dimensions]
+            click.echo(f"{'student':<28} " + " ".join(f"{k:>7}" for k in ["full", *dims]))
+            for line in prefix_fidelity(Path(runs[0]), entries, dims):
+                click.echo(line)
+        if not specs:
+            return
+        results = measure(Path(runs[0]), entries, list(specs), parse_forms(forms), progress=True)
     except DistillError as e:
         raise click.ClickException(str(e)) from e
     if json_file:
