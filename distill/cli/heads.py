@@ -39,6 +39,36 @@ _TAGS_COLUMN = click.option("--tags-column", default="tags", show_default=True,
 _PRECISION = click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
                           help="Which graph of an export folder embeds the texts (other models: ignored).")  # fmt: skip
 _VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+_PER_CLASS = click.option("--per-class", type=click.IntRange(min=1), default=None,
+                          help="Train on at most this many labelled texts a class, drawn with --seed (few-label "
+                          "settings) [default: all].")  # fmt: skip
+_TUNE = click.option("--tune", type=click.Choice(["none", "last", "query", "all"]), default="none", show_default=True,
+                     help="What of the model trains with the head: none (a frozen model), its last layer, its "
+                     "attention query projections, or all of it, embeddings included (a static student: all, its "
+                     "table rows). A teacher is tuned as a transformer student.")  # fmt: skip
+
+
+def _tuning_options(command: Any) -> Any:
+    """The settings of --tune and of its contrastive start, with `TuneConfig`'s defaults."""
+    from distill.heads.tune_config import TuneConfig
+
+    options = [
+        ("--epochs", click.IntRange(min=1), TuneConfig.epochs, "Epochs of tuning at most (early stopping)."),
+        ("--patience", click.IntRange(min=1), TuneConfig.patience, "Epochs without a better held-out macro-F1."),
+        ("--lr", click.FloatRange(min=0, min_open=True), TuneConfig.lr, "The model's learning rate."),
+        ("--head-lr", click.FloatRange(min=0, min_open=True), TuneConfig.head_lr, "The head's learning rate."),
+        ("--table-lr", click.FloatRange(min=0, min_open=True), TuneConfig.table_lr,
+         "A static student's table rows' learning rate."),
+        ("--batch-size", click.IntRange(min=1), TuneConfig.batch_size, "Texts a step."),
+        ("--threads", click.IntRange(min=0), TuneConfig.threads, "Torch threads while tuning; 0: one per core."),
+        ("--contrastive-epochs", click.IntRange(min=0), TuneConfig.contrastive_epochs,
+         "Epochs of a contrastive start (SetFit's: same-label pairs towards cosine 1, others 0) before the head."),
+        ("--pairs-per-text", click.IntRange(min=1), TuneConfig.pairs_per_text,
+         "Same-label and as many other-label partners of each text, per contrastive epoch."),
+    ]  # fmt: skip
+    for flag, kind, default, help_ in reversed(options):
+        command = click.option(flag, type=kind, default=default, show_default=True, help=help_)(command)
+    return command
 
 
 @head.command("train")
@@ -59,12 +89,15 @@ _VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Log debug detail.
 @click.option("--hidden", type=click.IntRange(min=0), default=0, show_default=True,
               help="Width of one hidden layer (an MLP); 0: a single linear layer (logistic regression).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation split and training.")
+@_PER_CLASS
+@_TUNE
+@_tuning_options
 @_PRECISION
 @_VERBOSE
 @_user_errors
 def head_train(model: str, data_path: str, task: str, text_column: str, label_column: str, words_column: str,
-               tags_column: str, output_dir: str, hidden: int, seed: int, precision: str,
-               verbose: bool) -> None:  # fmt: skip
+               tags_column: str, output_dir: str, hidden: int, seed: int, per_class: int | None, tune: str,
+               precision: str, verbose: bool, **tuning: Any) -> None:  # fmt: skip
     """Train a classification head on the frozen model's sentence vectors of a labelled file (or a tagger).
 
     Classes are weighted by inverse frequency. The linear head is logistic regression solved for each
@@ -72,18 +105,34 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     data; an MLP (--hidden) stops when the macro-F1 of a stratified held-out tenth stops improving. Prints
     the held-out metrics as one JSON object. With --task tokens, a tagger on token vectors (tags not
     weighted): a tenth of the sentences is held out, and their entity F1 chooses C (or stops the MLP).
+
+    With --tune last|query|all the model trains with the head (its last layer, its attention query
+    projections, or everything; a static student's table rows), from the frozen head fitted on the
+    training rows, keeping the epoch of best held-out macro-F1. The tuned model is saved in the head
+    folder (OUTPUT/model): its vectors are no longer the teacher's, and the head runs with it alone.
     """
     import json
 
+    from distill.errors import DistillError
     from distill.heads.classifier import HeadTrainConfig, train_classifier
     from distill.heads.data import encoder_for, read_labelled, with_progress
+    from distill.heads.data import per_class as per_class_sample
+    from distill.heads.tune_config import TuneConfig
 
     _setup_logging(verbose)
     if task == "tokens":
+        if tune != "none" or per_class:
+            raise DistillError("--tune and --per-class are for --task classify; a tagger trains on a frozen model")
         config = HeadTrainConfig(hidden=hidden, seed=seed)
         click.echo(json.dumps(_train_tagger(model, data_path, words_column, tags_column, output_dir, config)))
         return
+    config = TuneConfig(tune=tune, seed=seed, head=HeadTrainConfig(hidden=hidden, seed=seed), **tuning)
     texts, labels = read_labelled(data_path, text_column, label_column)
+    if per_class:
+        texts, labels = per_class_sample(texts, labels, per_class, seed)
+    if tune != "none":
+        click.echo(json.dumps(_train_tuned(model, texts, labels, output_dir, config)))
+        return
     encode, about = encoder_for(model, precision)
     vectors = with_progress(encode)(texts)
     trained = train_classifier(vectors, labels, HeadTrainConfig(hidden=hidden, seed=seed), model=model,
@@ -93,6 +142,24 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     click.echo(json.dumps({"head": output_dir, "model": model, "classes": len(trained.labels),
                            "valid_macro_f1": metrics["valid_macro_f1"],
                            "valid_accuracy": metrics["valid_accuracy"]}))  # fmt: skip
+
+
+def _train_tuned(model: str, texts: list[str], labels: list[str], output_dir: str, config: Any) -> dict[str, Any]:
+    """`head train --tune`: train the model and head together, save both; what it prints."""
+    from distill.heads.models import as_student, load_model
+    from distill.heads.tuning import save_tuned, tune_classifier
+
+    student = as_student(load_model(model), model)
+    about = f"{student.kind} student {model}" if student.config.teacher != model else f"teacher {model}"
+    trained = tune_classifier(student, texts, labels, config, model=model, encoder=about)
+    save_tuned(trained, student, output_dir)
+    metrics = trained.config.metrics
+    click.echo(f"tuned ({config.tune}) in {metrics['tune']['seconds']:.1f}s, best epoch {metrics['best_epoch']} of "
+               f"{metrics['epochs_run']}", err=True)  # fmt: skip
+    return {"head": output_dir, "model": model, "tune": config.tune, "tuned_model": str(Path(output_dir) / "model"),
+            "classes": len(trained.labels), "texts": len(texts), "best_epoch": metrics["best_epoch"],
+            "valid_macro_f1": metrics["valid_macro_f1"], "valid_accuracy": metrics["valid_accuracy"],
+            "seconds": metrics["tune"]["seconds"]}  # fmt: skip
 
 
 def _train_tagger(model: str, data_path: str, words_column: str, tags_column: str, output_dir: str,
@@ -142,8 +209,10 @@ def head_eval(head_dir: str, data_path: str, model: str | None, precision: str, 
         encode, _ = token_encoder_for(model or trained.config.model, progress=True)
         click.echo(json.dumps(evaluate_tagger(trained, encode, sentences, tags)))
         return
+    from distill.heads.models import model_of
+
     texts, labels = read_labelled(data_path, text_column, label_column)
-    encode, _ = encoder_for(model or trained.config.model, precision)
+    encode, _ = encoder_for(model_of(head_dir, trained, model), precision)
     click.echo(json.dumps(evaluate_head(trained, with_progress(encode), texts, labels)))
 
 
@@ -212,8 +281,14 @@ def _head_card(output_dir: str, parity: dict[str, Any], head_dir: str) -> None:
     }
     figures["int8: same top label as torch"] = Figure(f"{head['int8']['agreement']:.2%}", command)
     figures["labels"] = Figure(", ".join(head["labels"]), command)
-    export_card(Path(output_dir).name, Path(output_dir), teacher, figures, teacher_license(teacher),
-                head=task).write(output_dir)  # fmt: skip
+    card = export_card(Path(output_dir).name, Path(output_dir), teacher, figures, teacher_license(teacher), head=task)
+    tune = json.loads((Path(output_dir) / "head.json").read_text(encoding="utf-8"))["config"].get("tune", "none")
+    if tune != "none":
+        card.about += (f" The model was trained together with its head (`distill head train --tune {tune}`): its "
+                       "`sentence_vectors` are no longer the teacher's, so use them for this task only, not as "
+                       "embeddings in the teacher's space.")  # fmt: skip
+        figures["model tuned with the head"] = Figure(tune, f"distill head train --tune {tune}")
+    card.write(output_dir)
 
 
 def _is_tagger(head_dir: str) -> bool:

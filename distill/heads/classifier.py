@@ -35,6 +35,7 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.heads.data import Encode
+from distill.heads.tune_config import TUNES
 from distill.io import atomic_dir, read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class HeadConfig:
     model: str = ""  # the model whose vectors it was trained on
     encoder: str = ""  # what that model was (a student, an export, a teacher)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # "none": the model is frozen, its vectors the teacher's space; else trained with the head (`heads.tuning`)
+    tune: str = "none"
 
     def __post_init__(self) -> None:
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
@@ -65,6 +68,8 @@ class HeadConfig:
             raise DistillError(f"head dim ({self.dim}) must be positive and hidden ({self.hidden}) not negative")
         if self.task not in TASKS:
             raise DistillError(f"unknown head task {self.task!r}; choose from: {', '.join(TASKS)}")
+        if self.tune not in TUNES:
+            raise DistillError(f"unknown tune setting {self.tune!r}; choose from: {', '.join(TUNES)}")
 
     @property
     def kind(self) -> str:
@@ -107,10 +112,14 @@ class ClassifierHead(nn.Module):
         """Write `head.json` and `head.safetensors` to `path` atomically."""
         path = Path(path)
         with atomic_dir(path) as tmp:
-            config = dataclasses.asdict(self.config)
-            write_json(tmp / HEAD_CONFIG, {"format": FORMAT_VERSION, "kind": self.config.kind, "config": config})
-            save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(tmp / HEAD_WEIGHTS))
+            self.write_files(tmp)
         return path
+
+    def write_files(self, directory: Path) -> None:
+        """`head.json` and `head.safetensors` into `directory` (not atomic: `save` is)."""
+        config = dataclasses.asdict(self.config)
+        write_json(directory / HEAD_CONFIG, {"format": FORMAT_VERSION, "kind": self.config.kind, "config": config})
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(directory / HEAD_WEIGHTS))
 
     @classmethod
     def load(cls, path: str | Path) -> ClassifierHead:

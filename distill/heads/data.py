@@ -127,3 +127,14 @@ def with_progress(encode: Encode, desc: str = "embedding", chunk: int = 1024) ->
         return np.concatenate(parts)
 
     return encode_all
+
+
+def per_class(texts: Sequence[str], labels: Sequence[str], n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """At most `n` labelled texts of each class, drawn with `seed`, in their original order (few-label settings)."""
+    if n < 1:
+        raise DistillError(f"--per-class must be at least 1, not {n}")
+    rng = np.random.default_rng(seed)
+    labels_array = np.asarray(labels, dtype=str)
+    kept = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels_array == c))[:n]
+                                   for c in np.unique(labels_array)]))  # fmt: skip
+    return [texts[i] for i in kept], [labels[i] for i in kept]

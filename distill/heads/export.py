@@ -29,7 +29,6 @@ import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -42,12 +41,12 @@ from distill.errors import DistillError
 from distill.export.exporter import EDGE_TEXTS, PARITY_FILE, export_student
 from distill.heads.classifier import FORMAT_VERSION, ClassifierHead
 from distill.heads.data import Encode, read_table
+from distill.heads.models import load_model, model_of, teacher_student
 from distill.heads.tagger_export import export_tagger
 from distill.io import atomic_dir, read_json, write_json
 from distill.runtime import CONFIG_FILE, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
 from distill.runtime.classifier import HEAD_FILE, PROBABILITIES, OnnxClassifier
 from distill.teacher.model import Teacher
-from students.base import CONFIG_FILE as STUDENT_CONFIG
 from students.base import Student
 from students.transformer import TransformerStudent
 
@@ -67,9 +66,7 @@ def export_head(
     `distill head train` takes it. Returns the parity figures (what `parity.json` holds).
     """
     head = ClassifierHead.load(head_dir)
-    model = model or head.config.model
-    if not model:
-        raise DistillError(f"the head in {str(head_dir)!r} does not say which model it was trained on; pass --model")
+    model = model_of(head_dir, head, model)
     if head.config.task == "tokens":
         return export_tagger(head, tagger_model(load_model(model), model), output_dir, texts=texts)
     return export_classifier(head, load_model(model), output_dir, texts=texts)
@@ -84,18 +81,6 @@ def tagger_model(model: Student | Teacher | Path, name: str) -> TransformerStude
     what = "an ONNX export, which gives sentence vectors only" if isinstance(model, Path) else f"a {model.kind} student"
     raise DistillError(f"a tagger reads token vectors in context; {name!r} is {what}: export the tagger with the "
                        "transformer student or the teacher it was trained on")  # fmt: skip
-
-
-def load_model(model: str) -> Student | Teacher | Path:
-    """A saved student, an export folder (its path) or a teacher, tried in that order (as `head_data.encoder_for`)."""
-    import students
-
-    path = Path(model)
-    if (path / STUDENT_CONFIG).is_file():
-        return students.load(path)
-    if (path / CONFIG_FILE).is_file() and (path / MODEL_FILES["fp32"]).is_file():
-        return path
-    return Teacher.load(model)
 
 
 def export_classifier(
@@ -153,21 +138,6 @@ def check_dim(head: ClassifierHead, model: Student | Teacher | Path) -> None:
     if dim != head.config.dim:
         raise DistillError(f"the head takes {head.config.dim}-dim vectors; the model gives {dim}: use the model it "
                            f"was trained on ({head.config.model})")  # fmt: skip
-
-
-def teacher_student(teacher: Teacher) -> TransformerStudent:
-    """The teacher as a transformer student with all its layers, which reproduces its vectors."""
-    if not teacher.normalize:
-        raise DistillError(f"teacher {teacher.name!r} does not L2-normalise its vectors and an exported model "
-                           "always does; train the head on a student of it and export that")  # fmt: skip
-    layers = list(range(teacher.model.config.num_hidden_layers))
-    # NOTE: a student takes only the vectors' dimension from its targets; a copy of the teacher needs no targets.
-    shape = SimpleNamespace(dim=teacher.dim)
-    try:
-        return TransformerStudent.from_teacher(teacher, shape, layers=layers)  # type: ignore[arg-type]
-    except (AttributeError, KeyError) as e:
-        raise DistillError(f"teacher {teacher.name!r} cannot be copied into a transformer student for export "
-                           f"({e}); train the head on a student of it and export that") from e  # fmt: skip
 
 
 def copy_export(source: Path, directory: Path) -> dict[str, Any]:
@@ -236,11 +206,14 @@ def _scalar(name: str, value: float) -> onnx.TensorProto:
 
 
 def write_head_files(directory: Path, head: ClassifierHead, name: str) -> None:
-    """`head.json` (the head's config, as its own folder holds it) and `config.json` naming the head and outputs."""
+    """`head.json` (the head's config, as its own folder holds it) and `config.json` naming the head and outputs
+    (and, for a tuned head, `"tune"` and `"teacher_space": false`: its sentence vectors are not the teacher's)."""
     write_json(directory / HEAD_FILE, {"format": FORMAT_VERSION, "kind": head.config.kind, "output": PROBABILITIES,
                                        "config": dataclasses.asdict(head.config)})  # fmt: skip
     config = read_json(directory / CONFIG_FILE)
     config.update(name=name, head=HEAD_FILE, outputs=[OUTPUT_NAME, PROBABILITIES])
+    if head.config.tune != "none":  # NOTE: the model trained with the head: its vectors left the teacher's space
+        config.update(tune=head.config.tune, teacher_space=False)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 

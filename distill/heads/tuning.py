@@ -1,0 +1,302 @@
+"""A head trained together with its model (`distill head train --tune`): the model's vectors follow the task.
+
+A frozen head (`tune="none"`) learns from vectors that stay the teacher's. Tuned, some of the model
+trains with the head on the labelled texts: the last of its layers (`last`), its attention query
+projections (`query`), or everything, embeddings included (`all`); a static student's `all` is its
+table rows, at a table's learning rate. The teacher is tuned as a transformer student with all its
+layers. The tuned model's vectors are no longer the teacher's, so it is saved inside the head folder
+(`distill.heads.models.TUNED_MODEL_DIR`) and the head runs with it alone:
+
+    student = as_student(load_model("runs/default/students/transformer"), "...")
+    head = tune_classifier(student, texts, labels, TuneConfig(tune="all"))  # trains `student` in place
+    save_tuned(head, student, "heads/topic")  # head.json, head.safetensors, model/
+
+Training starts from a frozen head fitted on the training rows (so epoch 0 is the frozen baseline),
+optionally after a contrastive start (`distill.heads.contrastive`), then runs AdamW epochs over the
+model and the head, and keeps the epoch of best validation macro-F1 on the stratified split the head
+training makes (early stopping).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from distill.errors import DistillError
+from distill.heads.classifier import (
+    ClassifierHead,
+    HeadTrainConfig,
+    class_weights,
+    stratified_split,
+    train_classifier,
+)
+from distill.heads.models import TUNED_MODEL_DIR
+from distill.heads.tune_config import TuneConfig
+from distill.io import atomic_dir
+from students.base import Student, pad
+from students.layer_subset import family, layer_list
+from students.static import StaticStudent
+from students.transformer import TransformerStudent
+
+logger = logging.getLogger(__name__)
+
+# NOTE: the last name of an attention query projection in the families a transformer student is built from:
+# BERT / RoBERTa / XLM-R / ELECTRA `attention.self.query`, MPNet `attn.q`, DistilBERT `attention.q_lin`, and
+# the `q_proj` of most newer models. ModernBERT keeps q, k and v in one matrix (`Wqkv`): nothing matches there.
+QUERY_NAMES = ("query", "q", "q_lin", "q_proj")
+
+
+def trainable(student: Student, tune: str) -> dict[str, nn.Parameter]:
+    """The student's parameters `tune` trains, by name; a setting that means nothing for it is a DistillError."""
+    if isinstance(student, StaticStudent):
+        if tune in ("last", "query"):
+            raise DistillError(f"a static student has no layers or attention: --tune {tune} means nothing for it; "
+                               "use --tune all (its table rows)")  # fmt: skip
+        if student.factors is not None:
+            student.finalize()  # a student fresh from training: one plain table
+        return {"embedding.weight": student.embedding.weight} if tune == "all" else {}
+    if not isinstance(student, TransformerStudent):
+        raise DistillError(f"a {student.kind} student cannot be tuned; tune the static student its table writes "
+                           "(`distill write-table`), a transformer student or the teacher")  # fmt: skip
+    named = dict(student.named_parameters())
+    if tune == "all":
+        return named
+    if tune == "last":
+        prefix, layers = layer_list(student.encoder)
+        start = f"encoder.{prefix}.{len(layers) - 1}."
+        return {name: p for name, p in named.items() if name.startswith(start)}
+    if tune == "query":
+        return _query_parameters(student, named)
+    return {}
+
+
+def _query_parameters(student: TransformerStudent, named: dict[str, nn.Parameter]) -> dict[str, nn.Parameter]:
+    """The weights and biases of every attention query projection (a Linear whose name ends in QUERY_NAMES)."""
+    modules = [f"encoder.{name}." for name, module in student.encoder.named_modules()
+               if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in QUERY_NAMES]  # fmt: skip
+    if not modules:
+        raise DistillError(
+            f"--tune query: this {family(student.encoder.config)!r} model has no separate attention "
+            f"query projection (a Linear named {', '.join(QUERY_NAMES)}); use --tune last or all"
+        )
+    return {name: p for name, p in named.items() if name.startswith(tuple(modules))}
+
+
+def model_lr(student: Student, config: TuneConfig) -> float:
+    """The learning rate of the student's trained parameters: a static student's table's, or the model's."""
+    return config.table_lr if isinstance(student, StaticStudent) else config.lr
+
+
+def optimizers(student: Student, params: dict[str, nn.Parameter], config: TuneConfig,
+               head: ClassifierHead | None = None) -> list[torch.optim.Optimizer]:  # fmt: skip
+    """AdamW over the trained parameters (and the head's at `config.head_lr`); SparseAdam over embedding tables.
+
+    NOTE: a table's gradient is sparse (`sparse_tables`), so a step costs the rows of the batch, not the
+    vocabulary: the default student's 30522-row table made AdamW's step 7x slower than SparseAdam's. And a
+    row no text uses then never moves.
+    """
+    tables = {id(m.weight) for m in student.modules() if isinstance(m, nn.Embedding)}
+    dense = [p for p in params.values() if id(p) not in tables]
+    sparse = [p for p in params.values() if id(p) in tables]
+    lr = model_lr(student, config)
+    groups = [{"params": dense, "lr": lr}] if dense else []
+    if head is not None:
+        groups.append({"params": list(head.parameters()), "lr": config.head_lr})
+    out: list[torch.optim.Optimizer] = [torch.optim.AdamW(groups, weight_decay=config.weight_decay)] if groups else []
+    return out + ([torch.optim.SparseAdam(sparse, lr=lr)] if sparse else [])
+
+
+@contextlib.contextmanager
+def sparse_tables(student: Student, params: dict[str, nn.Parameter]) -> Iterator[None]:
+    """The student's trained embedding tables give sparse gradients for a while (as `nn.Embedding(sparse=True)`)."""
+    chosen = {id(p) for p in params.values()}
+    tables = [m for m in student.modules() if isinstance(m, nn.Embedding) and id(m.weight) in chosen]
+    before = [m.sparse for m in tables]
+    for m in tables:
+        m.sparse = True
+    try:
+        yield
+    finally:
+        for m, sparse in zip(tables, before, strict=True):
+            m.sparse = sparse
+
+
+def step(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    """One optimisation step of `loss` with every optimizer."""
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+    loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
+
+
+def tune_classifier(
+    student: Student, texts: Sequence[str], labels: Sequence[str], config: TuneConfig | None = None, *,
+    model: str = "", encoder: str = "",
+) -> ClassifierHead:  # fmt: skip
+    """Train `student` (in place) and a head together on labelled texts; the head, with its metrics.
+
+    Only the parameters `config.tune` names change; every other one stays bit-identical. The student
+    is left at the epoch of best validation macro-F1 (epoch 0: the frozen model and its head).
+    """
+    config = config or TuneConfig()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or threads)
+    try:
+        return _tune(student, texts, labels, config, model, encoder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tune(student: Student, texts: Sequence[str], labels: Sequence[str], config: TuneConfig, model: str,
+          encoder: str) -> ClassifierHead:  # fmt: skip
+    started = time.perf_counter()
+    names, label_ids = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+    if len(names) < 2:
+        raise DistillError(f"a classifier needs at least 2 classes; found {len(names)}")
+    params = trainable(student, config.tune)
+    head_config = config.head or HeadTrainConfig(seed=config.seed)
+    train, valid = stratified_split(label_ids, head_config.valid_fraction, config.seed)
+    if not len(valid):
+        raise DistillError("tuning needs a validation split: give every class at least 2 labelled texts")
+    ids = student.token_ids(texts)
+    _freeze_all_but(student, params)
+    if config.contrastive_epochs:
+        from distill.heads.contrastive import contrastive_start
+
+        with sparse_tables(student, params):
+            contrastive_start(student, [ids[i] for i in train], label_ids[train], optimizers(student, params, config),
+                              config)  # fmt: skip
+    head = _starting_head(student, [texts[i] for i in train], names[label_ids[train]], head_config, model, encoder)
+    with sparse_tables(student, params):
+        fitted = _train_together(student, head, ids, label_ids, train, valid, params, config)
+    student.eval()
+    seconds = time.perf_counter() - started
+    head.config.tune = config.tune
+    head.config.metrics = {
+        **fitted,
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "tune": {
+            "setting": config.tune,
+            "trainable_parameters": sum(p.numel() for p in params.values()),
+            "lr": model_lr(student, config),
+            "head_lr": config.head_lr,
+            "epochs": config.epochs,
+            "contrastive_epochs": config.contrastive_epochs,
+            "seconds": round(seconds, 2),
+        },
+    }
+    logger.info("tuned (%s) in %.1fs: best epoch %d, validation macro-F1 %.4f", config.tune, seconds,
+                fitted["best_epoch"], fitted["valid_macro_f1"])  # fmt: skip
+    return head
+
+
+def _freeze_all_but(student: Student, params: dict[str, nn.Parameter]) -> None:
+    chosen = {id(p) for p in params.values()}
+    for p in student.parameters():
+        p.requires_grad_(id(p) in chosen)
+
+
+def _starting_head(student: Student, texts: Sequence[str], labels: np.ndarray, config: HeadTrainConfig, model: str,
+                   encoder: str) -> ClassifierHead:  # fmt: skip
+    """The frozen head on the training rows' vectors (the validation rows left out, so they stay honest)."""
+    head = train_classifier(student.encode(texts), [str(x) for x in labels], config, model=model,
+                            encoder=encoder)  # fmt: skip
+    head.config.metrics = {}
+    return head
+
+
+def _train_together(
+    student: Student, head: ClassifierHead, ids: list[list[int]], label_ids: np.ndarray, train: np.ndarray,
+    valid: np.ndarray, params: dict[str, nn.Parameter], config: TuneConfig,
+) -> dict[str, Any]:  # fmt: skip
+    """AdamW epochs over the student's `params` and the head, early-stopped on the validation rows' macro-F1.
+
+    Restores the best epoch's weights (epoch 0: as they started); returns how training went.
+    """
+    steppers = optimizers(student, params, config, head)
+    weights = torch.tensor(class_weights(label_ids[train], len(head.labels)), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    y = torch.from_numpy(label_ids.astype(np.int64))
+    generator = torch.Generator().manual_seed(config.seed)
+    best = _validate(student, head, ids, y, valid, loss_fn)
+    history, best_epoch, best_state, waited = [best], 0, _state(params, head), 0
+    steps = -(-len(train) // config.batch_size)
+    with tqdm(total=config.epochs * steps, desc=f"tuning ({config.tune})", unit="batch") as bar:
+        for epoch in range(1, config.epochs + 1):
+            student.train()
+            head.train()
+            order = train[torch.randperm(len(train), generator=generator).numpy()]
+            for start in range(0, len(order), config.batch_size):
+                batch = order[start : start + config.batch_size]
+                step(steppers, loss_fn(head(_forward(student, [ids[i] for i in batch])), y[batch]))
+                bar.update(1)
+            result = _validate(student, head, ids, y, valid, loss_fn)
+            history.append(result)
+            bar.set_postfix(valid_f1=f"{result[0]:.4f}")
+            # NOTE: as the frozen MLP head's early stopping: at an equal score, a 0.1% lower loss is better
+            if result[0] > best[0] or (result[0] == best[0] and result[1] < best[1] * (1 - 1e-3)):
+                best, best_epoch, best_state, waited = result, epoch, _state(params, head), 0
+            else:
+                waited += 1
+                if waited >= config.patience:
+                    break
+    _restore(params, head, best_state)
+    return {"solver": "adamw, tuned with the model", "best_epoch": best_epoch, "epochs_run": len(history) - 1,
+            "valid_macro_f1": best[0], "valid_accuracy": best[2],
+            "valid_macro_f1_by_epoch": [round(h[0], 6) for h in history]}  # fmt: skip
+
+
+def _forward(student: Student, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    batch = pad(ids)
+    return student(batch["input_ids"].to(student.device), batch["attention_mask"].to(student.device))  # (batch, dim)
+
+
+@torch.no_grad()
+def _validate(student: Student, head: ClassifierHead, ids: list[list[int]], y: torch.Tensor, valid: np.ndarray,
+              loss_fn: nn.Module) -> tuple[float, float, float]:  # fmt: skip
+    """(macro-F1, loss, accuracy) of the model and head on the validation rows."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    student.eval()
+    head.eval()
+    logits = torch.cat([head(_forward(student, [ids[i] for i in valid[start : start + 256]]))
+                        for start in range(0, len(valid), 256)])  # fmt: skip  # (n_valid, classes)
+    predicted, truth = logits.argmax(dim=1).numpy(), y[valid].numpy()
+    return (float(f1_score(truth, predicted, average="macro", zero_division=0)), float(loss_fn(logits, y[valid])),
+            float(accuracy_score(truth, predicted)))  # fmt: skip
+
+
+def _state(params: dict[str, nn.Parameter], head: ClassifierHead) -> dict[str, Any]:
+    return {"model": {k: p.detach().clone() for k, p in params.items()}, "head": copy.deepcopy(head.state_dict())}
+
+
+def _restore(params: dict[str, nn.Parameter], head: ClassifierHead, state: dict[str, Any]) -> None:
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(state["model"][name])
+    head.load_state_dict(state["head"])
+    head.eval()
+
+
+def save_tuned(head: ClassifierHead, student: Student, path: str | Path) -> Path:
+    """The head folder of a tuned head, atomically: `head.json`, `head.safetensors` and the tuned model in
+    `TUNED_MODEL_DIR`."""
+    path = Path(path)
+    for p in student.parameters():
+        p.requires_grad_(True)  # NOTE: as a loaded student has them; the saved weights do not depend on it
+    with atomic_dir(path) as tmp:
+        head.write_files(tmp)
+        student.save(tmp / TUNED_MODEL_DIR)
+    return path
