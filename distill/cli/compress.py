@@ -25,7 +25,7 @@ _WEIGHTINGS = ("none", "sqrt", "counts")
 @click.option("--parts", type=int, default=48, show_default=True,
               help="pq: pieces a row, each a code into 256 centroids of its part; the dimension must divide by it. "
               "Fewer parts: smaller and coarser.")  # fmt: skip
-@click.option("--weighting", type=click.Choice(_WEIGHTINGS), default="none", show_default=True,
+@click.option("--weighting", type=click.Choice(_WEIGHTINGS), default="counts", show_default=True,
               help="pq: how much each token's row counts when the centroids are fitted: alike, by the square root "
               "of its count in the run's training texts, or by its count.")  # fmt: skip
 @click.option("--scale-dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,

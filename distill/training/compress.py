@@ -45,7 +45,9 @@ class CompressConfig:
     run: str
     scheme: str = "pq"
     parts: int = 48  # pq: pieces a row
-    weighting: str = "none"  # pq: how each token's row counts in k-means (WEIGHTINGS)
+    # pq: how each token's row counts in k-means (WEIGHTINGS). NOTE: counts, as measured on the default run (issue
+    # 31's task set): of the static student's mean share, pq-48 kept 96.7% unweighted, 97.0% sqrt, 97.4% counts.
+    weighting: str = "counts"
     scale_dtype: str = "float32"  # int8 / int4: how each row's scale is stored
     tune_epochs: int = 0  # epochs tuning the scales or codebooks on the run's targets; 0: none
     lr: float = 1e-3  # the tuning's peak learning rate
