@@ -13,6 +13,7 @@ task compares taggers the same way, by entity F1, on the models that have token 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -27,6 +28,7 @@ from distill.errors import DistillError
 from distill.heads.classifier import HeadTrainConfig, score_head, train_classifier
 from distill.heads.data import encoder_for, with_progress
 from distill.heads.tagging import score_tagger, token_encoder_for, train_tagger
+from distill.heads.tune_config import TuneConfig
 from distill.runfolder import is_run, read_summary
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class CompareRow:
     train_seconds: float  # training the head on the vectors
     kept: dict[str, float] | None = None  # points: each score minus the teacher's (None without a teacher row)
     speedup: float | None = None  # texts/s over the teacher's
+    tune: str = "none"  # what of the model trained with the head (`distill.heads.tuning`); none: frozen
+    model_bytes: int = 0  # the model's weight files (a tuned model has the same size)
 
 
 def resolve_models(names: Sequence[str], run_dir: str | Path) -> dict[str, str]:
@@ -99,46 +103,116 @@ def resolve_models(names: Sequence[str], run_dir: str | Path) -> dict[str, str]:
 def compare_heads(
     models: dict[str, str], train: Labelled, test: Labelled, config: HeadTrainConfig | None = None, *,
     task: str = "classify", heads_dir: str | Path | None = None, teacher: str = TEACHER, precision: str = "fp32",
+    tunes: Sequence[str] = ("none",), tuning: TuneConfig | None = None,
 ) -> list[CompareRow]:  # fmt: skip
     """Train and score a `task` head on each model's vectors; rows in the order of `models`, relative to `teacher`'s.
 
-    `precision` picks the graph of the models that are export folders (fp32 or int8).
+    `precision` picks the graph of the models that are export folders (fp32 or int8). Each of `tunes` but
+    "none" adds a row per model whose head was trained together with the model (`tuning`'s settings, its
+    `tune` replaced); a model that setting cannot tune (an export, a static student's `last`) is left out of it.
     """
     if task not in METRICS:
         raise DistillError(f"unknown head task {task!r}; choose from: {', '.join(METRICS)}")
+    if task != "classify" and any(t != "none" for t in tunes):
+        raise DistillError("--tune compares classifiers only; a tagger trains on a frozen model")
     config = config or HeadTrainConfig()
-    rows, timed = [], {}
+    rows: list[CompareRow] = []
+    timed: dict[str, Callable[[], Any]] = {}
     for name, model in models.items():
-        encode, about = token_encoder_for(model) if task == "tokens" else encoder_for(model, precision)
-        logger.info("%s: embedding %d + %d texts with %s", name, len(train.texts), len(test.texts), about)
-        started = time.perf_counter()
-        embed = encode if task == "tokens" else with_progress(encode, name)  # NOTE: sentences, not chunked
-        train_vectors, test_vectors = embed(train.texts), embed(test.texts)
-        embedded = time.perf_counter() - started
-        if task == "tokens":
-            head = train_tagger(train_vectors, train.labels, config, model=model, encoder=about)
-            scores = score_tagger(head, test_vectors, test.labels)
-            timed[name] = functools.partial(encode, test.texts[:SPEED_TEXTS])  # batches of its own (32)
-        else:
-            head = train_classifier(train_vectors, train.labels, config, model=model, encoder=about)
-            scores = score_head(head, test_vectors, test.labels)
-            timed[name] = functools.partial(encode, test.texts[:SPEED_TEXTS], SPEED_BATCH)  # type: ignore[call-arg]
-        trained = time.perf_counter() - started - embedded
-        if heads_dir is not None:
-            head.save(Path(heads_dir) / head_folder_name(name))
-        rows.append(CompareRow(name=name, model=model, encoder=about, scores={k: scores[k] for k in METRICS[task]},
-                               texts_per_s=float("nan"), embed_seconds=round(embedded, 2),
-                               train_seconds=round(trained, 2)))  # fmt: skip
-        logger.info("%s: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].scores.items()))
+        if "none" in tunes:
+            rows.append(_frozen_row(name, model, train, test, config, task, heads_dir, precision, timed))
+        for tune in [t for t in tunes if t != "none"]:
+            row = tuned_row(name, model, train, test, dataclasses.replace(tuning or TuneConfig(), tune=tune,
+                            head=config), heads_dir, timed)  # fmt: skip
+            rows.extend([row] if row is not None else [])
     texts = min(len(test.texts), SPEED_TEXTS)
-    for row, speed in zip(rows, speeds(timed, texts).values(), strict=True):
-        row.texts_per_s = speed
-    reference = next((row for row in rows if row.name == teacher), None)
+    speed = speeds(timed, texts)
+    sizes = {model: weight_bytes(model) for model in models.values()}
+    for row in rows:
+        row.texts_per_s, row.model_bytes = speed[row.name], sizes[row.model]
+    reference = next((row for row in rows if row.name == teacher and row.tune == "none"), None)
     if reference is not None:
         for row in rows:
             row.kept = {k: 100 * (v - reference.scores[k]) for k, v in row.scores.items()}
             row.speedup = row.texts_per_s / reference.texts_per_s
     return rows
+
+
+def _frozen_row(
+    name: str, model: str, train: Labelled, test: Labelled, config: HeadTrainConfig, task: str,
+    heads_dir: str | Path | None, precision: str, timed: dict[str, Callable[[], Any]],
+) -> CompareRow:  # fmt: skip
+    """A head on the frozen model's vectors, scored on `test`; its model's timing call is added to `timed`."""
+    encode, about = token_encoder_for(model) if task == "tokens" else encoder_for(model, precision)
+    logger.info("%s: embedding %d + %d texts with %s", name, len(train.texts), len(test.texts), about)
+    started = time.perf_counter()
+    embed = encode if task == "tokens" else with_progress(encode, name)  # NOTE: sentences, not chunked
+    train_vectors, test_vectors = embed(train.texts), embed(test.texts)
+    embedded = time.perf_counter() - started
+    if task == "tokens":
+        head = train_tagger(train_vectors, train.labels, config, model=model, encoder=about)
+        scores = score_tagger(head, test_vectors, test.labels)
+        timed[name] = functools.partial(encode, test.texts[:SPEED_TEXTS])  # batches of its own (32)
+    else:
+        head = train_classifier(train_vectors, train.labels, config, model=model, encoder=about)
+        scores = score_head(head, test_vectors, test.labels)
+        timed[name] = functools.partial(encode, test.texts[:SPEED_TEXTS], SPEED_BATCH)  # type: ignore[call-arg]
+    trained = time.perf_counter() - started - embedded
+    if heads_dir is not None:
+        head.save(Path(heads_dir) / head_folder_name(name))
+    row = CompareRow(
+        name=name,
+        model=model,
+        encoder=about,
+        scores={k: scores[k] for k in METRICS[task]},
+        texts_per_s=float("nan"),
+        embed_seconds=round(embedded, 2),
+        train_seconds=round(trained, 2),
+    )
+    logger.info("%s: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in row.scores.items()))
+    return row
+
+
+def tuned_row(
+    name: str, model: str, train: Labelled, test: Labelled, tuning: TuneConfig, heads_dir: str | Path | None,
+    timed: dict[str, Callable[[], Any]],
+) -> CompareRow | None:  # fmt: skip
+    """A head trained with the model (`tuning.tune`), scored on `test`; None when that setting cannot tune it."""
+    from distill.heads.models import as_student, load_model
+    from distill.heads.tuning import save_tuned, trainable, tune_classifier
+
+    try:
+        student = as_student(load_model(model), model)
+        trainable(student, tuning.tune)
+    except DistillError as e:
+        logger.warning("%s: no --tune %s row: %s", name, tuning.tune, e)
+        return None
+    started = time.perf_counter()
+    head = tune_classifier(student, train.texts, train.labels, tuning, model=model, encoder=f"{name}, tuned")
+    trained = time.perf_counter() - started
+    vectors = student.encode(test.texts)
+    embedded = time.perf_counter() - started - trained
+    scores = score_head(head, vectors, test.labels)
+    if heads_dir is not None:
+        save_tuned(head, student, Path(heads_dir) / head_folder_name(f"{name}-{tuning.tune}"))
+    timed.setdefault(name, functools.partial(student.encode, test.texts[:SPEED_TEXTS], SPEED_BATCH))
+    logger.info("%s, tuned (%s): accuracy %.4f, macro-F1 %.4f", name, tuning.tune, scores["accuracy"],
+                scores["macro_f1"])  # fmt: skip
+    return CompareRow(name=name, model=model, encoder=head.config.encoder, tune=tuning.tune,
+                      scores={k: scores[k] for k in METRICS["classify"]}, texts_per_s=float("nan"),
+                      embed_seconds=round(embedded, 2), train_seconds=round(trained, 2))  # fmt: skip
+
+
+def weight_bytes(model: str) -> int:
+    """Bytes of a model's weight files (`*.safetensors`, `model.onnx`) in its folder; 0 when it has no local one."""
+    from distill.teacher.model import resolve_teacher
+
+    try:
+        folder = Path(resolve_teacher(model)) if not Path(model).is_dir() else Path(model)
+    except DistillError:
+        return 0
+    files = [*folder.glob("*.safetensors"), *folder.glob("model.onnx")] if folder.is_dir() else []
+    return sum(f.stat().st_size for f in files)
 
 
 def head_folder_name(name: str) -> str:
@@ -167,16 +241,22 @@ def as_json(rows: Sequence[CompareRow], **about: Any) -> dict[str, Any]:
 
 
 def markdown_table(rows: Sequence[CompareRow]) -> str:
-    """The side-by-side table: task scores (%), what each keeps of the teacher's (points), speed."""
+    """The side-by-side table: task scores (%), what each keeps of the teacher's (points), speed; with tuned rows
+    also each row's tune setting, its training seconds and its model's size."""
     metrics = list(rows[0].scores) if rows else []
     titles = [TITLES[m] for m in metrics]
-    lines = ["| model | " + " | ".join([*titles, *(f"{t} vs teacher" for t in titles)]) + " | texts/s | x teacher |",
-             "|---" * (3 + 2 * len(metrics)) + "|"]  # fmt: skip
+    tuned = any(row.tune != "none" for row in rows)
+    extra = ["tune", "train s", "MB"] if tuned else []
+    head = ["model", *extra[:1], *titles, *(f"{t} vs teacher" for t in titles), "texts/s", "x teacher", *extra[1:]]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for row in rows:
-        cells = [f"{100 * row.scores[m]:.2f}" for m in metrics]
+        cells = [row.name, *([row.tune] if tuned else []), *(f"{100 * row.scores[m]:.2f}" for m in metrics)]
         cells += [_points(None if row.kept is None else row.kept[m]) for m in metrics]
-        speedup = "-" if row.speedup is None else f"{row.speedup:.2f}"
-        lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {row.texts_per_s:,.0f} | {speedup} |")
+        cells += [f"{row.texts_per_s:,.0f}", "-" if row.speedup is None else f"{row.speedup:.2f}"]
+        if tuned:
+            cells += [f"{row.embed_seconds + row.train_seconds if row.tune == 'none' else row.train_seconds:.1f}",
+                      f"{row.model_bytes / 1e6:.1f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

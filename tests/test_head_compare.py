@@ -95,3 +95,24 @@ def test_cli_prints_and_writes_the_table(run_dir: Path, data: dict[str, Path], t
     assert (out / "heads" / "a" / "head.safetensors").is_file()
     bad = CliRunner().invoke(main, [*args, "--models", "teacher,zzz"])
     assert bad.exit_code == 2 and "has no student 'zzz'" in bad.output and "Traceback" not in bad.output
+
+
+def test_tuned_rows_sit_beside_the_frozen_ones(run_dir: Path, data: dict[str, Path], tmp_path: Path) -> None:
+    """--tune none,last,all: a row per model and setting a model can take (a static student has no last layer)."""
+    out = tmp_path / "compare"
+    args = ["head", "compare", "--data", str(data["train"]), "--test", str(data["test"]), "--run", str(run_dir),
+            "--models", "teacher,a", "--output", str(out), "--tune", "none,last,all", "--per-class", "12",
+            "--epochs", "2", "--table-lr", "0.1", "--threads", "1"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    written = json.loads((out / "compare.json").read_text())
+    rows = [(row["name"], row["tune"]) for row in written["rows"]]
+    assert rows == [("teacher", "none"), ("teacher", "all"), ("a", "none"), ("a", "all")]
+    assert written["n_train"] == 36 and written["tuning"]["epochs"] == 2
+    for row in written["rows"]:
+        assert row["model_bytes"] > 0 and row["train_seconds"] > 0 and row["scores"]["accuracy"] > 0.5
+    assert written["rows"][1]["kept"] is not None and written["rows"][0]["kept"]["accuracy"] == 0.0
+    assert "| tune |" in result.output and "| a | all |" in result.output and "| MB |" in result.output
+    assert (out / "heads" / "a-all" / "model" / "student.json").is_file()
+    bad = CliRunner().invoke(main, [*args[:-10], "--tune", "none,every"])
+    assert bad.exit_code == 2 and "unknown --tune 'every'" in bad.output

@@ -324,38 +324,56 @@ def _is_tagger(head_dir: str) -> bool:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every head's split and training.")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False),
               help="Folder for compare.json, compare.md and the heads [default: RUN/heads/compare].")  # fmt: skip
+@click.option("--tune", "tunes", default="none", show_default=True,
+              help="Comma-separated tune settings, a row each per model: none (the frozen head), last, query, "
+              "all (as `head train --tune`); a setting a model cannot take is left out for it.")  # fmt: skip
+@_PER_CLASS
+@_tuning_options
 @_PRECISION
 @_VERBOSE
 @_user_errors
 def head_compare(data_path: str, test_path: str, models: str, run_dir: str, task: str, text_column: str,
                  label_column: str, words_column: str, tags_column: str, hidden: int, seed: int,
-                 output_dir: str | None, precision: str, verbose: bool) -> None:  # fmt: skip
+                 output_dir: str | None, tunes: str, per_class: int | None, precision: str, verbose: bool,
+                 **tuning: Any) -> None:  # fmt: skip
     """Train the same head on the teacher and on each student, and score them side by side on test data.
 
     The table gives each model's scores, the difference to the teacher's in points, and its texts/s
-    embedding the test texts as a multiple of the teacher's (measured in this process, in turns).
+    embedding the test texts as a multiple of the teacher's (measured in this process, in turns). With
+    --tune none,last,all each model gets a row per setting, its head trained together with the model
+    (`head train --tune`), and the table adds the seconds of training and the model's size.
     """
+    import dataclasses
     import json
 
     from distill.heads.classifier import HeadTrainConfig
+    from distill.heads.data import per_class as per_class_sample
     from distill.heads.data import read_labelled
     from distill.heads.tagging import read_tagged
+    from distill.heads.tune_config import TuneConfig
     from eval.head_compare import Labelled, as_json, compare_heads, markdown_table, resolve_models
 
     _setup_logging(verbose)
     names = [name.strip() for name in models.split(",") if name.strip()]
+    settings = [t.strip() for t in tunes.split(",") if t.strip()]
+    tune_config = TuneConfig(seed=seed, **tuning)
+    for setting in settings:  # NOTE: refuses an unknown setting before any work ("none": the frozen row)
+        dataclasses.replace(tune_config, tune=setting, contrastive_epochs=0 if setting == "none" else 1)
     resolved = resolve_models(names, run_dir)
     if task == "tokens":
         train, test = (Labelled(*read_tagged(path, words_column, tags_column)) for path in (data_path, test_path))
     else:
         train, test = (Labelled(*read_labelled(path, text_column, label_column)) for path in (data_path, test_path))
+    if per_class:
+        train = Labelled(*per_class_sample(train.texts, train.labels, per_class, seed))
     out = Path(output_dir or Path(run_dir) / "heads" / "compare")
     rows = compare_heads(resolved, train, test, HeadTrainConfig(hidden=hidden, seed=seed), task=task,
-                         heads_dir=out / "heads", precision=precision)  # fmt: skip
+                         heads_dir=out / "heads", precision=precision, tunes=settings, tuning=tune_config)  # fmt: skip
     table = markdown_table(rows)
     out.mkdir(parents=True, exist_ok=True)
     about = {"task": task, "train": data_path, "test": test_path, "n_train": len(train.texts),
-             "n_test": len(test.texts), "hidden": hidden, "seed": seed, "precision": precision}  # fmt: skip
+             "n_test": len(test.texts), "hidden": hidden, "seed": seed, "precision": precision,
+             "per_class": per_class, "tune": settings, "tuning": dataclasses.asdict(tune_config)}  # fmt: skip
     (out / "compare.json").write_text(json.dumps(as_json(rows, **about), indent=2) + "\n", encoding="utf-8")
     (out / "compare.md").write_text(table, encoding="utf-8")
     click.echo(table + f"\nwritten: {out / 'compare.json'}, {out / 'compare.md'}, heads in {out / 'heads'}")
