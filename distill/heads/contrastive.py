@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from students.base import Student, pad
 
 if TYPE_CHECKING:
-    from distill.heads.tuning import TuneConfig
+    from distill.heads.tune_config import TuneConfig
 
 logger = logging.getLogger(__name__)
 

@@ -40,6 +40,7 @@ from distill.heads.classifier import (
     stratified_split,
     train_classifier,
 )
+from distill.heads.contrastive import contrastive_start
 from distill.heads.models import TUNED_MODEL_DIR
 from distill.heads.tune_config import TuneConfig
 from distill.io import atomic_dir
@@ -172,8 +173,6 @@ def _tune(student: Student, texts: Sequence[str], labels: Sequence[str], config:
     ids = student.token_ids(texts)
     _freeze_all_but(student, params)
     if config.contrastive_epochs:
-        from distill.heads.contrastive import contrastive_start
-
         with sparse_tables(student, params):
             contrastive_start(student, [ids[i] for i in train], label_ids[train], optimizers(student, params, config),
                               config)  # fmt: skip
@@ -183,23 +182,19 @@ def _tune(student: Student, texts: Sequence[str], labels: Sequence[str], config:
     student.eval()
     seconds = time.perf_counter() - started
     head.config.tune = config.tune
-    head.config.metrics = {
-        **fitted,
-        "n_train": len(train),
-        "n_valid": len(valid),
-        "tune": {
-            "setting": config.tune,
-            "trainable_parameters": sum(p.numel() for p in params.values()),
-            "lr": model_lr(student, config),
-            "head_lr": config.head_lr,
-            "epochs": config.epochs,
-            "contrastive_epochs": config.contrastive_epochs,
-            "seconds": round(seconds, 2),
-        },
-    }
+    head.config.metrics = {**fitted, "n_train": len(train), "n_valid": len(valid),
+                           "tune": _settings(student, params, config, seconds)}  # fmt: skip
     logger.info("tuned (%s) in %.1fs: best epoch %d, validation macro-F1 %.4f", config.tune, seconds,
                 fitted["best_epoch"], fitted["valid_macro_f1"])  # fmt: skip
     return head
+
+
+def _settings(student: Student, params: dict[str, nn.Parameter], config: TuneConfig, seconds: float) -> dict[str, Any]:
+    """What `head.json` records of the tuning."""
+    return {"setting": config.tune, "trainable_parameters": sum(p.numel() for p in params.values()),
+            "lr": model_lr(student, config), "head_lr": config.head_lr, "epochs": config.epochs,
+            "contrastive_epochs": config.contrastive_epochs, "pairs_per_text": config.pairs_per_text,
+            "seconds": round(seconds, 2)}  # fmt: skip
 
 
 def _freeze_all_but(student: Student, params: dict[str, nn.Parameter]) -> None:
