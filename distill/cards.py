@@ -198,7 +198,11 @@ _ABOUT = {
     "transformer": "A transformer student: a few of the teacher's own layers, trained to give its sentence vectors.",
     "tokengen": "A token-generator student: a small network writes each token's vector from its spelling, so the "
     "saved model is a fraction of a static table's size.",
+    "static-compressed": "A static student whose table is stored compressed (`distill compress`: int8, int4 or "
+    "product-quantised rows), decoded row by row as texts are embedded. sentence-transformers and model2vec cannot "
+    "load it; distill-embeddings and its ONNX export can.",
 }
+OWN_LIBRARY = ("tokengen", "static-compressed")  # kinds only distill-embeddings loads
 
 
 def student_card(kind: str, name: str, folder: Path, teacher: str, figures: Mapping[str, Figure],
@@ -207,7 +211,7 @@ def student_card(kind: str, name: str, folder: Path, teacher: str, figures: Mapp
     about = f"{_ABOUT.get(kind, f'A {kind} student.')} Distilled from {teacher_link(teacher)} by distill-embeddings "
     about += f"(`distill run`), student {name!r}."
     tags = {"static": ["static-embeddings", "model2vec"], "transformer": ["transformers", "onnx"]}.get(kind, [])
-    library = "distill-embeddings" if kind == "tokengen" else "sentence-transformers"
+    library = "distill-embeddings" if kind in OWN_LIBRARY else "sentence-transformers"
     usage = _LOADERS.get(kind, '```python\nimport students\nmodel = students.load("{path}")\n```')
     return Card(
         f"{name}: a {kind} student of {teacher}",
@@ -215,7 +219,7 @@ def student_card(kind: str, name: str, folder: Path, teacher: str, figures: Mapp
         about,
         usage.format(path=folder),
         library=library,
-        tags=["sentence-transformers", "feature-extraction", *tags],
+        tags=[*(["sentence-transformers"] if library == "sentence-transformers" else []), "feature-extraction", *tags],
         figures=figures,
         license=license_,
     )
