@@ -22,16 +22,20 @@ the model view's are the report's mean shares, as the task table and the headlin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
 from distill.runtime.vectors import PRECISIONS, Basis
+from eval.encoders import TaskEncoder, fingerprint
 from eval.models import Candidate, task_encoders
+from eval.retrieval import RetrievalEvaluator
 from eval.scoring import results_section, score_one
 from eval.suite import Task
 from eval.vector_forms import VectorForm, with_forms
@@ -110,12 +114,34 @@ def score_forms(report: dict[str, Any], candidates: Sequence[Candidate], tasks: 
     total = len(tasks) * sum(len(_fitting(forms, dims[c.name], basis)) for c in in_space)
     with tqdm(total=total, desc="vector forms", unit="score", disable=not progress) as bar:
         for candidate in in_space:  # NOTE: one model's forms at a time: their shared raw vectors go with them
-            for encoder in with_forms(task_encoders(candidate)[0], basis, _fitting(forms, dims[candidate.name], basis)):
+            model = cached_documents(task_encoders(candidate)[0], tasks)
+            for encoder in with_forms(model, basis, _fitting(forms, dims[candidate.name], basis)):
                 scores[encoder.name] = {}
                 for task in tasks:
                     scores[encoder.name][task.name] = score_one(task, encoder, teacher)
                     bar.update()
     return results_section(tasks, scores, teacher.name)["mean_share"]
+
+
+def cached_documents(encoder: TaskEncoder, tasks: Sequence[Task]) -> TaskEncoder:
+    """`encoder` with its document vectors of each retrieval task's corpus read from the task's vector cache (where
+    scoring the model's own column just put them), so its forms do not embed a corpus again.
+
+    NOTE: the forms' raw vectors are keyed by the texts alone (`with_forms`), the cache by the corpus's ids too,
+    so each cached corpus is found by its documents' texts in the task's order.
+    """
+    corpora = {}
+    for task in tasks:
+        evaluator = task.evaluator
+        if isinstance(evaluator, RetrievalEvaluator) and evaluator.cache is not None and encoder.identity:
+            texts = [evaluator.data.documents[d] for d in evaluator.document_ids]
+            corpora[fingerprint(texts)] = (evaluator.cache, evaluator.data.fingerprint)
+
+    def documents(texts: Sequence[str]) -> np.ndarray:
+        found = corpora.get(fingerprint(texts))
+        return encoder.documents(texts) if found is None else found[0].vectors(encoder, texts, found[1])
+
+    return dataclasses.replace(encoder, document=documents) if corpora else encoder
 
 
 def _fitting(forms: Sequence[VectorForm], dim: int, basis: Basis) -> list[VectorForm]:

@@ -1,5 +1,6 @@
 """The size frontier (`eval.frontier`): which points it keeps, the section `distill eval` builds, its table and plot."""
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,10 +18,11 @@ from distill.teacher.model import Teacher
 from distill.training.config import RunConfig
 from distill.training.pipeline import run_from_model
 from eval.encoders import TaskEncoder, VectorCache
-from eval.frontier import frontier_section, mark_frontier, parse_forms
+from eval.frontier import cached_documents, frontier_section, mark_frontier, parse_forms
 from eval.models import Candidate, Model2VecVariant, model2vec_candidate, model2vec_peers
 from eval.report import EvalSettings, evaluate_from_model, write_report
-from eval.suite import parse_tasks
+from eval.retrieval import RetrievalData, RetrievalEvaluator
+from eval.suite import Task, parse_tasks
 from eval.vector_forms import VectorForm, with_forms
 from tests.test_task_suite import write_tasks
 
@@ -61,6 +63,26 @@ def test_each_forms_queries_are_stored_as_its_documents_are() -> None:
     # every form's queries as wide as its documents (each form its own, not the last form's)
     assert [(e.queries(["a", "b"]).shape[1], e.documents(["a"]).shape[1]) for e in with_forms(model, basis, forms)] == [
         (16, 16), (32, 32), (8, 8)]  # fmt: skip
+
+
+def test_the_forms_read_a_models_document_vectors_from_the_task_cache(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    table = {word: rng.normal(size=32) for word in ["cats", "dogs", "ships", "rain", "sun", "moon"]}
+    embedded: list[int] = []
+
+    def documents(texts: Sequence[str]) -> np.ndarray:
+        embedded.append(len(texts))
+        return np.stack([table[text] for text in texts])
+
+    model = TaskEncoder("m", encode=lambda texts: np.stack([table[t] for t in texts]), document=documents,
+                        identity=lambda: "m")  # fmt: skip
+    data = RetrievalData({str(i): word for i, word in enumerate(table)}, {"q": "cats"}, {"q": {"0": 1}})
+    task = Task("toy", "retrieval", RetrievalEvaluator(data, VectorCache(tmp_path)), "here")
+    assert task.evaluator(model)["ndcg_at_10"] == pytest.approx(100.0) and embedded == [6]  # the model's own column
+    basis = Basis.fit(rng.normal(size=(50, 32)))
+    forms = with_forms(cached_documents(model, [task]), basis, [VectorForm(16), VectorForm(8, "int8")])
+    assert [task.evaluator(form)["ndcg_at_10"] for form in forms] == pytest.approx([100.0, 100.0])
+    assert embedded == [6]  # read back from the cache, not embedded again
 
 
 @pytest.fixture(scope="module")
