@@ -9,9 +9,10 @@ form's cosines. Binary forms are scored the way they are searched (`distill.runt
 their bits (±1), queries as the float vectors that rescore them (centred, and projected when shortened); texts a
 task compares with each other (STS, classification, clustering) all as bits.
 
-NOTE: retrieval here ranks every document by the rescoring score, where a service rescores only the `rescore` x k
-documents nearest by Hamming distance; on the sets measured both gave the same top 10 for almost every query (a
-test keeps `search` and this equal on a planted example), so this is the rescoring's score, not a bound far above it.
+NOTE: retrieval here ranks every document by the rescoring score, where a service rescores only a shortlist of
+the `rescore` x k documents nearest by Hamming distance; on NFCorpus shortlists of 4 x 100 and 10 x 100 gave the
+same nDCG@10 for the teacher and both students (`python -m eval.experiments.rescore`), so the shortlist cut nothing
+there that this counts.
 
 Each form's raw vectors are computed once a process for all the forms of one model (held in memory by the texts'
 fingerprint); with an identity, each form's document vectors are also cached on disk like any model's.
