@@ -31,9 +31,10 @@ from distill.data.basis import teacher_basis
 from distill.data.corpus import Split
 from distill.errors import DistillError
 from distill.io import write_json
-from distill.runtime.vectors import PRECISIONS, unit
+from distill.runtime.vectors import unit
 from distill.training.finished import open_run, run_teacher
 from eval.encoders import TaskEncoder, VectorCache, fingerprint
+from eval.frontier import parse_forms
 from eval.models import student_candidates, task_encoders, teacher_candidate
 from eval.scoring import score_tasks
 from eval.suite import RunCorpus, parse_tasks
@@ -44,24 +45,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FORMS = "256,128,64,binary,128/int8"
 TASK_VECTORS = "task-vectors"  # NOTE: the cache folder eval.report keeps the teacher's document vectors in
-
-
-def parse_forms(spec: str) -> list[VectorForm]:
-    """ "256,128/int8,binary" -> its forms, each once, in order. DistillError on a bad piece."""
-    forms: list[VectorForm] = []
-    for piece in (p.strip() for p in spec.split(",") if p.strip()):
-        dims, precision = None, "float32"
-        for part in piece.split("/"):
-            if part.isdigit() and int(part) > 0:
-                dims = int(part)
-            elif part in PRECISIONS:
-                precision = part
-            else:
-                raise DistillError(f"a form is DIMS, PRECISION ({', '.join(PRECISIONS)}) or DIMS/PRECISION, "
-                                   f"not {piece!r}")  # fmt: skip
-        if VectorForm(dims, precision) not in forms:
-            forms.append(VectorForm(dims, precision))
-    return forms
 
 
 def student_entries(runs: list[Path], extra: list[str], wanted: list[str] | None) -> list[dict[str, str]]:
