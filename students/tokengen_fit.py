@@ -26,7 +26,6 @@ from distill.teacher.tokens import Speller, Spelling
 if TYPE_CHECKING:
     from distill.data.targets import Targets
     from distill.teacher.model import Teacher
-    from students.tokengen import TokenGenerator
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def token_weights(targets: Targets, ids: list[int], n_items: int) -> torch.Tenso
 
 
 def fit_generator(
-    generator: TokenGenerator,
+    generator: torch.nn.Module,  # a students.tokengen.TokenGenerator (not imported: tokengen imports this module)
     texts: list[Spelling],
     vectors: torch.Tensor,
     held_out: np.ndarray,

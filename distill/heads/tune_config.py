@@ -6,12 +6,9 @@ Torch-free, so the CLI builds its options from these defaults without loading to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from distill.errors import DistillError
-
-if TYPE_CHECKING:
-    from distill.heads.classifier import HeadTrainConfig
 
 TUNES = ("none", "last", "query", "all")  # what of the model trains with the head
 
@@ -37,7 +34,9 @@ class TuneConfig:
     # torch's threads while tuning; 0: torch's default (one per core). NOTE: on 2 cores shared with other jobs,
     # a training step of the default transformer student took 3x longer on 2 threads than on 1
     threads: int = 0
-    head: HeadTrainConfig | None = None  # the starting head and the validation split; None: HeadTrainConfig()
+    # the starting head and the validation split, a distill.heads.classifier.HeadTrainConfig (None: its defaults)
+    # NOTE: typed Any, not imported even for type checking: classifier imports this module (no import circle)
+    head: Any = None
 
     def __post_init__(self) -> None:
         if self.tune not in TUNES:
