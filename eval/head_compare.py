@@ -27,7 +27,7 @@ from typing import Any
 from distill.errors import DistillError
 from distill.heads.classifier import HeadTrainConfig, score_head, train_classifier
 from distill.heads.data import encoder_for, with_progress
-from distill.heads.tagging import score_tagger, token_encoder_for, train_tagger
+from distill.heads.tagging import score_tagger, student_token_encoder, token_encoder_for, train_tagger
 from distill.heads.tune_config import TuneConfig
 from distill.runfolder import is_run, read_summary
 
@@ -113,8 +113,6 @@ def compare_heads(
     """
     if task not in METRICS:
         raise DistillError(f"unknown head task {task!r}; choose from: {', '.join(METRICS)}")
-    if task != "classify" and any(t != "none" for t in tunes):
-        raise DistillError("--tune compares classifiers only; a tagger trains on a frozen model")
     config = config or HeadTrainConfig()
     rows: list[CompareRow] = []
     timed: dict[str, Callable[[], Any]] = {}
@@ -123,7 +121,7 @@ def compare_heads(
             rows.append(_frozen_row(name, model, train, test, config, task, heads_dir, precision, timed))
         for tune in [t for t in tunes if t != "none"]:
             row = tuned_row(name, model, train, test, dataclasses.replace(tuning or TuneConfig(), tune=tune,
-                            head=config), heads_dir, timed)  # fmt: skip
+                            head=config), heads_dir, timed, task=task)  # fmt: skip
             rows.extend([row] if row is not None else [])
     texts = min(len(test.texts), SPEED_TEXTS)
     speed = speeds(timed, texts)
@@ -175,7 +173,7 @@ def _frozen_row(
 
 def tuned_row(
     name: str, model: str, train: Labelled, test: Labelled, tuning: TuneConfig, heads_dir: str | Path | None,
-    timed: dict[str, Callable[[], Any]],
+    timed: dict[str, Callable[[], Any]], *, task: str = "classify",
 ) -> CompareRow | None:  # fmt: skip
     """A head trained with the model (`tuning.tune`), scored on `test`; None when that setting cannot tune it."""
     from distill.heads.models import as_student, load_model
@@ -184,22 +182,31 @@ def tuned_row(
     try:
         student = as_student(load_model(model), model)
         trainable(student, tuning.tune)
+        if task == "tokens" and not hasattr(student, "forward_tokens"):
+            raise DistillError(f"a {student.kind} student has no token vectors in context")
     except DistillError as e:
         logger.warning("%s: no --tune %s row: %s", name, tuning.tune, e)
         return None
     started = time.perf_counter()
-    head = tune_classifier(student, train.texts, train.labels, tuning, model=model, encoder=f"{name}, tuned")
+    if task == "tokens":
+        from distill.heads.tune_tagger import tune_tagger
+
+        head = tune_tagger(student, train.texts, train.labels, tuning, model=model, encoder=f"{name}, tuned")
+        encode: Callable[..., Any] = student_token_encoder(student)  # type: ignore[arg-type]
+    else:
+        head = tune_classifier(student, train.texts, train.labels, tuning, model=model, encoder=f"{name}, tuned")
+        encode = student.encode
     trained = time.perf_counter() - started
-    vectors = student.encode(test.texts)
+    vectors = encode(test.texts)
     embedded = time.perf_counter() - started - trained
-    scores = score_head(head, vectors, test.labels)
+    scores = score_tagger(head, vectors, test.labels) if task == "tokens" else score_head(head, vectors, test.labels)
     if heads_dir is not None:
         save_tuned(head, student, Path(heads_dir) / head_folder_name(f"{name}-{tuning.tune}"))
-    timed.setdefault(name, functools.partial(student.encode, test.texts[:SPEED_TEXTS], SPEED_BATCH))
-    logger.info("%s, tuned (%s): accuracy %.4f, macro-F1 %.4f", name, tuning.tune, scores["accuracy"],
-                scores["macro_f1"])  # fmt: skip
+    timing = (test.texts[:SPEED_TEXTS],) if task == "tokens" else (test.texts[:SPEED_TEXTS], SPEED_BATCH)
+    timed.setdefault(name, functools.partial(encode, *timing))
+    logger.info("%s, tuned (%s): %s", name, tuning.tune, ", ".join(f"{k} {scores[k]:.4f}" for k in METRICS[task]))
     return CompareRow(name=name, model=model, encoder=head.config.encoder, tune=tuning.tune,
-                      scores={k: scores[k] for k in METRICS["classify"]}, texts_per_s=float("nan"),
+                      scores={k: scores[k] for k in METRICS[task]}, texts_per_s=float("nan"),
                       embed_seconds=round(embedded, 2), train_seconds=round(trained, 2))  # fmt: skip
 
 

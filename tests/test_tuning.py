@@ -168,7 +168,7 @@ def test_refusals_are_one_clear_error(
     [
         (["--tune", "last"], "a static student has no layers or attention: --tune last means nothing for it"),
         (["--tune", "none", "--contrastive-epochs", "2"], "--contrastive-epochs trains the model"),
-        (["--tune", "all", "--task", "tokens"], "--tune and --per-class are for --task classify"),
+        (["--per-class", "4", "--task", "tokens"], "--per-class is for --task classify"),
     ],
 )
 def test_cli_refusals_are_one_line_and_exit_2(

@@ -54,7 +54,8 @@ def _tuning_options(command: Any) -> Any:
 
     options = [
         ("--epochs", click.IntRange(min=1), TuneConfig.epochs, "Epochs of tuning at most (early stopping)."),
-        ("--patience", click.IntRange(min=1), TuneConfig.patience, "Epochs without a better held-out macro-F1."),
+        ("--patience", click.IntRange(min=1), TuneConfig.patience,
+         "Epochs without a better held-out macro-F1 (a tagger's: entity F1)."),
         ("--lr", click.FloatRange(min=0, min_open=True), TuneConfig.lr, "The model's learning rate."),
         ("--head-lr", click.FloatRange(min=0, min_open=True), TuneConfig.head_lr, "The head's learning rate."),
         ("--table-lr", click.FloatRange(min=0, min_open=True), TuneConfig.table_lr,
@@ -110,6 +111,8 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     projections, or everything; a static student's table rows), from the frozen head fitted on the
     training rows, keeping the epoch of best held-out macro-F1. The tuned model is saved in the head
     folder (OUTPUT/model): its vectors are no longer the teacher's, and the head runs with it alone.
+    A tagger tunes the same way (a transformer student or the teacher), keeping the epoch of best
+    held-out entity F1.
     """
     import json
 
@@ -120,13 +123,12 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     from distill.heads.tune_config import TuneConfig
 
     _setup_logging(verbose)
+    config = TuneConfig(tune=tune, seed=seed, head=HeadTrainConfig(hidden=hidden, seed=seed), **tuning)
     if task == "tokens":
-        if tune != "none" or per_class:
-            raise DistillError("--tune and --per-class are for --task classify; a tagger trains on a frozen model")
-        config = HeadTrainConfig(hidden=hidden, seed=seed)
+        if per_class:
+            raise DistillError("--per-class is for --task classify: a tagged sentence has many tags")
         click.echo(json.dumps(_train_tagger(model, data_path, words_column, tags_column, output_dir, config)))
         return
-    config = TuneConfig(tune=tune, seed=seed, head=HeadTrainConfig(hidden=hidden, seed=seed), **tuning)
     texts, labels = read_labelled(data_path, text_column, label_column)
     if per_class:
         texts, labels = per_class_sample(texts, labels, per_class, seed)
@@ -150,30 +152,49 @@ def _train_tuned(model: str, texts: list[str], labels: list[str], output_dir: st
     from distill.heads.tuning import save_tuned, tune_classifier
 
     student = as_student(load_model(model), model)
-    about = f"{student.kind} student {model}" if student.config.teacher != model else f"teacher {model}"
-    trained = tune_classifier(student, texts, labels, config, model=model, encoder=about)
+    trained = tune_classifier(student, texts, labels, config, model=model, encoder=_about(student, model))
     save_tuned(trained, student, output_dir)
     metrics = trained.config.metrics
-    click.echo(f"tuned ({config.tune}) in {metrics['tune']['seconds']:.1f}s, best epoch {metrics['best_epoch']} of "
-               f"{metrics['epochs_run']}", err=True)  # fmt: skip
-    return {"head": output_dir, "model": model, "tune": config.tune, "tuned_model": str(Path(output_dir) / "model"),
-            "classes": len(trained.labels), "texts": len(texts), "best_epoch": metrics["best_epoch"],
-            "valid_macro_f1": metrics["valid_macro_f1"], "valid_accuracy": metrics["valid_accuracy"],
-            "seconds": metrics["tune"]["seconds"]}  # fmt: skip
+    return {"head": output_dir, "model": model, **_tuned_summary(metrics, config.tune, output_dir),
+            "classes": len(trained.labels), "texts": len(texts), "valid_macro_f1": metrics["valid_macro_f1"],
+            "valid_accuracy": metrics["valid_accuracy"]}  # fmt: skip
 
 
 def _train_tagger(model: str, data_path: str, words_column: str, tags_column: str, output_dir: str,
                   config: Any) -> dict[str, Any]:  # fmt: skip
-    """`head train --task tokens`: train and save a tagger; what it prints."""
+    """`head train --task tokens`: train and save a tagger (with its model, with --tune); what it prints."""
     from distill.heads.tagging import read_tagged, token_encoder_for, train_tagger
 
     sentences, tags = read_tagged(data_path, words_column, tags_column)
-    encode, about = token_encoder_for(model, progress=True)
-    trained = train_tagger(encode(sentences), tags, config, model=model, encoder=about)
-    trained.save(output_dir)
+    if config.tune != "none":
+        from distill.heads.models import as_student, load_model
+        from distill.heads.tune_tagger import tune_tagger
+        from distill.heads.tuning import save_tuned
+
+        student = as_student(load_model(model), model)
+        trained = tune_tagger(student, sentences, tags, config, model=model, encoder=_about(student, model))
+        save_tuned(trained, student, output_dir)
+        tuned = _tuned_summary(trained.config.metrics, config.tune, output_dir)
+    else:
+        encode, about = token_encoder_for(model, progress=True)
+        trained, tuned = train_tagger(encode(sentences), tags, config.head, model=model, encoder=about), {}
+        trained.save(output_dir)
     metrics = trained.config.metrics
-    return {"head": output_dir, "model": model, "task": "tokens", "tags": len(trained.labels),
+    return {"head": output_dir, "model": model, "task": "tokens", "tags": len(trained.labels), **tuned,
             "valid_entity_f1": metrics["valid_entity_f1"], "valid_accuracy": metrics["valid_accuracy"]}  # fmt: skip
+
+
+def _about(student: Any, model: str) -> str:
+    """What a model tuned from `model` was, for its head's "encoder"."""
+    return f"{student.kind} student {model}" if student.config.teacher != model else f"teacher {model}"
+
+
+def _tuned_summary(metrics: dict[str, Any], tune: str, output_dir: str) -> dict[str, Any]:
+    """What `head train --tune` prints of the tuning (and says on stderr: its time)."""
+    click.echo(f"tuned ({tune}) in {metrics['tune']['seconds']:.1f}s, best epoch {metrics['best_epoch']} of "
+               f"{metrics['epochs_run']}", err=True)  # fmt: skip
+    return {"tune": tune, "tuned_model": str(Path(output_dir) / "model"), "best_epoch": metrics["best_epoch"],
+            "seconds": metrics["tune"]["seconds"]}  # fmt: skip
 
 
 @head.command("eval")
@@ -201,16 +222,16 @@ def head_eval(head_dir: str, data_path: str, model: str | None, precision: str, 
     from distill.heads.data import encoder_for, read_labelled, with_progress
 
     _setup_logging(verbose)
+    from distill.heads.models import model_of
+
     trained = ClassifierHead.load(head_dir)
     if trained.config.task == "tokens":
         from distill.heads.tagging import evaluate_tagger, read_tagged, token_encoder_for
 
         sentences, tags = read_tagged(data_path, words_column, tags_column)
-        encode, _ = token_encoder_for(model or trained.config.model, progress=True)
+        encode, _ = token_encoder_for(model_of(head_dir, trained, model), progress=True)
         click.echo(json.dumps(evaluate_tagger(trained, encode, sentences, tags)))
         return
-    from distill.heads.models import model_of
-
     texts, labels = read_labelled(data_path, text_column, label_column)
     encode, _ = encoder_for(model_of(head_dir, trained, model), precision)
     click.echo(json.dumps(evaluate_head(trained, with_progress(encode), texts, labels)))

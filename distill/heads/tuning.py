@@ -23,7 +23,8 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +152,19 @@ def tune_classifier(
     is left at the epoch of best validation macro-F1 (epoch 0: the frozen model and its head).
     """
     config = config or TuneConfig()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads or threads)
-    try:
+    with torch_threads(config.threads):
         return _tune(student, texts, labels, config, model, encoder)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Torch on `threads` threads for a while (0: as it is)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _tune(student: Student, texts: Sequence[str], labels: Sequence[str], config: TuneConfig, model: str,
@@ -171,7 +179,7 @@ def _tune(student: Student, texts: Sequence[str], labels: Sequence[str], config:
     if not len(valid):
         raise DistillError("tuning needs a validation split: give every class at least 2 labelled texts")
     ids = student.token_ids(texts)
-    _freeze_all_but(student, params)
+    freeze_all_but(student, params)
     if config.contrastive_epochs:
         with sparse_tables(student, params):
             contrastive_start(student, [ids[i] for i in train], label_ids[train], optimizers(student, params, config),
@@ -183,13 +191,15 @@ def _tune(student: Student, texts: Sequence[str], labels: Sequence[str], config:
     seconds = time.perf_counter() - started
     head.config.tune = config.tune
     head.config.metrics = {**fitted, "n_train": len(train), "n_valid": len(valid),
-                           "tune": _settings(student, params, config, seconds)}  # fmt: skip
+                           "tune": tune_settings(student, params, config, seconds)}  # fmt: skip
     logger.info("tuned (%s) in %.1fs: best epoch %d, validation macro-F1 %.4f", config.tune, seconds,
                 fitted["best_epoch"], fitted["valid_macro_f1"])  # fmt: skip
     return head
 
 
-def _settings(student: Student, params: dict[str, nn.Parameter], config: TuneConfig, seconds: float) -> dict[str, Any]:
+def tune_settings(
+    student: Student, params: dict[str, nn.Parameter], config: TuneConfig, seconds: float
+) -> dict[str, Any]:
     """What `head.json` records of the tuning."""
     return {"setting": config.tune, "trainable_parameters": sum(p.numel() for p in params.values()),
             "lr": model_lr(student, config), "head_lr": config.head_lr, "epochs": config.epochs,
@@ -197,7 +207,7 @@ def _settings(student: Student, params: dict[str, nn.Parameter], config: TuneCon
             "seconds": round(seconds, 2)}  # fmt: skip
 
 
-def _freeze_all_but(student: Student, params: dict[str, nn.Parameter]) -> None:
+def freeze_all_but(student: Student, params: dict[str, nn.Parameter]) -> None:
     chosen = {id(p) for p in params.values()}
     for p in student.parameters():
         p.requires_grad_(id(p) in chosen)
@@ -216,16 +226,44 @@ def _train_together(
     student: Student, head: ClassifierHead, ids: list[list[int]], label_ids: np.ndarray, train: np.ndarray,
     valid: np.ndarray, params: dict[str, nn.Parameter], config: TuneConfig,
 ) -> dict[str, Any]:  # fmt: skip
-    """AdamW epochs over the student's `params` and the head, early-stopped on the validation rows' macro-F1.
-
-    Restores the best epoch's weights (epoch 0: as they started); returns how training went.
-    """
-    steppers = optimizers(student, params, config, head)
+    """`train_epochs` of a classifier: class-weighted cross-entropy, early-stopped on the validation macro-F1."""
     weights = torch.tensor(class_weights(label_ids[train], len(head.labels)), dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     y = torch.from_numpy(label_ids.astype(np.int64))
+
+    def loss_of(batch: np.ndarray) -> torch.Tensor:
+        return loss_fn(head(_forward(student, [ids[i] for i in batch])), y[batch])
+
+    run = train_epochs(student, head, params, config, train, loss_of,
+                       lambda: _validate(student, head, ids, y, valid, loss_fn))  # fmt: skip
+    return {"solver": "adamw, tuned with the model", "best_epoch": run.best_epoch, "epochs_run": run.epochs_run,
+            "valid_macro_f1": run.best[0], "valid_accuracy": run.best[2],
+            "valid_macro_f1_by_epoch": run.scores}  # fmt: skip
+
+
+@dataclass
+class EpochRun:
+    """How `train_epochs` went: the kept epoch (0: as it started), its (score, loss, accuracy), each epoch's score."""
+
+    best_epoch: int
+    epochs_run: int
+    best: tuple[float, float, float]
+    scores: list[float]
+
+
+def train_epochs(
+    student: Student, head: ClassifierHead, params: dict[str, nn.Parameter], config: TuneConfig, train: np.ndarray,
+    loss_of: Callable[[np.ndarray], torch.Tensor], validate: Callable[[], tuple[float, float, float]],
+) -> EpochRun:  # fmt: skip
+    """AdamW epochs over the student's `params` and the head, early-stopped on `validate`'s score.
+
+    `train` are the training items (texts or sentences), shuffled each epoch and taken `config.batch_size` at a
+    time; `loss_of(batch)` is the batch's loss, `validate()` the held-out (score, loss, accuracy), higher score
+    better. Restores the best epoch's weights (epoch 0: as they started).
+    """
+    steppers = optimizers(student, params, config, head)
     generator = torch.Generator().manual_seed(config.seed)
-    best = _validate(student, head, ids, y, valid, loss_fn)
+    best = validate()
     history, best_epoch, best_state, waited = [best], 0, _state(params, head), 0
     steps = -(-len(train) // config.batch_size)
     with tqdm(total=config.epochs * steps, desc=f"tuning ({config.tune})", unit="batch") as bar:
@@ -234,12 +272,11 @@ def _train_together(
             head.train()
             order = train[torch.randperm(len(train), generator=generator).numpy()]
             for start in range(0, len(order), config.batch_size):
-                batch = order[start : start + config.batch_size]
-                step(steppers, loss_fn(head(_forward(student, [ids[i] for i in batch])), y[batch]))
+                step(steppers, loss_of(order[start : start + config.batch_size]))
                 bar.update(1)
-            result = _validate(student, head, ids, y, valid, loss_fn)
+            result = validate()
             history.append(result)
-            bar.set_postfix(valid_f1=f"{result[0]:.4f}")
+            bar.set_postfix(valid=f"{result[0]:.4f}")
             # NOTE: as the frozen MLP head's early stopping: at an equal score, a 0.1% lower loss is better
             if result[0] > best[0] or (result[0] == best[0] and result[1] < best[1] * (1 - 1e-3)):
                 best, best_epoch, best_state, waited = result, epoch, _state(params, head), 0
@@ -248,9 +285,7 @@ def _train_together(
                 if waited >= config.patience:
                     break
     _restore(params, head, best_state)
-    return {"solver": "adamw, tuned with the model", "best_epoch": best_epoch, "epochs_run": len(history) - 1,
-            "valid_macro_f1": best[0], "valid_accuracy": best[2],
-            "valid_macro_f1_by_epoch": [round(h[0], 6) for h in history]}  # fmt: skip
+    return EpochRun(best_epoch, len(history) - 1, best, [round(h[0], 6) for h in history])
 
 
 def _forward(student: Student, ids: Sequence[Sequence[int]]) -> torch.Tensor:
