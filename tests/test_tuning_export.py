@@ -22,7 +22,7 @@ from distill.heads.export import export_head
 from distill.heads.models import TUNED_MODEL_DIR, model_of
 from distill.heads.tune_config import TuneConfig
 from distill.heads.tuning import save_tuned, tune_classifier
-from distill.runtime import OnnxClassifier
+from distill.runtime import OnnxClassifier, OnnxEmbedder
 from distill.runtime.serve import create_app
 from distill.teacher.model import Teacher
 from tests.test_heads import _sentences
@@ -64,7 +64,7 @@ def test_the_head_folder_holds_the_tuned_model(tuned: tuple[Path, Path, dict]) -
 
 
 def test_the_tuned_export_matches_torch_and_says_it_is_tuned(tuned: tuple[Path, Path, dict]) -> None:
-    _, head_dir, parity = tuned
+    student_dir, head_dir, parity = tuned
     export = head_dir.parent / "export"
     texts = [*_sentences(3, seed=6)["text"].tolist(), "", "football " * 60]
     student, head = students.load(head_dir / TUNED_MODEL_DIR), ClassifierHead.load(head_dir)
@@ -73,7 +73,10 @@ def test_the_tuned_export_matches_torch_and_says_it_is_tuned(tuned: tuple[Path, 
     np.testing.assert_allclose(OnnxClassifier(export, threads=1).predict_proba(texts), expected, atol=1e-4)
     assert parity["head"]["fp32"]["max_abs_difference"] <= 1e-4 and 0 <= parity["head"]["int8"]["agreement"] <= 1
     config = json.loads((export / "config.json").read_text())
-    assert (config["tune"], config["teacher_space"]) == ("all", False)
+    assert (config["tune"], config["teacher_space"], config["embeddings"]) == ("all", False, "embeddings")
+    untuned = students.load(student_dir).encode(texts)  # the model it was tuned from, shipped for embeddings
+    np.testing.assert_allclose(OnnxEmbedder(export / "embeddings").encode(texts), untuned, atol=1e-4)
+    assert parity["embeddings"]["fp32"]["max_abs_difference"] <= 1e-4
     assert json.loads((export / "head.json").read_text())["config"]["tune"] == "all"
 
 
@@ -102,5 +105,8 @@ def test_the_cli_tunes_evaluates_exports_and_serves(
     classifier = OnnxClassifier(tmp_path / "export", threads=1)
     with TestClient(create_app(classifier, model_name="topics")) as client:
         answer = client.post("/v1/classify", json={"input": ["a goal in the match"]})
+        embedded = client.post("/v1/embeddings", json={"input": ["a goal in the match"]})
     assert answer.status_code == 200, answer.text
     assert answer.json()["data"][0]["label"] == classifier.predict(["a goal in the match"])[0]
+    untuned = students.load(student_dir).encode(["a goal in the match"])  # not the tuned graph's vectors
+    np.testing.assert_allclose(embedded.json()["data"][0]["embedding"], untuned[0], atol=1e-4)

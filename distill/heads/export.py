@@ -14,6 +14,8 @@ student's kind and its inputs (padded or flat), with no re-tracing:
     config.json       the export's config, with "head" and "outputs" added
     tokenizer.json    as `distill export` writes it
     parity.json       the model's figures and, under "head", the head's
+    embeddings/       for a head tuned with its model (`--tune`): the untuned model, for embeddings
+                      (`distill.heads.untuned`; its figures under parity.json's "embeddings")
 
 The fp32 probabilities must match the torch head on the model's own vectors (the torch student's,
 the teacher's, or those of the export copied) to `HEAD_TOLERANCE` on the check texts, or nothing
@@ -26,7 +28,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ from distill.heads.classifier import FORMAT_VERSION, ClassifierHead
 from distill.heads.data import Encode, read_table
 from distill.heads.models import load_model, model_of, teacher_student
 from distill.heads.tagger_export import export_tagger
+from distill.heads.untuned import add_untuned, copy_export
 from distill.io import atomic_dir, read_json, write_json
-from distill.runtime import CONFIG_FILE, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE, ExportConfig, OnnxEmbedder
+from distill.runtime import CONFIG_FILE, MODEL_FILES, OUTPUT_NAME, ExportConfig, OnnxEmbedder
 from distill.runtime.classifier import HEAD_FILE, PROBABILITIES, OnnxClassifier
 from distill.teacher.model import Teacher
 from students.base import Student
@@ -117,6 +119,7 @@ def export_classifier(
         figures = check_head(tmp, checked, expected)
         parity["head"] = {"labels": head.labels, "kind": head.config.kind, "reference": about, **figures}
         parity["bytes"] = {precision: (tmp / file).stat().st_size for precision, file in MODEL_FILES.items()}
+        parity.update(add_untuned(head, tmp, texts=texts))
         write_json(tmp / PARITY_FILE, parity)
     if parity["head"]["int8"]["agreement"] < INT8_WARN_AGREEMENT:
         logger.warning("the int8 graph gives another top label than torch on %.1f%% of the check texts; ship fp32 "
@@ -138,18 +141,6 @@ def check_dim(head: ClassifierHead, model: Student | Teacher | Path) -> None:
     if dim != head.config.dim:
         raise DistillError(f"the head takes {head.config.dim}-dim vectors; the model gives {dim}: use the model it "
                            f"was trained on ({head.config.model})")  # fmt: skip
-
-
-def copy_export(source: Path, directory: Path) -> dict[str, Any]:
-    """Copy the export in `source` to `directory`; its parity figures (none if it has no parity.json)."""
-    if (source / HEAD_FILE).is_file():
-        raise DistillError(f"{str(source)!r} already holds a head ({HEAD_FILE}); export the new head with its "
-                           "student or with an export without one")  # fmt: skip
-    for file in [*MODEL_FILES.values(), TOKENIZER_FILE, CONFIG_FILE]:
-        if not (source / file).is_file():
-            raise DistillError(f"{str(source)!r} is not an exported student: {file} is missing")
-        shutil.copy2(source / file, directory / file)
-    return read_json(source / PARITY_FILE) if (source / PARITY_FILE).is_file() else {}
 
 
 def append_head(path: Path, head: ClassifierHead) -> None:
@@ -206,14 +197,12 @@ def _scalar(name: str, value: float) -> onnx.TensorProto:
 
 
 def write_head_files(directory: Path, head: ClassifierHead, name: str) -> None:
-    """`head.json` (the head's config, as its own folder holds it) and `config.json` naming the head and outputs
-    (and, for a tuned head, `"tune"` and `"teacher_space": false`: its sentence vectors are not the teacher's)."""
+    """`head.json` (the head's config, as its own folder holds it) and `config.json` naming the head and outputs (a
+    tuned head's export says more: `distill.heads.untuned.add_untuned`)."""
     write_json(directory / HEAD_FILE, {"format": FORMAT_VERSION, "kind": head.config.kind, "output": PROBABILITIES,
                                        "config": dataclasses.asdict(head.config)})  # fmt: skip
     config = read_json(directory / CONFIG_FILE)
     config.update(name=name, head=HEAD_FILE, outputs=[OUTPUT_NAME, PROBABILITIES])
-    if head.config.tune != "none":  # NOTE: the model trained with the head: its vectors left the teacher's space
-        config.update(tune=head.config.tune, teacher_space=False)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 

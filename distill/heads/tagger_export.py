@@ -9,6 +9,8 @@ The graph is the student's forward with its token vectors, and the head on every
     config.json       the export's config, with "head" and "outputs" added
     tokenizer.json    the student's tokenizer
     parity.json       the checks below
+    embeddings/       for a tagger tuned with its model (`--tune`): the untuned model, for embeddings
+                      (`distill.heads.untuned`; its figures under parity.json's "embeddings")
 
 `distill.runtime.OnnxTagger` reads each word at its first sub-token, as the tagger was trained. The fp32 graph's
 word probabilities must match the torch head on the torch student's word vectors to `HEAD_TOLERANCE` on the check
@@ -41,6 +43,7 @@ from distill.export.exporter import (
 from distill.export.quantize import quantize
 from distill.heads.classifier import FORMAT_VERSION, ClassifierHead
 from distill.heads.tagging import student_token_encoder
+from distill.heads.untuned import add_untuned
 from distill.io import atomic_dir, write_json
 from distill.runtime import CONFIG_FILE, INPUT_NAMES, MODEL_FILES, OUTPUT_NAME, TOKENIZER_FILE
 from distill.runtime.tagger import TAGGER_HEAD_FILE, TOKEN_PROBABILITIES, OnnxTagger, split_words
@@ -98,6 +101,7 @@ def export_tagger(
                            "words": int(sum(map(len, sentences))),
                            "fp32": {**fp32, "tolerance": HEAD_TOLERANCE}, "int8": int8},
                   "bytes": {p: (tmp / f).stat().st_size for p, f in MODEL_FILES.items()}}  # fmt: skip
+        parity.update(add_untuned(head, tmp, texts=texts))
         write_json(tmp / PARITY_FILE, parity)
     return parity
 

@@ -6,7 +6,9 @@
     vectors = embedder.encode(["a sentence", "another one"])  # (2, dim) float32, unit length
 
 `OnnxClassifier` does the same for an export with a classification head (`distill head export`)
-and gives label probabilities too; `OnnxTagger` gives each word its tag from an exported tagger.
+and gives label probabilities too; `OnnxTagger` gives each word its tag from an exported tagger. The export of a
+head tuned with its model (`distill head train --tune`) has the untuned model beside it for embeddings:
+`embeddings_of(folder)` gives its `OnnxEmbedder` (`distill.runtime.tuned`).
 
 `distill.runtime.embed` embeds files (`distill embed`) and `distill.runtime.serve` is the HTTP
 service (`distill serve`, with the `[serve]` extra): `batcher` joins requests into bounded model calls,
@@ -32,9 +34,11 @@ from distill.runtime.embedder import (
     pad,
 )
 from distill.runtime.tagger import TOKEN_PROBABILITIES, OnnxTagger, split_words
+from distill.runtime.tuned import EMBEDDINGS_DIR, Tuning, embeddings_of
 
 __all__ = [
     "CONFIG_FILE",
+    "EMBEDDINGS_DIR",
     "FLAT_INPUT_NAMES",
     "HEAD_FILE",
     "INPUTS",
@@ -48,7 +52,9 @@ __all__ = [
     "OnnxClassifier",
     "OnnxEmbedder",
     "OnnxTagger",
+    "Tuning",
     "UntokenizableText",
+    "embeddings_of",
     "flatten",
     "pad",
     "split_words",

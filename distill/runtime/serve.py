@@ -17,7 +17,10 @@ before it existed) gives its full vectors only and answers 400 to anything short
 
 An export with a classification head (`distill head export`) also answers `POST /v1/classify`: each
 text's label and the probabilities of every label, through the same batcher; an export with a tagger (a tokens
-head) answers `POST /v1/tag`: each word of each text with its tag (`distill.runtime.serve_tag`).
+head) answers `POST /v1/tag`: each word of each text with its tag (`distill.runtime.serve_tag`). The export of a
+head tuned together with its model (`distill head train --tune`) keeps those on its tuned graph, whose vectors are
+no longer the teacher's: `POST /v1/embeddings` answers with the untuned model shipped beside it (`embeddings/`,
+`distill.runtime.tuned`), through a batcher of its own, and with a 400 that says why when it has none.
 
 Beside it: `GET /v1/models` (OpenAI's list of the one model served), `GET /metrics` (Prometheus text)
 and `GET /health`. With an API key, every request but `GET /health` needs `Authorization: Bearer <key>`,
@@ -41,18 +44,17 @@ import ipaddress
 import json
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from distill.errors import DistillError
 from distill.runtime.batcher import Batcher
+from distill.runtime.embedder import OnnxEmbedder
 from distill.runtime.guards import (
     AnswerCancelled,
     ApiError,
@@ -62,7 +64,7 @@ from distill.runtime.guards import (
     check_api_key,
     check_texts,
 )
-from distill.runtime.metrics import Metrics, Observe, prometheus_text
+from distill.runtime.metrics import Metrics, Observe
 from distill.runtime.serve_bodies import (
     ClassifyRequest,
     EmbeddingRequest,
@@ -71,11 +73,12 @@ from distill.runtime.serve_bodies import (
     requested_dimensions,
     shorten,
 )
+from distill.runtime.serve_info import add_info_routes
+from distill.runtime.serve_load import load_model as load_model  # NOTE: where callers of `serve` have found it
+from distill.runtime.serve_load import load_models
 from distill.runtime.serve_tag import Tagger, add_tag_route
+from distill.runtime.tuned import TUNED_CODE, Tuning, untuned_missing
 from distill.runtime.vectors import Basis
-
-if TYPE_CHECKING:
-    from distill.runtime import OnnxEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ def create_app(
     embedder: Embedder,
     *,
     model_name: str,
+    embeddings: Embedder | None = None,
+    tuning: Tuning | None = None,
     max_batch: int = 256,
     max_text_chars: int = 20000,
     max_wait_ms: float = 0,
@@ -126,6 +131,11 @@ def create_app(
     bytes, counted as they arrive (default: `default_body_limit`). `batch_size` is the most texts of one
     model call. With `api_key`, every request but `GET /health` needs `Authorization: Bearer <api_key>`
     (401 otherwise). At shutdown the batcher has `graceful_timeout` seconds to answer what is queued.
+
+    `POST /v1/embeddings` answers with `embeddings` when it is given, through a batcher of its own, else with
+    `embedder`. When `tuning` (default: what the embedder's export folder says, `Tuning.read`) says the embedder's
+    vectors were tuned with its head, `embeddings` default to the untuned model beside it (`distill.runtime.tuned`),
+    and without one `POST /v1/embeddings` is a 400 that says why.
     """
     if min(max_batch, max_text_chars, batch_size) <= 0 or max_wait_ms < 0 or (max_body_bytes or 1) <= 0:
         raise DistillError("max_batch, max_text_chars, batch_size and max_body_bytes must be positive and max_wait_ms "
@@ -134,8 +144,8 @@ def create_app(
     max_body_bytes = max_body_bytes or default_body_limit(max_batch, max_text_chars)
 
     classifier = embedder if isinstance(embedder, Classifier) else None
-    basis: Basis | None = getattr(embedder, "basis", None)  # the teacher's, for shorter vectors (`dimensions`)
     width = embedder.dim + (len(classifier.labels) if classifier is not None else 0)  # of the batcher's rows
+    tuning, embeddings = _untuned_of(embedder, embeddings, tuning)
 
     def work(ids: list[Sequence[int]]) -> np.ndarray:
         if classifier is not None:
@@ -145,15 +155,18 @@ def create_app(
         return embedder.encode_ids(ids, batch_size=batch_size)
 
     batcher = Batcher(work, batch_size=batch_size, max_wait_ms=max_wait_ms)
+    batchers = [batcher] if embeddings is None else [batcher, _own_batcher(embeddings, batcher)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
+        for each in batchers:
+            each.start()
         yield
-        await batcher.stop(graceful_timeout)  # NOTE: uvicorn runs this after the requests in flight have finished
+        # NOTE: uvicorn runs this after the requests in flight have finished
+        await asyncio.gather(*(each.stop(graceful_timeout) for each in batchers))
 
     app = FastAPI(title="distill-embeddings", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.batcher, app.state.metrics = batcher, Metrics()
+    app.state.batcher, app.state.batchers, app.state.metrics = batcher, batchers, Metrics()
     # NOTE: the last middleware added runs first: count every answer, answer a request cut off by shutdown, check
     # the key, then bound the headers and the body.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -162,16 +175,22 @@ def create_app(
     app.add_middleware(AnswerCancelled)
     app.add_middleware(Observe, metrics=app.state.metrics)
     add_error_handlers(app)
-    _add_info_routes(app, embedder, model_name)
+    add_info_routes(app, model_name, dim=embedder.dim, precision=embedder.precision,
+                    card=_card(embedder, tuning, embeddings))  # fmt: skip
+    source = embedder if embeddings is None else embeddings  # what /v1/embeddings answers with, and its rows' width
+    source_width = width if embeddings is None else embeddings.dim
+    basis: Basis | None = getattr(source, "basis", None)  # the teacher's, for shorter vectors (`dimensions`)
 
     @app.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingRequest) -> Response:
+    async def embed(body: EmbeddingRequest) -> Response:
         """Embed one text or a list of texts; `data[i]` is the vector of `input[i]`."""
+        if tuning.tuned and embeddings is None:
+            raise ApiError(400, untuned_missing(model_name, tuning.setting), code=TUNED_CODE)
         texts = [body.input] if isinstance(body.input, str) else body.input
         check_texts(texts, single=isinstance(body.input, str), max_batch=max_batch, max_text_chars=max_text_chars)
-        dimensions = requested_dimensions(body.dimensions, embedder.dim, basis)
-        rows, tokens = await _submit(batcher, embedder, texts, width, single=isinstance(body.input, str))
-        vectors = shorten(rows[:, : embedder.dim], dimensions, basis)  # (len(texts), dimensions)
+        dimensions = requested_dimensions(body.dimensions, source.dim, basis)
+        rows, tokens = await _submit(batchers[-1], source, texts, source_width, single=isinstance(body.input, str))
+        vectors = shorten(rows[:, : source.dim], dimensions, basis)  # (len(texts), dimensions)
         args = (vectors, tokens, model_name, body.encoding_format)
         # NOTE: 256 x 384 floats take about 100 ms to render as JSON; off the event loop, other requests go on
         if vectors.size <= INLINE_FLOATS:
@@ -184,6 +203,40 @@ def create_app(
     add_tag_route(app, embedder if isinstance(embedder, Tagger) else None, model_name, max_batch=max_batch,
                   max_text_chars=max_text_chars, batch_size=batch_size)  # fmt: skip
     return app
+
+
+def _untuned_of(embedder: Embedder, embeddings: Embedder | None, tuning: Tuning | None
+                ) -> tuple[Tuning, Embedder | None]:  # fmt: skip
+    """The tuning of `embedder` (`tuning`, or what its export folder says) and what /v1/embeddings answers with when
+    that is not `embedder`: `embeddings`, or the untuned model beside a tuned export at the embedder's precision."""
+    path = getattr(embedder, "path", None)
+    tuning = tuning or (Tuning.read(path) if isinstance(path, Path) else Tuning())
+    if embeddings is None and tuning.embeddings is not None:
+        # NOTE: at onnxruntime's default threads; `serve` passes its own, loaded with --threads
+        embeddings = OnnxEmbedder(tuning.embeddings, precision=embedder.precision)
+    return tuning, embeddings
+
+
+def _own_batcher(embeddings: Embedder, batcher: Batcher) -> Batcher:
+    """The batcher of `embeddings` (the untuned model beside a tuned export), as `batcher` batches and counting into
+    its counters."""
+    size, wait = batcher.batch_size, batcher.max_wait_ms
+    own = Batcher(lambda ids: embeddings.encode_ids(ids, batch_size=size), batch_size=size, max_wait_ms=wait)
+    # NOTE: one set of counters for /health and /metrics, which count texts and model calls of either model; both
+    # batchers update them on the event loop only
+    own.stats, own.batch_sizes = batcher.stats, batcher.batch_sizes
+    return own
+
+
+def _card(embedder: Embedder, tuning: Tuning, embeddings: Embedder | None) -> dict[str, Any]:
+    """What the model's card says beside OpenAI's fields: its labels or tags, and whether it was tuned with its head
+    (and then whether /v1/embeddings answers with the untuned model beside it or is refused)."""
+    card: dict[str, Any] = {}
+    if isinstance(embedder, Classifier | Tagger):
+        card["labels"] = list(embedder.labels)  # what POST /v1/classify or POST /v1/tag answers with
+    if tuning.tuned:
+        card.update(tuned=tuning.setting, embeddings="untuned" if embeddings is not None else "refused")
+    return card
 
 
 def default_body_limit(max_batch: int, max_text_chars: int) -> int:
@@ -258,44 +311,6 @@ def _add_classify_route(app: FastAPI, classifier: Classifier | None, model_name:
         return Response(content, media_type="application/json")
 
 
-def _add_info_routes(app: FastAPI, embedder: Embedder, model_name: str) -> None:
-    """`GET /health`, `/v1/models`, `/v1/models/{id}` and `/metrics`."""
-    batcher: Batcher = app.state.batcher
-    # NOTE: `created` is when this server loaded the model: an export records no date of its own.
-    card = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "distill-embeddings"}
-    if isinstance(embedder, Classifier | Tagger):
-        card["labels"] = list(embedder.labels)  # what POST /v1/classify or POST /v1/tag answers with
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        """Liveness (503 if the batching worker is not running), the model served and the batching counters."""
-        status = "ok" if batcher.running else "down"
-        return JSONResponse({"status": status, "model": model_name, "dim": embedder.dim,
-                             "precision": embedder.precision, "batching": asdict(batcher.stats)},
-                            status_code=200 if batcher.running else 503)  # fmt: skip
-
-    @app.get("/v1/models")
-    async def models() -> JSONResponse:
-        """The one model this server has, in OpenAI's list format."""
-        return JSONResponse({"object": "list", "data": [card]})
-
-    @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str) -> JSONResponse:
-        """The model named `model_id`, if it is the one served (404 otherwise)."""
-        if model_id != model_name:
-            raise ApiError(404, f"the model '{model_id}' does not exist; this server has '{model_name}'",
-                           param="model", code="model_not_found")  # fmt: skip
-        return JSONResponse(card)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        """Counters, histograms and a gauge in Prometheus' text exposition format (version 0.0.4)."""
-        return Response(
-            prometheus_text(app.state.metrics, batcher.stats, batcher.batch_sizes),
-            media_type="text/plain; version=0.0.4",
-        )
-
-
 def _is_loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -326,7 +341,8 @@ def serve(
     At a signal uvicorn stops accepting and waits up to `graceful_timeout` seconds for the requests in
     flight; those still running then are cancelled. With `workers` > 1, uvicorn starts that many
     processes on the one port, each loading the model (`app_from_environment`), with `threads` each
-    (default: the cores shared out among them).
+    (default: the cores shared out among them). A tuned head's export has the untuned model beside it loaded too, at
+    the same precision and threads, for `POST /v1/embeddings` (`load_models`).
     """
     check_api_key(api_key)  # NOTE: before the model loads, so a bad key fails at once
     if workers < 1:
@@ -334,7 +350,7 @@ def serve(
     import uvicorn
 
     threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
-    embedder = load_model(model_dir, precision, threads)  # NOTE: a bad folder fails here, once
+    embedder, embeddings = load_models(model_dir, precision, threads)  # NOTE: a bad folder fails here, once
     settings = {"model_dir": str(model_dir), "precision": precision, "threads": threads, "api_key": api_key,
                 "model_name": model_name or embedder.config.name, "graceful_timeout": graceful_timeout,
                 **limits}  # fmt: skip
@@ -343,19 +359,16 @@ def serve(
                        "can use it (set DISTILL_API_KEY)", host)  # fmt: skip
     logger.info("serving %s (%s, %d dimensions) on http://%s:%d%s", model_dir, precision, embedder.dim, host, port,
                 f" with {workers} worker processes of {threads} threads" if workers > 1 else "")  # fmt: skip
-    if isinstance(embedder, Classifier):
-        logger.info("POST /v1/classify: %d labels (%s)", len(embedder.labels), ", ".join(embedder.labels))
-    if isinstance(embedder, Tagger):
-        logger.info("POST /v1/tag: %d tags (%s)", len(embedder.labels), ", ".join(embedder.labels))
+    _log_routes(embedder, embeddings, Tuning.read(model_dir), settings["model_name"])
     # NOTE: h11 (the HTTP parser uvicorn uses here) holds at most this much of a request head; the app bounds
     # the head again (431), since a head that arrives in one read is never counted by h11
     options = {"host": host, "port": port, "access_log": access_log, "log_level": "info", "http": "h11",
                "h11_max_incomplete_event_size": H11_MAX_INCOMPLETE_EVENT,
                "timeout_graceful_shutdown": graceful_timeout}  # fmt: skip
     if workers == 1:
-        uvicorn.run(_app(embedder, settings), **options)
+        uvicorn.run(_app((embedder, embeddings), settings), **options)
         return
-    del embedder
+    del embedder, embeddings
     os.environ[SETTINGS_VARIABLE] = json.dumps(settings)
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
 
@@ -363,24 +376,22 @@ def serve(
 def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker process of `serve(workers=N)`, from the settings it left in the environment."""
     settings = json.loads(os.environ[SETTINGS_VARIABLE])
-    return _app(load_model(settings["model_dir"], settings["precision"], settings["threads"]), settings)
+    return _app(load_models(settings["model_dir"], settings["precision"], settings["threads"]), settings)
 
 
-def load_model(model_dir: str | Path, precision: str, threads: int | None) -> OnnxEmbedder:
-    """The export in `model_dir`: an `OnnxTagger` when it holds a tokens head, an `OnnxClassifier` when it holds
-    another head (`head.json`), else an `OnnxEmbedder`."""
-    from distill.runtime import HEAD_FILE, OnnxClassifier, OnnxEmbedder, OnnxTagger
-
-    loader: type[OnnxEmbedder] = OnnxEmbedder
-    if (Path(model_dir) / HEAD_FILE).is_file():
-        try:
-            task = json.loads((Path(model_dir) / HEAD_FILE).read_text(encoding="utf-8"))["config"].get("task")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DistillError(f"{str(Path(model_dir) / HEAD_FILE)!r} is not a valid head config ({e})") from e
-        loader = OnnxTagger if task == "tokens" else OnnxClassifier
-    return loader(model_dir, precision=precision, threads=threads)
+def _log_routes(embedder: Embedder, embeddings: Embedder | None, tuning: Tuning, model_name: str) -> None:
+    """Say what the head's routes answer with and, for a tuned head's export, what /v1/embeddings does."""
+    if isinstance(embedder, Classifier):
+        logger.info("POST /v1/classify: %d labels (%s)", len(embedder.labels), ", ".join(embedder.labels))
+    if isinstance(embedder, Tagger):
+        logger.info("POST /v1/tag: %d tags (%s)", len(embedder.labels), ", ".join(embedder.labels))
+    if tuning.tuned and embeddings is None:
+        logger.warning("warning: POST /v1/embeddings is refused: %s", untuned_missing(model_name, tuning.setting))
+    elif tuning.tuned:
+        logger.info("POST /v1/embeddings: the untuned model in %s (the head's graph was tuned with --tune %s)",
+                    tuning.embeddings, tuning.setting)  # fmt: skip
 
 
-def _app(embedder: Embedder, settings: dict[str, Any]) -> FastAPI:
+def _app(models: tuple[Embedder, Embedder | None], settings: dict[str, Any]) -> FastAPI:
     limits = {k: v for k, v in settings.items() if k not in ("model_dir", "precision", "threads")}
-    return create_app(embedder, **limits)
+    return create_app(models[0], embeddings=models[1], **limits)
