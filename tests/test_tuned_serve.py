@@ -207,3 +207,28 @@ def test_a_tuned_tagger_ships_the_untuned_model_too(
     np.testing.assert_allclose(embedded, expected, atol=1e-4)
     assert tagged.status_code == 200 and len(tagged.json()["data"][0]["words"]) == 5
     assert (card["tuned"], card["embeddings"], card["labels"]) == ("all", "untuned", tagger.labels)
+
+
+def test_a_run_students_untuned_model_gets_the_runs_basis(tiny_teacher: Teacher, corpus: list[str],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """A student of a finished run ships untuned with the teacher's basis `distill export` gives it: `dimensions`
+    then cut the untuned vectors as the run's own export cuts them."""
+    from distill.data.basis import teacher_basis
+    from distill.training.config import RunConfig
+    from distill.training.finished import open_run
+    from distill.training.pipeline import run_from_model
+
+    config = RunConfig(output=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), train={"epochs": 1})
+    run = Path(run_from_model(tiny_teacher, corpus, config).run_dir)
+    student_dir = run / "students" / "static"
+    student = students.load(student_dir)
+    frame = _sentences(20, seed=0)
+    head = tune_classifier(student, frame["text"].tolist(), frame["label"].tolist(), TuneConfig(**FAST),
+                           model=str(student_dir))  # fmt: skip
+    export_head(save_tuned(head, student, tmp_path / "head"), None, tmp_path / "export", texts=CHECK_TEXTS)
+    shipped = Basis.load(tmp_path / "export" / EMBEDDINGS_DIR / BASIS_FILE)
+    expected = teacher_basis(open_run(run)[1])
+    np.testing.assert_allclose(shipped.directions, expected.directions, atol=1e-6)
+    np.testing.assert_allclose(shipped.mean, expected.mean, atol=1e-6)
+    short = embeddings_of(tmp_path / "export").encode(TEXTS, dimensions=8)
+    assert short.shape == (len(TEXTS), 8)

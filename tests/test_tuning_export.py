@@ -101,7 +101,7 @@ def test_the_cli_tunes_evaluates_exports_and_serves(
                                          str(tmp_path / "export"), "--data", str(tmp_path / "test.csv")])  # fmt: skip
     assert exported.exit_code == 0, exported.output
     card = (tmp_path / "export" / "README.md").read_text()
-    assert "--tune last" in card and "no longer the teacher's" in card
+    assert "--tune last" in card and "no longer the teacher's" in card and "`embeddings/`" in card
     classifier = OnnxClassifier(tmp_path / "export", threads=1)
     with TestClient(create_app(classifier, model_name="topics")) as client:
         answer = client.post("/v1/classify", json={"input": ["a goal in the match"]})

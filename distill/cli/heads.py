@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from distill.cli import head_steps
 from distill.cli.common import setup_logging as _setup_logging
 from distill.cli.common import user_errors as _user_errors
 
@@ -127,13 +128,13 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     if task == "tokens":
         if per_class:
             raise DistillError("--per-class is for --task classify: a tagged sentence has many tags")
-        click.echo(json.dumps(_train_tagger(model, data_path, words_column, tags_column, output_dir, config)))
+        click.echo(json.dumps(head_steps.tagger_head(model, data_path, words_column, tags_column, output_dir, config)))
         return
     texts, labels = read_labelled(data_path, text_column, label_column)
     if per_class:
         texts, labels = per_class_sample(texts, labels, per_class, seed)
     if tune != "none":
-        click.echo(json.dumps(_train_tuned(model, texts, labels, output_dir, config)))
+        click.echo(json.dumps(head_steps.tuned_head(model, texts, labels, output_dir, config)))
         return
     encode, about = encoder_for(model, precision)
     vectors = with_progress(encode)(texts)
@@ -144,57 +145,6 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     click.echo(json.dumps({"head": output_dir, "model": model, "classes": len(trained.labels),
                            "valid_macro_f1": metrics["valid_macro_f1"],
                            "valid_accuracy": metrics["valid_accuracy"]}))  # fmt: skip
-
-
-def _train_tuned(model: str, texts: list[str], labels: list[str], output_dir: str, config: Any) -> dict[str, Any]:
-    """`head train --tune`: train the model and head together, save both; what it prints."""
-    from distill.heads.models import as_student, load_model
-    from distill.heads.tuning import save_tuned, tune_classifier
-
-    student = as_student(load_model(model), model)
-    trained = tune_classifier(student, texts, labels, config, model=model, encoder=_about(student, model))
-    save_tuned(trained, student, output_dir)
-    metrics = trained.config.metrics
-    return {"head": output_dir, "model": model, **_tuned_summary(metrics, config.tune, output_dir),
-            "classes": len(trained.labels), "texts": len(texts), "valid_macro_f1": metrics["valid_macro_f1"],
-            "valid_accuracy": metrics["valid_accuracy"]}  # fmt: skip
-
-
-def _train_tagger(model: str, data_path: str, words_column: str, tags_column: str, output_dir: str,
-                  config: Any) -> dict[str, Any]:  # fmt: skip
-    """`head train --task tokens`: train and save a tagger (with its model, with --tune); what it prints."""
-    from distill.heads.tagging import read_tagged, token_encoder_for, train_tagger
-
-    sentences, tags = read_tagged(data_path, words_column, tags_column)
-    if config.tune != "none":
-        from distill.heads.models import as_student, load_model
-        from distill.heads.tune_tagger import tune_tagger
-        from distill.heads.tuning import save_tuned
-
-        student = as_student(load_model(model), model)
-        trained = tune_tagger(student, sentences, tags, config, model=model, encoder=_about(student, model))
-        save_tuned(trained, student, output_dir)
-        tuned = _tuned_summary(trained.config.metrics, config.tune, output_dir)
-    else:
-        encode, about = token_encoder_for(model, progress=True)
-        trained, tuned = train_tagger(encode(sentences), tags, config.head, model=model, encoder=about), {}
-        trained.save(output_dir)
-    metrics = trained.config.metrics
-    return {"head": output_dir, "model": model, "task": "tokens", "tags": len(trained.labels), **tuned,
-            "valid_entity_f1": metrics["valid_entity_f1"], "valid_accuracy": metrics["valid_accuracy"]}  # fmt: skip
-
-
-def _about(student: Any, model: str) -> str:
-    """What a model tuned from `model` was, for its head's "encoder"."""
-    return f"{student.kind} student {model}" if student.config.teacher != model else f"teacher {model}"
-
-
-def _tuned_summary(metrics: dict[str, Any], tune: str, output_dir: str) -> dict[str, Any]:
-    """What `head train --tune` prints of the tuning (and says on stderr: its time)."""
-    click.echo(f"tuned ({tune}) in {metrics['tune']['seconds']:.1f}s, best epoch {metrics['best_epoch']} of "
-               f"{metrics['epochs_run']}", err=True)  # fmt: skip
-    return {"tune": tune, "tuned_model": str(Path(output_dir) / "model"), "best_epoch": metrics["best_epoch"],
-            "seconds": metrics["tune"]["seconds"]}  # fmt: skip
 
 
 @head.command("eval")
@@ -280,36 +230,9 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
         texts = read_texts(data_path, text_column, limit=check_texts)
     parity = export_head(head_dir, model, output_dir, texts=texts)
     figures = parity["head"]
-    _head_card(output_dir, parity, head_dir)
+    head_steps.head_card(output_dir, parity, head_dir)
     click.echo(json.dumps({"export": output_dir, "labels": figures["labels"], "texts": figures["texts"],
                            "fp32": figures["fp32"], "int8": figures["int8"]}))  # fmt: skip
-
-
-def _head_card(output_dir: str, parity: dict[str, Any], head_dir: str) -> None:
-    """The export's README.md: the Hub's metadata and what the export measured of the head."""
-    import json
-
-    from distill.cards import Figure, export_card, teacher_license
-
-    teacher = json.loads((Path(output_dir) / "config.json").read_text(encoding="utf-8")).get("teacher", "")
-    head, command = parity["head"], f"distill head export --head {head_dir} --output {output_dir}"
-    task = head.get("task", "classify")
-    figures = {
-        f"{precision}: max abs difference of the probabilities to torch": Figure(
-            f"{head[precision]['max_abs_difference']:.1e}", command
-        )
-        for precision in ("fp32", "int8")
-    }
-    figures["int8: same top label as torch"] = Figure(f"{head['int8']['agreement']:.2%}", command)
-    figures["labels"] = Figure(", ".join(head["labels"]), command)
-    card = export_card(Path(output_dir).name, Path(output_dir), teacher, figures, teacher_license(teacher), head=task)
-    tune = json.loads((Path(output_dir) / "head.json").read_text(encoding="utf-8"))["config"].get("tune", "none")
-    if tune != "none":
-        card.about += (f" The model was trained together with its head (`distill head train --tune {tune}`): its "
-                       "`sentence_vectors` are no longer the teacher's, so use them for this task only, not as "
-                       "embeddings in the teacher's space.")  # fmt: skip
-        figures["model tuned with the head"] = Figure(tune, f"distill head train --tune {tune}")
-    card.write(output_dir)
 
 
 def _is_tagger(head_dir: str) -> bool:

@@ -28,7 +28,7 @@ from distill.export.exporter import PARITY_FILE, export_student
 from distill.heads.models import load_model, teacher_student
 from distill.io import read_json
 from distill.runtime import CONFIG_FILE, EMBEDDINGS_DIR, HEAD_FILE, MODEL_FILES, TOKENIZER_FILE
-from distill.runtime.vectors import BASIS_FILE
+from distill.runtime.vectors import BASIS_FILE, Basis
 from distill.teacher.model import Teacher
 from students.base import Student
 
@@ -51,7 +51,8 @@ def add_untuned(head: ClassifierHead, directory: Path, *, texts: Sequence[str]) 
     model = _untuned_model(head.config.model)
     parity = None
     if model is not None:
-        parity = export_untuned(model, directory / EMBEDDINGS_DIR, name=Path(head.config.model).name, texts=texts)
+        parity = export_untuned(model, directory / EMBEDDINGS_DIR, name=Path(head.config.model).name, texts=texts,
+                                basis=run_basis(head.config.model))  # fmt: skip
     config = read_json(directory / CONFIG_FILE)
     # NOTE: the model trained with the head: its vectors left the teacher's space
     config.update(tune=head.config.tune, teacher_space=False, embeddings=EMBEDDINGS_DIR if model is not None else None)
@@ -73,18 +74,38 @@ def _untuned_model(name: str) -> Student | Teacher | Path | None:
         return None
 
 
+def run_basis(model: str) -> Basis | None:
+    """The teacher's basis of the run a student folder `model` belongs to (`RUN/students/<name>`), as `distill export`
+    writes it, so the untuned model's shorter vectors (`dimensions`) are cut as its own export's are; None when
+    `model` is in no finished run or the run's targets are gone (then only full-length vectors are served)."""
+    from distill.data.basis import teacher_basis
+    from distill.runfolder import is_run
+    from distill.training.finished import open_run
+
+    run = next((folder for folder in Path(model).parents[:2] if is_run(folder)), None)
+    if run is None:
+        return None
+    try:
+        return teacher_basis(open_run(run)[1])
+    except (DistillError, OSError) as e:
+        logger.warning("the untuned model gets no basis for shorter vectors (`dimensions`): %s", e)
+        return None
+
+
 def export_untuned(
-    model: Student | Teacher | Path, directory: Path, *, name: str, texts: Sequence[str]
+    model: Student | Teacher | Path, directory: Path, *, name: str, texts: Sequence[str], basis: Basis | None = None
 ) -> dict[str, Any]:
     """Write `model` to `directory` as `distill export` does (a teacher copied into a transformer student with all
-    its layers, an export folder copied as it is), named `name` (a teacher: its own name); its parity figures."""
+    its layers, an export folder copied as it is), named `name` (a teacher: its own name), with the teacher's
+    `basis` when given (a student's); its parity figures."""
     if isinstance(model, Path):
         directory.mkdir()
         return copy_export(model, directory)
     if isinstance(model, Teacher):
         vectors = model.sentence_vectors(list(texts))  # (texts, dim): the int8 graph's fidelity is measured on them
         return export_student(teacher_student(model), directory, name=model.name, texts=texts, teacher_vectors=vectors)
-    return export_student(model, directory, name=name, texts=texts)
+    usable = basis if basis is not None and basis.dim == model.dim else None  # NOTE: a narrower student has its own
+    return export_student(model, directory, name=name, texts=texts, basis=usable)
 
 
 def copy_export(source: Path, directory: Path) -> dict[str, Any]:
