@@ -16,8 +16,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from distill.errors import DistillError
-from distill.heads.classifier import HeadTrainConfig, score_head, train_classifier
+from distill.heads.classifier import score_head, train_classifier
 from distill.heads.data import read_labelled
+from distill.heads.head import HeadTrainConfig
 from eval.encoders import Encode, TaskEncoder, as_encoder
 from eval.fidelity import unit
 

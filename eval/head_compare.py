@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import DistillError
-from distill.heads.classifier import HeadTrainConfig, score_head, train_classifier
+from distill.heads.classifier import score_head, train_classifier
 from distill.heads.data import encoder_for, with_progress
+from distill.heads.head import HeadTrainConfig
 from distill.heads.tagging import score_tagger, student_token_encoder, token_encoder_for, train_tagger
 from distill.heads.tune_config import TuneConfig
 from distill.runfolder import is_run, read_summary

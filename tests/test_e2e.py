@@ -107,7 +107,7 @@ def test_a_polarity_head_from_compare_to_the_served_onnx_graph(static_run: Path,
     student's exported with its head and served, with the labels torch gives."""
     from fastapi.testclient import TestClient
 
-    from distill.heads.classifier import ClassifierHead
+    from distill.heads.head import ClassifierHead
     from distill.runtime import OnnxClassifier
     from distill.runtime.serve import create_app
     from eval.tasks import PolarityProbe

@@ -10,8 +10,8 @@ from transformers import BertTokenizerFast
 
 from distill.cli.commands import main
 from distill.errors import DistillError
-from distill.heads.classifier import HeadTrainConfig
 from distill.heads.data import read_labelled
+from distill.heads.head import HeadTrainConfig
 from eval.head_compare import Labelled, compare_heads, markdown_table, resolve_models
 from students.static import StaticConfig, StaticStudent
 from tests.test_heads import _sentences

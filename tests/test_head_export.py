@@ -23,8 +23,9 @@ from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.errors import DistillError
 from distill.export.exporter import EDGE_TEXTS, export_student
-from distill.heads.classifier import ClassifierHead, HeadTrainConfig, train_classifier
+from distill.heads.classifier import train_classifier
 from distill.heads.export import export_classifier, export_head
+from distill.heads.head import ClassifierHead, HeadTrainConfig
 from distill.runtime import OnnxClassifier, OnnxEmbedder
 from distill.runtime.serve import create_app
 from distill.teacher.model import Teacher

@@ -13,8 +13,9 @@ from transformers import BertTokenizerFast
 from distill.cli.commands import main
 from distill.errors import DistillError
 from distill.export.exporter import export_student
-from distill.heads.classifier import ClassifierHead, HeadTrainConfig, evaluate_head, stratified_split, train_classifier
+from distill.heads.classifier import evaluate_head, train_classifier
 from distill.heads.data import encoder_for, read_labelled, with_progress
+from distill.heads.head import ClassifierHead, HeadTrainConfig, stratified_split
 from students.static import StaticConfig, StaticStudent
 
 TOPICS = {

@@ -19,8 +19,8 @@ import students
 from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.heads.classifier import ClassifierHead, HeadTrainConfig
 from distill.heads.export import export_head
+from distill.heads.head import ClassifierHead, HeadTrainConfig
 from distill.heads.tagging import predict_tags, read_tagged, student_token_encoder, train_tagger
 from distill.runtime import OnnxEmbedder, OnnxTagger, split_words
 from distill.runtime.serve import create_app, load_model

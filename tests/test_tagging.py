@@ -13,7 +13,8 @@ from transformers import BertTokenizerFast
 from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.heads.classifier import ClassifierHead, HeadTrainConfig, evaluate_head
+from distill.heads.classifier import evaluate_head
+from distill.heads.head import ClassifierHead, HeadTrainConfig
 from distill.heads.tagging import (
     entity_f1,
     entity_spans,

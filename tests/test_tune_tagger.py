@@ -15,7 +15,7 @@ import distill.heads.tune_tagger as tune_tagger_module
 from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.heads.classifier import ClassifierHead
+from distill.heads.head import ClassifierHead
 from distill.heads.models import TUNED_MODEL_DIR, teacher_student
 from distill.heads.tagging import score_tagger, student_token_encoder
 from distill.heads.tune_config import TuneConfig

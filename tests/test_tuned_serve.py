@@ -23,8 +23,9 @@ from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.errors import DistillError
 from distill.export.exporter import export_student
-from distill.heads.classifier import HeadTrainConfig, train_classifier
+from distill.heads.classifier import train_classifier
 from distill.heads.export import export_head
+from distill.heads.head import HeadTrainConfig
 from distill.heads.tagging import read_tagged, student_token_encoder, train_tagger
 from distill.heads.tune_config import TuneConfig
 from distill.heads.tuning import save_tuned, tune_classifier

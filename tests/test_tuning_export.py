@@ -17,8 +17,8 @@ import students
 from distill.cli.commands import main
 from distill.data.targets import Targets
 from distill.errors import DistillError
-from distill.heads.classifier import ClassifierHead
 from distill.heads.export import export_head
+from distill.heads.head import ClassifierHead
 from distill.heads.models import TUNED_MODEL_DIR, model_of
 from distill.heads.tune_config import TuneConfig
 from distill.heads.tuning import save_tuned, tune_classifier

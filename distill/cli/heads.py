@@ -118,9 +118,10 @@ def head_train(model: str, data_path: str, task: str, text_column: str, label_co
     import json
 
     from distill.errors import DistillError
-    from distill.heads.classifier import HeadTrainConfig, train_classifier
+    from distill.heads.classifier import train_classifier
     from distill.heads.data import encoder_for, read_labelled, with_progress
     from distill.heads.data import per_class as per_class_sample
+    from distill.heads.head import HeadTrainConfig
     from distill.heads.tune_config import TuneConfig
 
     _setup_logging(verbose)
@@ -168,8 +169,9 @@ def head_eval(head_dir: str, data_path: str, model: str | None, precision: str, 
     """
     import json
 
-    from distill.heads.classifier import ClassifierHead, evaluate_head
+    from distill.heads.classifier import evaluate_head
     from distill.heads.data import encoder_for, read_labelled, with_progress
+    from distill.heads.head import ClassifierHead
 
     _setup_logging(verbose)
     from distill.heads.models import model_of
@@ -236,7 +238,7 @@ def head_export(head_dir: str, model: str | None, output_dir: str, data_path: st
 
 
 def _is_tagger(head_dir: str) -> bool:
-    from distill.heads.classifier import ClassifierHead
+    from distill.heads.head import ClassifierHead
 
     return ClassifierHead.load(head_dir).config.task == "tokens"
 
@@ -290,9 +292,9 @@ def head_compare(data_path: str, test_path: str, models: str, run_dir: str, task
     import dataclasses
     import json
 
-    from distill.heads.classifier import HeadTrainConfig
     from distill.heads.data import per_class as per_class_sample
     from distill.heads.data import read_labelled
+    from distill.heads.head import HeadTrainConfig
     from distill.heads.tagging import read_tagged
     from distill.heads.tune_config import TuneConfig
     from eval.head_compare import Labelled, as_json, compare_heads, markdown_table, resolve_models

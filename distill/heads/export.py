@@ -40,8 +40,8 @@ from torch import nn
 
 from distill.errors import DistillError
 from distill.export.exporter import EDGE_TEXTS, PARITY_FILE, export_student
-from distill.heads.classifier import FORMAT_VERSION, ClassifierHead
 from distill.heads.data import Encode, read_table
+from distill.heads.head import FORMAT_VERSION, ClassifierHead
 from distill.heads.models import load_model, model_of, teacher_student
 from distill.heads.tagger_export import export_tagger
 from distill.heads.untuned import add_untuned, copy_export

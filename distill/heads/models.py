@@ -22,7 +22,7 @@ from students.base import Student
 from students.transformer import TransformerStudent
 
 if TYPE_CHECKING:
-    from distill.heads.classifier import ClassifierHead
+    from distill.heads.head import ClassifierHead
 
 TUNED_MODEL_DIR = "model"  # inside a tuned head's folder: the student trained together with the head
 

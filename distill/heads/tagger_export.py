@@ -41,7 +41,7 @@ from distill.export.exporter import (
     fp32_difference,
 )
 from distill.export.quantize import quantize
-from distill.heads.classifier import FORMAT_VERSION, ClassifierHead
+from distill.heads.head import FORMAT_VERSION, ClassifierHead
 from distill.heads.tagging import student_token_encoder
 from distill.heads.untuned import add_untuned
 from distill.io import atomic_dir, write_json

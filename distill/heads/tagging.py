@@ -2,7 +2,7 @@
 
 Each word is read by the vector of its first sub-token in context, from a teacher or a transformer
 student (a static student has one vector per token whatever its context, and an ONNX export gives
-sentence vectors only). The head is `distill.heads.classifier.ClassifierHead` with task "tokens", trained by the
+sentence vectors only). The head is `distill.heads.head.ClassifierHead` with task "tokens", trained by the
 same `fit_head` (class weights); whole sentences are held out, and their entity F1 chooses the linear
 head's regularisation (or stops the MLP):
 
@@ -27,8 +27,9 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
-from distill.heads.classifier import ClassifierHead, HeadTrainConfig, fit_head, fitted_as
+from distill.heads.classifier import fit_head, fitted_as
 from distill.heads.data import read_table
+from distill.heads.head import ClassifierHead, HeadTrainConfig
 from distill.io import read_json
 from distill.runtime.tagger import OUTSIDE, fallback_of, first_subtokens
 from students.base import pad, prepare_tokenizer

@@ -34,7 +34,7 @@ class TuneConfig:
     # torch's threads while tuning; 0: torch's default (one per core). NOTE: on 2 cores shared with other jobs,
     # a training step of the default transformer student took 3x longer on 2 threads than on 1
     threads: int = 0
-    # the starting head and the validation split, a distill.heads.classifier.HeadTrainConfig (None: its defaults)
+    # the starting head and the validation split, a distill.heads.head.HeadTrainConfig (None: its defaults)
     # NOTE: typed Any, not imported even for type checking: classifier imports this module (no import circle)
     head: Any = None
 

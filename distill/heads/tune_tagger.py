@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from distill.errors import DistillError
-from distill.heads.classifier import ClassifierHead, HeadTrainConfig, class_weights
+from distill.heads.head import ClassifierHead, HeadTrainConfig, class_weights
 from distill.heads.tagging import entity_f1, sentence_split, student_token_encoder, train_tagger
 from distill.heads.tune_config import TuneConfig
 from distill.heads.tuning import freeze_all_but, sparse_tables, torch_threads, train_epochs, trainable, tune_settings

@@ -34,14 +34,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from distill.errors import DistillError
-from distill.heads.classifier import (
-    ClassifierHead,
-    HeadTrainConfig,
-    class_weights,
-    stratified_split,
-    train_classifier,
-)
+from distill.heads.classifier import train_classifier
 from distill.heads.contrastive import contrastive_start
+from distill.heads.head import ClassifierHead, HeadTrainConfig, class_weights, stratified_split
 from distill.heads.models import TUNED_MODEL_DIR
 from distill.heads.tune_config import TuneConfig
 from distill.io import atomic_dir

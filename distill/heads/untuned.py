@@ -33,7 +33,7 @@ from distill.teacher.model import Teacher
 from students.base import Student
 
 if TYPE_CHECKING:
-    from distill.heads.classifier import ClassifierHead
+    from distill.heads.head import ClassifierHead
 
 logger = logging.getLogger(__name__)
 

@@ -257,8 +257,9 @@ def heads_polarity(run_dir: str, widths: str) -> None:
     """5-fold accuracy (%) of a task head on gensim's polarity sentences, for the teacher and each student."""
     from sklearn.model_selection import StratifiedKFold
 
-    from distill.heads.classifier import HeadTrainConfig, score_head, train_classifier
+    from distill.heads.classifier import score_head, train_classifier
     from distill.heads.data import encoder_for
+    from distill.heads.head import HeadTrainConfig
     from eval.tasks import PolarityProbe
 
     logging.basicConfig(level=logging.WARNING, force=True)
