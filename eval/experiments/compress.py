@@ -50,17 +50,16 @@ from distill.training.pipeline import folder_bytes
 from distill.training.trainer import TrainConfig, Trainer
 from eval.report import EvalSettings, run_tasks, score_run_tasks
 from students.static import StaticStudent, masked_mean
+from students.static_compressed import quantize_rows
 
 Compressed = tuple[np.ndarray, int]  # (the table as the student reads it back, bytes stored)
 
 
 def quantised(table: np.ndarray, bits: int) -> Compressed:
-    """Each row to signed `bits`-bit integers with its own scale; bytes: the codes and an fp32 scale a row."""
-    top = 2 ** (bits - 1) - 1
-    scale = np.abs(table).max(axis=1, keepdims=True) / top
-    scale[scale == 0] = 1.0
-    codes = np.clip(np.round(table / scale), -top, top)
-    return (codes * scale).astype(np.float32), table.shape[0] * (table.shape[1] * bits // 8 + 4)
+    """Each row to signed `bits`-bit integers with its own scale (`quantize_rows`, as a compressed student stores
+    them); bytes: the codes and an fp32 scale a row."""
+    codes, scales = quantize_rows(table, bits, torch.float32)  # (vocab, dim) int8, (vocab,)
+    return codes * scales[:, None], table.shape[0] * (table.shape[1] * bits // 8 + 4)
 
 
 def binary(table: np.ndarray, keep_norm: bool = False) -> Compressed:
