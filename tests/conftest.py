@@ -15,6 +15,7 @@ from distill.export.exporter import export_student
 from distill.runtime import OnnxEmbedder
 from distill.teacher.model import DEFAULT_TEACHER, Pooling, Teacher, resolve_teacher
 from students.static import StaticConfig, StaticStudent
+from students.transformer import TransformerStudent
 
 SENTENCES = [
     "The cat sat on the mat.",
@@ -89,3 +90,14 @@ def export_tiny_static(directory: Path, tokenizer: BertTokenizerFast) -> Path:
     student.init_table(np.random.default_rng(0).standard_normal((tokenizer.vocab_size, 16)))
     export_student(student, directory, name="tiny-static", texts=SENTENCES[:4])
     return directory
+
+
+def far_off_transformer_student(teacher: Teacher, targets: Targets) -> TransformerStudent:
+    """A one-layer transformer student (the teacher's layer 1) with its encoder weights redrawn (seed 0): a tiny
+    random teacher's one layer barely changes its vectors, so a plain copy would leave training nothing to learn."""
+    student = TransformerStudent.from_teacher(teacher, targets, layers=[1])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in student.encoder.encoder.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    return student

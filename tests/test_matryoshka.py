@@ -19,6 +19,7 @@ from distill.training.losses import CosineLoss, MatryoshkaLoss
 from distill.training.pipeline import run_from_model
 from distill.training.trainer import TrainConfig, Trainer
 from students.transformer import TransformerStudent
+from tests.conftest import far_off_transformer_student
 
 
 def _loss_and_teacher(dim: int = 16, n: int = 12) -> tuple[MatryoshkaLoss, torch.Tensor, Basis]:
@@ -89,11 +90,7 @@ def test_dims_of_the_teacher_or_more_are_refused(tiny_teacher: Teacher, tiny_tar
 def test_a_transformer_student_trains_with_prefixes(
     tiny_teacher: Teacher, tiny_targets: Targets, tmp_path: Path
 ) -> None:
-    student = TransformerStudent.from_teacher(tiny_teacher, tiny_targets, layers=[1])
-    torch.manual_seed(0)
-    with torch.no_grad():  # a tiny random teacher's one layer barely changes its vectors: start the copy far off
-        for p in student.encoder.encoder.parameters():
-            p.copy_(torch.randn_like(p) * 0.5)
+    student = far_off_transformer_student(tiny_teacher, tiny_targets)
     config = TrainConfig(**{**TransformerStudent.default_training, "epochs": 3, "lr": 3e-3, "matryoshka": [8, 4]})
     result = Trainer(student, tiny_targets, config, tmp_path).train()
     assert result.start_fidelity < 0.95 and result.best_fidelity > result.start_fidelity + 0.02

@@ -13,7 +13,7 @@ from distill.errors import DistillError
 from distill.teacher.model import Teacher
 from distill.training.trainer import TrainConfig, Trainer, fidelity, token_fidelity
 from students.transformer import TransformerStudent
-from tests.conftest import SENTENCES
+from tests.conftest import SENTENCES, far_off_transformer_student
 
 
 @pytest.fixture()
@@ -78,11 +78,7 @@ def test_save_reloads_exactly_and_as_a_sentence_transformer(
 def test_training_with_token_loss_moves_towards_the_teacher(
     tiny_teacher: Teacher, targets: Targets, tmp_path: Path
 ) -> None:
-    student = TransformerStudent.from_teacher(tiny_teacher, targets, layers=[1])
-    torch.manual_seed(0)
-    with torch.no_grad():  # a tiny random teacher's one layer barely changes its vectors: start the copy far off
-        for p in student.encoder.encoder.parameters():
-            p.copy_(torch.randn_like(p) * 0.5)
+    student = far_off_transformer_student(tiny_teacher, targets)
     valid_ids = student.token_ids(targets.texts_of(Split.VALID))
     valid_vectors = np.asarray(targets.sentence_vectors[targets.indices(Split.VALID)])
     before = fidelity(student, valid_ids, valid_vectors)
