@@ -233,3 +233,11 @@ def test_a_run_students_untuned_model_gets_the_runs_basis(tiny_teacher: Teacher,
     np.testing.assert_allclose(shipped.mean, expected.mean, atol=1e-6)
     short = embeddings_of(tmp_path / "export").encode(TEXTS, dimensions=8)
     assert short.shape == (len(TEXTS), 8)
+
+
+def test_distill_embed_of_a_tuned_export_uses_the_untuned_model(shipped: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+    result = CliRunner().invoke(main, ["embed", "--model", str(shipped["export"]), "--input",
+                                       str(tmp_path / "texts.txt"), "--output", str(tmp_path / "v.npy")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), OnnxEmbedder(shipped["plain"]).encode(TEXTS), atol=1e-6)

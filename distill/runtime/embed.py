@@ -125,8 +125,11 @@ def embed_file(
     vector_precision: str = "float32",
 ) -> tuple[int, int]:
     """Embed every text of `input_path` with the export in `model_dir` into `output_path`, each vector in the
-    `VectorForm` of `dimensions` (default: the model's dim) and `vector_precision`; (texts, dimensions)."""
-    from distill.runtime import OnnxEmbedder  # NOTE: here, so that a bad path fails before the model loads
+    `VectorForm` of `dimensions` (default: the model's dim) and `vector_precision`; (texts, dimensions).
+
+    The export of a head tuned with its model embeds with the untuned model it ships (`distill.runtime.embeddings_of`),
+    as `distill serve`'s /v1/embeddings does."""
+    from distill.runtime import embeddings_of  # NOTE: here, so that a bad path fails before the model loads
 
     output_path = Path(output_path)
     if output_path.suffix not in OUTPUT_SUFFIXES:
@@ -134,7 +137,8 @@ def embed_file(
     if batch_size <= 0:
         raise DistillError(f"batch-size must be positive, not {batch_size}")
     texts = read_texts(input_path)
-    embedder = OnnxEmbedder(model_dir, precision=precision, threads=threads)
+    # NOTE: a tuned head's export embeds with the untuned model beside it: its own graph's vectors are not the teacher's
+    embedder = embeddings_of(model_dir, precision=precision, threads=threads)
     form = VectorForm(embedder.dim if dimensions is None else dimensions, vector_precision)
     form.check(embedder)
     blank = sum(not text.strip() for text in texts)
