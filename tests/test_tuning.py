@@ -190,3 +190,33 @@ def test_an_export_folder_cannot_be_tuned(export_dir: Path, tmp_path: Path) -> N
                                        str(tmp_path / "train.csv"), "--output", str(tmp_path / "head"),
                                        "--tune", "all"])  # fmt: skip
     assert result.exit_code == 2 and "is an ONNX export, which cannot be trained" in result.output
+
+
+def test_a_static_students_table_rate_is_chosen_on_the_validation_split(
+    topics: tuple[list[str], list[str]], tokenizer: BertTokenizerFast, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no --table-lr each of TABLE_LRS is tried from the same table; the best by validation macro-F1 (scripted
+    here to be the middle one) is kept, table and head, exactly as a run at that rate alone leaves them."""
+    from distill.heads.tune_config import TABLE_LRS
+
+    scripted = dict(zip(TABLE_LRS, [0.5, 0.9, 0.7], strict=True))
+    real = tuning._tune
+
+    def scored(student: Student, texts: list[str], labels: list[str], config: TuneConfig, *args: str) -> object:
+        head = real(student, texts, labels, config, *args)
+        head.config.metrics["valid_macro_f1"] = scripted[config.table_lr]
+        return head
+
+    monkeypatch.setattr(tuning, "_tune", scored)
+    student = static_student(tokenizer)
+    head = tune_classifier(student, *topics, TuneConfig(**{**FAST, "table_lr": None}))
+    tried = head.config.metrics["tune"]["table_lr_by_validation_f1"]
+    assert tried == {f"{lr:g}": score for lr, score in scripted.items()}
+    assert head.config.metrics["tune"]["lr"] == TABLE_LRS[1] and head.config.metrics["valid_macro_f1"] == 0.9
+    monkeypatch.setattr(tuning, "_tune", real)
+    alone = static_student(tokenizer)
+    tune_classifier(alone, *topics, TuneConfig(**{**FAST, "table_lr": TABLE_LRS[1]}))
+    assert torch.equal(student.embedding.weight, alone.embedding.weight)
+    last = static_student(tokenizer)
+    tune_classifier(last, *topics, TuneConfig(**{**FAST, "table_lr": TABLE_LRS[2]}))
+    assert not torch.equal(student.embedding.weight, last.embedding.weight)
