@@ -56,7 +56,9 @@ def tuned_summary(metrics: dict[str, Any], tune: str, output_dir: str) -> dict[s
     """What `head train --tune` prints of the tuning (and says on stderr: its time)."""
     click.echo(f"tuned ({tune}) in {metrics['tune']['seconds']:.1f}s, best epoch {metrics['best_epoch']} of "
                f"{metrics['epochs_run']}", err=True)  # fmt: skip
-    return {"tune": tune, "tuned_model": str(Path(output_dir) / "model"), "best_epoch": metrics["best_epoch"],
+    from distill.heads.models import TUNED_MODEL_DIR
+
+    return {"tune": tune, "tuned_model": str(Path(output_dir) / TUNED_MODEL_DIR), "best_epoch": metrics["best_epoch"],
             "seconds": metrics["tune"]["seconds"]}  # fmt: skip
 
 
@@ -66,7 +68,8 @@ def head_card(output_dir: str, parity: dict[str, Any], head_dir: str) -> None:
 
     from distill.cards import Figure, export_card, teacher_license
 
-    teacher = json.loads((Path(output_dir) / "config.json").read_text(encoding="utf-8")).get("teacher", "")
+    config = json.loads((Path(output_dir) / "config.json").read_text(encoding="utf-8"))
+    teacher = config.get("teacher", "")
     head, command = parity["head"], f"distill head export --head {head_dir} --output {output_dir}"
     task = head.get("task", "classify")
     figures = {
@@ -78,7 +81,6 @@ def head_card(output_dir: str, parity: dict[str, Any], head_dir: str) -> None:
     figures["int8: same top label as torch"] = Figure(f"{head['int8']['agreement']:.2%}", command)
     figures["labels"] = Figure(", ".join(head["labels"]), command)
     card = export_card(Path(output_dir).name, Path(output_dir), teacher, figures, teacher_license(teacher), head=task)
-    config = json.loads((Path(output_dir) / "config.json").read_text(encoding="utf-8"))
     tune = config.get("tune", "none")
     if tune != "none":
         card.about += (f" The model was trained together with its head (`distill head train --tune {tune}`): its "

@@ -37,7 +37,7 @@ class TuneConfig:
     # a training step of the default transformer student took 3x longer on 2 threads than on 1
     threads: int = 0
     # the starting head and the validation split, a distill.heads.head.HeadTrainConfig (None: its defaults)
-    # NOTE: typed Any, not imported even for type checking: classifier imports this module (no import circle)
+    # NOTE: typed Any, not imported even for type checking: heads.head imports this module (no import circle)
     head: Any = None
 
     def __post_init__(self) -> None:

@@ -155,8 +155,7 @@ def tune_classifier(
     with torch_threads(config.threads):
         if isinstance(student, StaticStudent) and config.table_lr is None:
             return _tune_table_lrs(student, texts, labels, config, model, encoder)
-        return _tune(student, texts, labels, dataclasses.replace(config, table_lr=config.table_lr or TABLE_LRS[0]),
-                     model, encoder)  # fmt: skip
+        return _tune(student, texts, labels, config, model, encoder)
 
 
 def _tune_table_lrs(student: StaticStudent, texts: Sequence[str], labels: Sequence[str], config: TuneConfig,

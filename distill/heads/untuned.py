@@ -51,8 +51,7 @@ def add_untuned(head: ClassifierHead, directory: Path, *, texts: Sequence[str]) 
     model = _untuned_model(head.config.model)
     parity = None
     if model is not None:
-        parity = export_untuned(model, directory / EMBEDDINGS_DIR, name=Path(head.config.model).name, texts=texts,
-                                basis=run_basis(head.config.model))  # fmt: skip
+        parity = export_untuned(model, directory / EMBEDDINGS_DIR, source=head.config.model, texts=texts)
     config = read_json(directory / CONFIG_FILE)
     # NOTE: the model trained with the head: its vectors left the teacher's space
     config.update(tune=head.config.tune, teacher_space=False, embeddings=EMBEDDINGS_DIR if model is not None else None)
@@ -93,19 +92,20 @@ def run_basis(model: str) -> Basis | None:
 
 
 def export_untuned(
-    model: Student | Teacher | Path, directory: Path, *, name: str, texts: Sequence[str], basis: Basis | None = None
+    model: Student | Teacher | Path, directory: Path, *, source: str, texts: Sequence[str]
 ) -> dict[str, Any]:
-    """Write `model` to `directory` as `distill export` does (a teacher copied into a transformer student with all
-    its layers, an export folder copied as it is), named `name` (a teacher: its own name), with the teacher's
-    `basis` when given (a student's); its parity figures."""
+    """Write `model`, loaded from `source`, to `directory` as `distill export` does (a teacher copied into a
+    transformer student with all its layers, an export folder copied as it is); a student is named as its folder
+    and gets the basis of the run it belongs to (`run_basis`). Its parity figures."""
     if isinstance(model, Path):
         directory.mkdir()
         return copy_export(model, directory)
     if isinstance(model, Teacher):
         vectors = model.sentence_vectors(list(texts))  # (texts, dim): the int8 graph's fidelity is measured on them
         return export_student(teacher_student(model), directory, name=model.name, texts=texts, teacher_vectors=vectors)
+    basis = run_basis(source)
     usable = basis if basis is not None and basis.dim == model.dim else None  # NOTE: a narrower student has its own
-    return export_student(model, directory, name=name, texts=texts, basis=usable)
+    return export_student(model, directory, name=Path(source).name, texts=texts, basis=usable)
 
 
 def copy_export(source: Path, directory: Path) -> dict[str, Any]:
